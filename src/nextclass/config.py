@@ -1,0 +1,159 @@
+"""Typed training configuration.
+
+One pydantic model, validated once: unknown keys are rejected and every error names its field.
+``None`` means "choose for me"; :func:`nextclass.train.fit.resolve` fills each such field from the
+data, the model and the machine, logs what it chose, and the *resolved* config is what the run
+saves as ``config.yaml`` (so the saved file never lies about what ran).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["TrainConfig", "ConfigError", "load_config", "save_config"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field(s)."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs. Field comments are the documentation (``--help`` repeats them)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- data -------------------------------------------------------------------------------
+    data: str = Field(..., description="folder, CSV manifest, 'digits' or 'fashion-mnist[:DIR]'")
+    split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions when the data has no splits")
+    seed: int = Field(0, description="seed for the split, init, data order and augmentation")
+    cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache (default: user cache)")
+    download: bool = Field(False, description="allow downloading a built-in dataset")
+    # --- model ------------------------------------------------------------------------------
+    model: str = Field("simple_cnn", description="timm model name or simple_cnn")
+    pretrained: Optional[str] = Field(None, description="none, timm hub tag, local weights file or weights package")
+    recipe: Literal["scratch", "linear-probe", "finetune", "two-phase"] = "scratch"
+    head: Literal["linear", "mlp", "attention"] = Field("linear", description="classifier head on the backbone")
+    img_size: Optional[int] = Field(None, ge=8, le=1024, description="model input (crop) size; None: from the data or the model")
+    in_chans: Optional[Literal[1, 3]] = Field(None, description="1 for grayscale, 3 for RGB; None: from the data")
+    drop_rate: Optional[float] = Field(None, ge=0, lt=1, description="dropout before the classifier")
+    drop_path: Optional[float] = Field(None, ge=0, lt=1, description="stochastic depth rate (timm models that support it)")
+    # --- optimisation -----------------------------------------------------------------------
+    epochs: int = Field(10, ge=1, le=10000)
+    batch_size: Optional[int] = Field(None, ge=1, le=65536, description="None: chosen from the image size")
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: Optional[float] = Field(None, gt=0, lt=10, description="peak learning rate; None: by recipe and batch size")
+    weight_decay: float = Field(0.05, ge=0, lt=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "plateau", "onecycle", "none"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    clip_grad: Optional[float] = Field(None, gt=0, description="max gradient norm")
+    accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
+    patience: Optional[int] = Field(None, ge=1, description="early stopping: epochs without improvement")
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    ema: bool = Field(False, description="keep an exponential moving average of the weights")
+    ema_decay: float = Field(0.999, gt=0, lt=1)
+    balance: Literal["none", "sampler", "loss"] = Field("none", description="class-balanced sampling or class-weighted loss")
+    # --- augmentation -----------------------------------------------------------------------
+    augment: Literal["none", "light", "standard", "strong"] = "standard"
+    hflip: bool = True
+    vflip: bool = False
+    rotation: Optional[float] = Field(None, ge=0, le=180, description="max rotation degrees; None: by augment level")
+    scale_min: Optional[float] = Field(None, gt=0, le=1, description="random-resized-crop min area; None: by augment level")
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
+    random_erasing: float = Field(0.0, ge=0, le=1)
+    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off)")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off)")
+    # --- transfer learning ------------------------------------------------------------------
+    probe_epochs: Optional[int] = Field(None, ge=1, description="two-phase: epochs of the head-only phase")
+    tta_views: int = Field(0, ge=0, description="linear-probe: extra augmented views embedded per image")
+    layer_decay: Optional[float] = Field(None, gt=0, le=1, description="finetune: layer-wise lr decay")
+    # --- machine ----------------------------------------------------------------------------
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
+    amp: Optional[bool] = Field(None, description="mixed precision; None: on for CUDA only")
+    channels_last: Optional[bool] = Field(None, description="NHWC memory format; None: on for CUDA")
+    compile: bool = Field(False, description="torch.compile the model (costs 10-50 s up front)")
+    workers: Optional[int] = Field(None, ge=0, description="data loader processes; None: by core count")
+    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; None: all cores")
+    max_minutes: Optional[float] = Field(None, gt=0, description="stop after this wall time (the run still evaluates)")
+    # --- output -----------------------------------------------------------------------------
+    output: str = Field("runs", description="parent folder of run directories")
+    name: Optional[str] = Field(None, description="run directory name; None: <model>-<data>[-N]")
+    evaluate_test: bool = Field(True, description="evaluate on the test split after training")
+    report: bool = Field(True, description="write plots and report.html into the run")
+    track: Literal["none", "mlflow", "tensorboard"] = "none"
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, v):
+        if isinstance(v, str):
+            from .data.splits import parse_ratios
+
+            try:
+                return parse_ratios(v)
+            except ValueError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if abs(sum(self.split) - 1.0) > 1e-6 and sum(self.split) > 0:
+            s = sum(self.split)
+            object.__setattr__(self, "split", tuple(x / s for x in self.split))
+        if self.split[0] <= 0:
+            raise ValueError("split: the train fraction must be > 0")
+        if self.recipe in ("linear-probe", "finetune", "two-phase") and self.model == "simple_cnn" and not self.pretrained:
+            raise ValueError(f"recipe: {self.recipe!r} needs a pretrained backbone (--pretrained); use --recipe scratch")
+        return self
+
+    def to_yaml(self) -> str:
+        d = self.model_dump(mode="json")
+        d["split"] = list(d["split"])
+        return yaml.safe_dump(d, sort_keys=False)
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown field (allowed: see `nextclass train --help`)")
+        else:
+            lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid config: " + "; ".join(lines)
+
+
+def make_config(**kwargs) -> TrainConfig:
+    """Build a config, raising :class:`ConfigError` that names each bad field."""
+    try:
+        return TrainConfig(**kwargs)
+    except ValidationError as e:
+        raise ConfigError(_format(e)) from None
+
+
+def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """Read a YAML config (if given) and apply non-None ``overrides`` on top."""
+    data: dict = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of field: value")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(**data)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    from .utils import atomic_write_text
+
+    atomic_write_text(path, cfg.to_yaml())
+
+
+__all__.append("make_config")

@@ -1,0 +1,1 @@
+"""Data: sources, splits, safe decoding, the decoded-image cache, transforms and loaders."""

@@ -1,0 +1,150 @@
+"""Decode once: a uint8 array cache of every image at the cache resolution.
+
+The first use of a dataset decodes each file once (safe decoding, in parallel processes), resizes
+it with :func:`~nextclass.data.transforms.to_square`, and stores the result as a ``.npy`` file
+(memory-mapped) keyed by (data fingerprint, size, channels, interpolation). Later epochs and later
+runs read the array; small sets are loaded into RAM. Files that fail to decode are recorded with
+their reason and never reach the training loop.
+
+The cache lives under the cache directory (``--cache-dir``), never beside the user's images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_write_json, default_cache_dir, sha1_of
+from .decode import DecodeError, open_image
+from .sources import DataSource
+from .transforms import to_square
+
+__all__ = ["DecodedImages", "decode_all", "CACHE_VERSION", "RAM_LIMIT_BYTES"]
+
+CACHE_VERSION = 1
+RAM_LIMIT_BYTES = 1 << 30  # arrays up to 1 GiB are read into RAM, larger ones stay memory-mapped
+
+
+@dataclass
+class DecodedImages:
+    """Decoded images for a list of samples: ``array[i]`` is sample ``i`` (zeros if it failed)."""
+
+    array: np.ndarray  # (N, S, S, C) uint8
+    ok: np.ndarray  # (N,) bool
+    errors: dict[int, str] = field(default_factory=dict)  # position -> reason
+    key: str = ""
+    hit: bool = False
+
+
+def _decode_one(args) -> tuple[np.ndarray | None, str | None]:
+    path, size, channels, interpolation = args
+    try:
+        img = open_image(path, channels)
+        return to_square(img, size, interpolation), None
+    except DecodeError as e:
+        return None, str(e)
+    except Exception as e:  # never let one file stop the pass
+        return None, f"cannot decode: {type(e).__name__}: {e}"
+
+
+def _array_item(arr: np.ndarray, size: int, channels: int, interpolation: str) -> np.ndarray:
+    from PIL import Image
+
+    a = arr if arr.ndim == 3 else arr[:, :, None]
+    if a.shape[0] == size and a.shape[1] == size and a.shape[2] == channels:
+        return a
+    img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+    img = img.convert("L" if channels == 1 else "RGB")
+    return to_square(img, size, interpolation)
+
+
+def decode_all(source: DataSource, positions: list[int], *, size: int, channels: int,
+               interpolation: str = "bilinear", cache_dir: str | os.PathLike | None = None,
+               workers: int | None = None, progress: bool = True, use_cache: bool = True) -> DecodedImages:
+    """Decode ``source.samples[positions]`` into one uint8 array, through the on-disk cache.
+
+    Args:
+        source: the data source.
+        positions: indices into ``source.samples``.
+        size: cache resolution (square side).
+        channels: 1 or 3.
+        interpolation: resize filter.
+        cache_dir: cache root (default: user cache).
+        workers: decoding processes (default: number of cores).
+        progress: show a Rich progress bar.
+        use_cache: read/write the on-disk cache (``False`` decodes in memory only).
+    """
+    samples = [source.samples[i] for i in positions]
+    key = sha1_of([CACHE_VERSION, source.fingerprint(samples), size, channels, interpolation])
+    folder = Path(cache_dir or default_cache_dir()) / "images"
+    npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
+    n = len(samples)
+    if use_cache and npy.exists() and meta.exists():
+        info = json.loads(meta.read_text())
+        arr = np.load(npy, mmap_mode="r")
+        if arr.nbytes <= RAM_LIMIT_BYTES:
+            arr = np.array(arr)  # into RAM, writable
+        errors = {int(k): v for k, v in info["errors"].items()}
+        ok = np.ones(n, dtype=bool)
+        ok[list(errors)] = False
+        return DecodedImages(arr, ok, errors, key, hit=True)
+
+    shape = (n, size, size, channels)
+    nbytes = int(np.prod(shape))
+    to_disk = use_cache
+    if to_disk:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.npy"
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        arr = np.zeros(shape, dtype=np.uint8)
+    errors: dict[int, str] = {}
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=True) as bar:
+        task = bar.add_task("decode", total=n)
+        if source.array is not None and all(s.index is not None for s in samples):
+            for j, s in enumerate(samples):
+                arr[j] = _array_item(source.array[s.index], size, channels, interpolation)
+                if j % 2048 == 0:
+                    bar.update(task, completed=j)
+        else:
+            jobs = [(s.path, size, channels, interpolation) for s in samples]
+            nw = workers or min(os.cpu_count() or 1, 8)
+            if nw > 1 and n >= 64:
+                with ProcessPoolExecutor(nw) as ex:
+                    results = ex.map(_decode_one, jobs, chunksize=max(1, min(256, n // (nw * 8))))
+                    for j, (img, err) in enumerate(results):
+                        _store(arr, errors, j, img, err)
+                        bar.advance(task)
+            else:
+                for j, job in enumerate(jobs):
+                    _store(arr, errors, j, *_decode_one(job))
+                    bar.advance(task)
+        bar.update(task, completed=n)
+    ok = np.ones(n, dtype=bool)
+    ok[list(errors)] = False
+    if to_disk:
+        arr.flush()
+        del arr
+        os.replace(tmp, npy)
+        atomic_write_json(meta, {"version": CACHE_VERSION, "n": n, "size": size, "channels": channels,
+                                 "interpolation": interpolation, "errors": {str(k): v for k, v in errors.items()}})
+        arr = np.load(npy, mmap_mode="r")
+        if nbytes <= RAM_LIMIT_BYTES:
+            arr = np.array(arr)  # into RAM, writable
+    return DecodedImages(arr, ok, errors, key, hit=False)
+
+
+def _store(arr, errors, j, img, err):
+    if err is not None:
+        errors[j] = err
+    else:
+        arr[j] = img

@@ -1,0 +1,116 @@
+"""Deterministic stratified train/val/test splits, saved as ``split.csv`` in the run.
+
+The test split is for the final number only. When a dataset brings its own splits they are
+kept; a missing ``val`` is carved (stratified) from ``train`` and said so - model selection never
+looks at ``test``. A missing ``test`` is carved from ``train`` too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_write_text, log
+from .sources import DataError, DataSource
+
+__all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
+    """``"70/20/10"``, ``"0.7,0.2,0.1"`` or a 3-sequence → fractions summing to 1."""
+    if isinstance(spec, str):
+        parts = [p for p in spec.replace("/", ",").replace(":", ",").split(",") if p.strip()]
+    else:
+        parts = list(spec)
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise DataError(f"split {spec!r}: expected three numbers like 70/20/10") from None
+    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] <= 0:
+        raise DataError(f"split {spec!r}: expected three non-negative numbers train/val/test with train > 0")
+    s = sum(vals)
+    return (vals[0] / s, vals[1] / s, vals[2] / s)
+
+
+def _stratified(labels: np.ndarray, fractions: list[float], names: list[str], seed: int) -> np.ndarray:
+    """Split indices per class with a seeded RNG; every class of >= len(names) items gets one of each."""
+    out = np.empty(len(labels), dtype=object)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = len(idx)
+        counts = [int(round(n * f)) for f in fractions[1:]]
+        for k, f in enumerate(fractions[1:]):  # at least one per requested split when possible
+            if f > 0 and counts[k] == 0 and n - sum(counts) > 1:
+                counts[k] = 1
+        while sum(counts) >= n and max(counts) > 0:  # keep at least one training image
+            counts[int(np.argmax(counts))] -= 1
+        start = n - sum(counts)
+        out[idx[:start]] = names[0]
+        for name, cnt in zip(names[1:], counts):
+            out[idx[start:start + cnt]] = name
+            start += cnt
+    return out
+
+
+def assign_splits(source: DataSource, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> list[str]:
+    """Return a split name per sample (and set ``sample.split``)."""
+    ratios = parse_ratios(ratios)
+    labels = np.array([s.label for s in source.samples])
+    if not source.has_splits:
+        splits = _stratified(labels, list(ratios), list(SPLITS), seed)
+    else:
+        splits = np.array([s.split for s in source.samples], dtype=object)
+        present = set(splits)
+        if "train" not in present:
+            raise DataError(f"{source.name}: the given splits {sorted(present)} have no 'train'")
+        train_idx = np.flatnonzero(splits == "train")
+        missing = [s for s in ("val", "test") if s not in present]
+        if missing:
+            fr = {"val": ratios[1], "test": ratios[2]}
+            wanted = [fr[m] if fr[m] > 0 else 0.1 for m in missing]
+            keep = ratios[0]
+            total = keep + sum(wanted)
+            sub = _stratified(labels[train_idx], [keep / total] + [w / total for w in wanted],
+                              ["train"] + missing, seed)
+            splits[train_idx] = sub
+            log(f"[yellow]NOTE[/]: {source.name} has no {' or '.join(missing)} split; carved "
+                f"{', '.join(f'{m} ({int((sub == m).sum())} images)' for m in missing)} from train "
+                f"(stratified, seed {seed}). Model selection uses val, never test.")
+    for s, sp in zip(source.samples, splits):
+        s.split = str(sp)
+    return [str(x) for x in splits]
+
+
+def write_split_csv(path: str | Path, source: DataSource) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "class", "split"])
+    for s in source.samples:
+        w.writerow([s.path, s.label, source.classes[s.label], s.split])
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_split_csv(path: str | Path, source: DataSource) -> None:
+    """Apply a saved split to ``source`` (same files, same labels), failing loudly on drift."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    missing = 0
+    for s in source.samples:
+        r = rows.get(s.path)
+        if r is None:
+            missing += 1
+            s.split = None
+            continue
+        s.split = r["split"]
+    if missing:
+        log(f"[yellow]NOTE[/]: {missing} file(s) are not in {path} (added since the run started); they are ignored")
+        source.samples = [s for s in source.samples if s.split]
+    if not source.samples:
+        raise DataError(f"{path}: none of the files in the saved split exist in {source.root}")

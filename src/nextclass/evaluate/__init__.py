@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, predictions on a split."""

@@ -1,0 +1,101 @@
+"""Create any timm model (or ``simple_cnn``) with the dataset's classes, and its data config.
+
+``pretrained`` accepts:
+
+* ``None`` / ``"none"``: random initialisation;
+* ``"timm"`` or a hub tag (``"timm/resnet18.a1_in1k"``, ``"hf-hub:..."``): timm downloads the weights
+  (only when the user asks; never in tests);
+* a local file (``.safetensors``, or a state-dict ``.pth``/``.pt``/``.bin`` read with
+  ``weights_only=True``);
+* the name of an installed weights package (see :mod:`nextclass.models.pretrained`).
+
+The classifier is always reset to ``num_classes``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["create", "data_config", "count_params", "ModelError", "register_local_models"]
+
+
+class ModelError(ValueError):
+    """A model name, weight file or head that cannot be used; the message says which."""
+
+
+_REGISTERED = False
+
+
+def register_local_models() -> None:
+    """Register ``simple_cnn`` in timm's registry once (idempotent; raises on a real clash)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import timm
+    from timm.models import register_model
+
+    from . import simple_cnn as mod
+
+    if not timm.is_model("simple_cnn"):
+        register_model(mod.simple_cnn)
+    elif timm.models.get_model_entrypoint("simple_cnn") is not mod.simple_cnn:
+        raise ModelError("another package registered a timm model named 'simple_cnn'")
+    _REGISTERED = True
+
+
+def _is_hub(pretrained: str) -> bool:
+    return pretrained in ("timm", "hub", "true", "True") or pretrained.startswith(("timm/", "hf-hub:", "hf_hub:"))
+
+
+def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.PathLike | None = None,
+           **kwargs) -> nn.Module:
+    """Build ``name`` with a fresh ``num_classes`` head.
+
+    Args:
+        name: a timm model name (``resnet18``, ``convnext_tiny``, ``tf_efficientnet_lite0``...) or ``simple_cnn``.
+        num_classes: classes of the dataset (the head is reset to this).
+        in_chans: input channels (1 for grayscale data trained from scratch).
+        pretrained: see the module docstring.
+        **kwargs: passed to the timm constructor (``drop_rate``, ``drop_path_rate``...).
+
+    Example:
+        >>> m = create("simple_cnn", num_classes=10, in_chans=1)
+        >>> m(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    import timm
+
+    register_local_models()
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:8]
+        raise ModelError(f"unknown model {name!r}. timm names work (e.g. resnet18, convnext_tiny, "
+                         f"tf_efficientnet_lite0) plus simple_cnn" + (f"; close matches: {close}" if close else ""))
+    pre = None if pretrained in (None, "", "none", "None", False) else str(pretrained)
+    if pre is not None and _is_hub(pre):
+        hub_name = name if pre in ("timm", "hub", "true", "True") else pre.removeprefix("timm/")
+        if pre.startswith(("hf-hub:", "hf_hub:")):
+            hub_name = pre
+        return timm.create_model(hub_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if pre is not None:
+        from .pretrained import load_pretrained
+
+        load_pretrained(model, name, pre)
+    return model
+
+
+def data_config(model: nn.Module) -> dict:
+    """timm's resolved data config (input_size, interpolation, mean, std, crop_pct) for ``model``."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return {"input_size": tuple(cfg["input_size"]), "interpolation": cfg.get("interpolation", "bilinear"),
+            "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "crop_pct": float(cfg.get("crop_pct", 1.0))}
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

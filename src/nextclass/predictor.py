@@ -1,0 +1,154 @@
+"""``nextclass.load(model).predict(images)``: inference from a bundle, exactly as evaluated.
+
+Inputs may be paths, PIL images, numpy arrays (HxW or HxWxC, uint8) or raw bytes. Unreadable
+inputs do not stop a batch: their result carries ``error`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .data.decode import DecodeError, open_image
+from .data.transforms import Preprocess, image_to_tensor
+from .evaluate.metrics import softmax
+
+__all__ = ["Predictor", "load", "Prediction"]
+
+
+@dataclass
+class Prediction:
+    source: str
+    label: str | None = None
+    index: int | None = None
+    probability: float | None = None
+    topk: list[tuple[str, float]] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        d = {"source": self.source, "label": self.label, "index": self.index, "probability": self.probability,
+             "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def _name(x: Any, i: int) -> str:
+    if isinstance(x, (str, os.PathLike)):
+        return str(x)
+    return f"<{type(x).__name__} #{i}>"
+
+
+class Predictor:
+    """A loaded bundle ready to predict. Use :func:`load` to make one.
+
+    Attributes:
+        classes: class names, in the model's output order.
+        preprocess: the bundle's eval preprocessing.
+        temperature: calibration temperature applied to logits (1.0 = uncalibrated).
+    """
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", path: str | None = None):
+        self.model = model.to(device).eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.classes: list[str] = list(meta["classes"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.path = path
+        self.backend = "torch"
+
+    # --- inputs ---------------------------------------------------------------------------------
+    def to_tensor(self, x: Any) -> torch.Tensor:
+        """One input → normalised CxHxW tensor (raises DecodeError for unusable input)."""
+        from PIL import Image
+
+        ch = self.preprocess.channels
+        if isinstance(x, np.ndarray):
+            a = x
+            if a.dtype != np.uint8:
+                a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+            if a.ndim == 3 and a.shape[2] == 1:
+                a = a[:, :, 0]
+            if a.ndim not in (2, 3):
+                raise DecodeError(f"array of shape {x.shape} is not an image (HxW or HxWxC)")
+            x = Image.fromarray(a)
+        img = open_image(x, ch)
+        return image_to_tensor(img, self.preprocess)
+
+    # --- outputs --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        return self.model(batch.to(self.device)).float().cpu().numpy()
+
+    def predict_proba(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
+        """Calibrated class probabilities for a preprocessed batch (NxCxHxW)."""
+        logits = self.logits(batch)
+        if tta:
+            logits = (logits + self.logits(torch.flip(batch, dims=[3]))) / 2
+        return softmax(logits, self.temperature)
+
+    def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool = False) -> list[Prediction]:
+        """Predict one input or a list of inputs.
+
+        Example:
+            >>> p = load("runs/digits")            # doctest: +SKIP
+            >>> p.predict(["a.png"])[0].label      # doctest: +SKIP
+            '7'
+        """
+        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not isinstance(images, Iterable):
+            images = [images]
+        images = list(images)
+        results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
+        k = max(1, min(topk, len(self.classes)))
+        for start in range(0, len(images), batch_size):
+            idx, tensors = [], []
+            for i in range(start, min(start + batch_size, len(images))):
+                try:
+                    tensors.append(self.to_tensor(images[i]))
+                    idx.append(i)
+                except DecodeError as e:
+                    results[i].error = str(e)
+            if not tensors:
+                continue
+            probs = self.predict_proba(torch.stack(tensors), tta=tta)
+            for i, pr in zip(idx, probs):
+                order = np.argsort(-pr)[:k]
+                results[i].index = int(order[0])
+                results[i].label = self.classes[order[0]]
+                results[i].probability = float(pr[order[0]])
+                results[i].topk = [(self.classes[j], float(pr[j])) for j in order]
+        return results
+
+
+def load(path: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> Predictor:
+    """Load a bundle (run directory, bundle directory, or model store name) for prediction."""
+    from .bundle import load_model, resolve_bundle_dir
+
+    p = _resolve(path)
+    if backend in ("onnx", "auto"):
+        try:
+            from .export.runtime import OnnxPredictor
+
+            return OnnxPredictor.from_bundle(p, fallback_torch=(backend == "auto"))
+        except ImportError:
+            if backend == "onnx":
+                raise
+    model, meta = load_model(p)
+    return Predictor(model, meta, device=device, path=str(resolve_bundle_dir(p)))
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    try:  # a model store name (NAME or NAME@vN), when the store module exists
+        from .store import resolve as store_resolve
+    except ImportError:
+        return p
+    return store_resolve(str(path))

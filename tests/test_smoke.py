@@ -1,0 +1,19 @@
+from pathlib import Path
+import json
+
+from conftest import run_cli
+
+
+def test_tiny_run_has_every_artifact(tiny_run: Path):
+    for f in ("config.yaml", "split.csv", "skipped.csv", "history.csv", "metrics.json", "predictions.csv",
+              "model/model.safetensors", "model/model.json", "checkpoints/last.safetensors", "checkpoints/best.safetensors"):
+        assert (tiny_run / f).exists(), f
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["test"]["split"] == "test" and m["test"]["n"] > 0
+    assert m["test"]["accuracy"] > 0.6  # 3 easy synthetic classes
+
+
+def test_cli_help_is_fast_and_lists_commands():
+    p = run_cli("--help")
+    for cmd in ("train", "evaluate", "predict", "demo"):
+        assert cmd in p.stdout
