@@ -1,0 +1,218 @@
+"""``nextclass export RUN --format onnx [--int8]``: ONNX beside the bundle, with a parity check.
+
+The exported graph takes the *normalised* NCHW float32 batch (dynamic batch size) and returns
+logits; preprocessing and the calibration temperature stay in ``model.json`` so every backend
+shares them (:class:`~nextclass.export.runtime.OnnxPredictor` applies both).
+
+Parity is measured on real validation images of the run (probabilities after the bundle's
+temperature; max absolute difference and top-1 agreement) and stored in ``model.json`` under
+``onnx``, with the exporter used and a hash of the weights it was exported from (a stale
+``model.onnx`` is then detected at load time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..utils import log
+
+__all__ = ["export_onnx", "torch_to_onnx", "parity", "file_sha256", "ONNX_NAME", "INT8_NAME", "DEFAULT_OPSET"]
+
+ONNX_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+#: opset 18 is the lowest the dynamo exporter emits without a version-conversion pass.
+DEFAULT_OPSET = 18
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _dynamo_export(model, sample, path: Path, opset: int) -> None:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The dynamo exporter prints progress to stdout; keep stdout clean for the CLI's own output.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (sample,), None, dynamo=True, external_data=False, opset_version=opset,
+                                 input_names=["input"], output_names=["logits"],
+                                 dynamic_shapes={"x": {0: batch}} if _arg_name(model) == "x" else ({0: batch},))
+        prog.save(str(path), external_data=False)
+
+
+def _arg_name(model) -> str:
+    import inspect
+
+    params = list(inspect.signature(model.forward).parameters)
+    return params[0] if params else "x"
+
+
+def _legacy_export(model, sample, path: Path, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (sample,), str(path), dynamo=False, opset_version=min(opset, 17),
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def torch_to_onnx(model: torch.nn.Module, sample: torch.Tensor, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                  exporter: str = "auto") -> str:
+    """Export ``model`` (eval mode, fp32) to one self-contained ONNX file with a dynamic batch axis.
+
+    Args:
+        exporter: ``dynamo`` (torch.export based), ``legacy`` (TorchScript based) or ``auto``:
+            dynamo first, then legacy when dynamo fails for this model (logged).
+
+    Returns:
+        The exporter that produced the file.
+
+    Example:
+        >>> torch_to_onnx(model, torch.zeros(2, 3, 32, 32), "m.onnx")  # doctest: +SKIP
+        'dynamo'
+    """
+    import onnx
+
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise ValueError(f"exporter {exporter!r}: choose auto, dynamo or legacy")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    model = model.eval().float()
+    sample = sample.float()
+    used = "legacy" if exporter == "legacy" else "dynamo"
+    try:
+        if used == "dynamo":
+            try:
+                _dynamo_export(model, sample, tmp, opset)
+            except Exception as e:  # noqa: BLE001 - any exporter failure means "try the other one"
+                if exporter == "dynamo":
+                    raise
+                log(f"[yellow]NOTE[/]: dynamo exporter failed ({type(e).__name__}: {str(e)[:200]}); using the legacy exporter")
+                used = "legacy"
+        if used == "legacy":
+            _legacy_export(model, sample, tmp, opset)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return used
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU session with full graph optimisation."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits for every row of ``x`` (float32 NCHW), in batches."""
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def parity(ref_logits: np.ndarray, logits: np.ndarray, temperature: float = 1.0, labels: np.ndarray | None = None) -> dict:
+    """Agreement of two models' outputs on the same inputs (probabilities after ``temperature``).
+
+    Example:
+        >>> parity(torch_logits, onnx_logits, 1.0)["top1_agreement"]  # doctest: +SKIP
+        1.0
+    """
+    from ..evaluate.metrics import softmax
+
+    p, q = softmax(ref_logits, temperature), softmax(logits, temperature)
+    out = {"n": int(len(p)), "max_abs_prob_diff": float(np.abs(p - q).max()) if len(p) else 0.0,
+           "max_abs_logit_diff": float(np.abs(ref_logits - logits).max()) if len(p) else 0.0,
+           "top1_agreement": float((p.argmax(1) == q.argmax(1)).mean()) if len(p) else 1.0}
+    if labels is not None and len(labels):
+        out["accuracy_reference"] = float((p.argmax(1) == labels).mean())
+        out["accuracy"] = float((q.argmax(1) == labels).mean())
+    return out
+
+
+def _run_dir(bundle_dir: Path) -> Path:
+    """The run folder holding ``config.yaml``/``split.csv`` for a bundle (itself if standalone)."""
+    return bundle_dir.parent if (bundle_dir.parent / "config.yaml").is_file() else bundle_dir
+
+
+def export_onnx(run: str | os.PathLike, format: str = "onnx", int8: bool = False, *, opset: int = DEFAULT_OPSET,
+                exporter: str = "auto", parity_images: int = 256, calib_images: int = 256,
+                threads: int | None = None) -> dict:
+    """Export a run's bundle to ``model.onnx`` (and ``model.int8.onnx`` with ``int8=True``).
+
+    Args:
+        run: a run directory or a bundle directory.
+        format: only ``onnx`` for now.
+        int8: also write a statically quantised model calibrated on the run's training images
+            and report its validation accuracy, size and speed against fp32.
+        opset: ONNX opset (the legacy exporter caps it at 17).
+        exporter: ``auto`` | ``dynamo`` | ``legacy`` (see :func:`torch_to_onnx`).
+        parity_images: validation images used for the parity check (and the int8 accuracy).
+        calib_images: training images used to calibrate int8 activation ranges.
+
+    Returns:
+        The ``onnx`` block also stored in ``model.json``: file, exporter, opset, size, parity,
+        and ``int8`` (file, size, accuracy vs fp32, speed) when requested.
+
+    Example:
+        >>> info = nextclass.export("runs/tiny", int8=True)       # doctest: +SKIP
+        >>> info["parity"]["top1_agreement"], info["int8"]["accuracy_delta"]  # doctest: +SKIP
+        (1.0, 0.0)
+    """
+    from ..bundle import load_model, resolve_bundle_dir, update_meta
+    from ..data.transforms import Preprocess
+    from .samples import split_images
+
+    if format != "onnx":
+        raise ValueError(f"--format {format!r}: only 'onnx' is supported")
+    folder = resolve_bundle_dir(run)
+    model, meta = load_model(folder)
+    pp = Preprocess.from_dict(meta["preprocess"])
+    temperature = float(meta.get("temperature", 1.0))
+    val = split_images(_run_dir(folder), pp, "val", limit=parity_images)
+    t0 = time.time()
+    used = torch_to_onnx(model, torch.from_numpy(val.x[:2]), folder / ONNX_NAME, opset=opset, exporter=exporter)
+    export_s = time.time() - t0
+    with torch.no_grad():
+        ref = torch.cat([model(torch.from_numpy(val.x[i:i + 64])) for i in range(0, len(val.x), 64)]).numpy()
+    sess = session(folder / ONNX_NAME, threads)
+    got = run_session(sess, val.x)
+    par = parity(ref, got, temperature, val.labels)
+    par["images"] = f"{val.split} split of the run" if val.real else "random inputs (no run data)"
+    info = {"file": ONNX_NAME, "exporter": used, "opset": min(opset, 17) if used == "legacy" else opset,
+            "input": {"name": sess.get_inputs()[0].name, "shape": ["batch", pp.channels, pp.crop, pp.crop],
+                      "dtype": "float32", "normalised": True},
+            "bytes": (folder / ONNX_NAME).stat().st_size, "export_seconds": round(export_s, 2),
+            "weights_sha256": file_sha256(folder / "model.safetensors"), "parity": par}
+    log(f"onnx: {folder / ONNX_NAME} ({info['bytes'] / 1e6:.2f} MB, {used} exporter, opset {info['opset']}); "
+        f"parity on {par['n']} {par['images']}: max |dp| {par['max_abs_prob_diff']:.2e}, "
+        f"top-1 agreement {par['top1_agreement']:.4f}")
+    if int8:
+        from .quantize import int8_report
+
+        train = split_images(_run_dir(folder), pp, "train", limit=calib_images, seed=1)
+        info["int8"] = int8_report(folder / ONNX_NAME, folder / INT8_NAME, calib=train.x, val=val,
+                                   fp32_logits=got, temperature=temperature, threads=threads)
+    else:
+        old = (meta.get("onnx") or {}).get("int8")
+        if old and old.get("weights_sha256") == info["weights_sha256"] and (folder / INT8_NAME).is_file():
+            info["int8"] = old  # same weights: the earlier int8 model is still valid
+    update_meta(folder, onnx=info)
+    return info
