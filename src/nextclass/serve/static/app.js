@@ -1,0 +1,96 @@
+// nextclass web page: plain JS, no build step. One request per image (the server micro-batches them).
+"use strict";
+const $ = (sel) => document.querySelector(sel);
+let explainAvailable = false;
+
+async function loadModel() {
+  try {
+    const r = await fetch("/v1/models");
+    const m = (await r.json()).models[0];
+    const acc = m.metrics && m.metrics.val && m.metrics.val.accuracy;
+    $("#model-info").textContent = `${m.ref} · ${m.arch || "model"} · ${m.classes.length} classes · backend ${m.backend}` +
+      (acc !== undefined && acc !== null ? ` · val accuracy ${(100 * acc).toFixed(1)}%` : "");
+    explainAvailable = !!m.explain;
+    $("#explain-option").hidden = !explainAvailable;
+    document.body.dataset.ready = "1";
+  } catch (e) {
+    $("#model-info").textContent = "cannot reach the model: " + e;
+  }
+}
+
+function showError(card, text) {
+  const el = card.querySelector(".error");
+  el.hidden = false;
+  el.textContent = text;
+  card.querySelector(".label").textContent = "unreadable";
+  card.classList.add("failed");
+}
+
+function showResult(card, res) {
+  card.querySelector(".label").textContent = res.label;
+  card.dataset.label = res.label;
+  const ol = card.querySelector(".bars");
+  for (const t of res.topk) {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = t.label;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("span");
+    fill.style.width = (100 * t.probability).toFixed(1) + "%";
+    bar.appendChild(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = (100 * t.probability).toFixed(1) + "%";
+    li.append(name, bar, pct);
+    ol.appendChild(li);
+  }
+  card.classList.add("done");
+}
+
+async function explain(card, file) {
+  const fd = new FormData();
+  fd.append("file", file, file.name);
+  const r = await fetch("/v1/explain", { method: "POST", body: fd });
+  if (!r.ok) return;
+  const img = card.querySelector(".cam");
+  img.src = URL.createObjectURL(await r.blob());
+  img.hidden = false;
+}
+
+async function classify(file) {
+  const card = $("#card").content.firstElementChild.cloneNode(true);
+  card.querySelector(".file").textContent = file.name;
+  card.querySelector(".thumb").src = URL.createObjectURL(file);
+  card.querySelector(".thumb").alt = file.name;
+  $("#results").prepend(card);
+  const fd = new FormData();
+  fd.append("files", file, file.name);
+  const k = Math.max(1, parseInt($("#topk").value, 10) || 5);
+  try {
+    const r = await fetch(`/v1/predict?topk=${k}`, { method: "POST", body: fd });
+    const body = await r.json();
+    if (!r.ok) return showError(card, `${r.status}: ${body.detail || r.statusText}`);
+    showResult(card, body.results[0]);
+    if (explainAvailable && $("#explain").checked) await explain(card, file);
+  } catch (e) {
+    showError(card, String(e));
+  }
+}
+
+function handle(files) {
+  for (const f of files) classify(f);
+}
+
+function init() {
+  const drop = $("#drop");
+  $("#picker").addEventListener("change", (e) => { handle(e.target.files); e.target.value = ""; });
+  for (const ev of ["dragenter", "dragover"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  drop.addEventListener("drop", (e) => handle(e.dataTransfer.files));
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("#picker").click(); });
+  $("#clear").addEventListener("click", () => { $("#results").innerHTML = ""; });
+  loadModel();
+}
+
+init();
