@@ -87,10 +87,17 @@ class Predictor:
         return self.model(batch.to(self.device)).float().cpu().numpy()
 
     def predict_proba(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
-        """Calibrated class probabilities for a preprocessed batch (NxCxHxW)."""
-        logits = self.logits(batch)
+        """Calibrated class probabilities for a preprocessed batch (NxCxHxW).
+
+        With ``tta``, logits are averaged over the bundle's TTA views (flip / multi-crop, those the
+        model was trained with; see :mod:`nextclass.evaluate.tta`) before the temperature.
+        """
         if tta:
-            logits = (logits + self.logits(torch.flip(batch, dims=[3]))) / 2
+            from .evaluate.tta import tta_logits, views_for
+
+            logits = tta_logits(self.logits, batch, views_for(self.meta))
+        else:
+            logits = self.logits(batch)
         return softmax(logits, self.temperature)
 
     def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool = False) -> list[Prediction]:
@@ -130,6 +137,8 @@ def load(path: str | os.PathLike, device: str = "cpu", backend: str = "torch") -
     """Load a bundle (run directory, bundle directory, or model store name) for prediction."""
     from .bundle import load_model, resolve_bundle_dir
 
+    if backend not in ("torch", "onnx", "auto"):
+        raise ValueError(f"backend {backend!r}: choose torch, onnx or auto")
     p = _resolve(path)
     if backend in ("onnx", "auto"):
         try:
