@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from ..distributed import is_distributed, train_sampler
+
 __all__ = ["ArrayDataset", "make_loader"]
 
 
@@ -31,11 +33,80 @@ def make_loader(ds: ArrayDataset, batch_size: int, *, train: bool, seed: int = 0
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     sampler = None
     shuffle = train
-    if train and balance:
+    n_items = len(ds)
+    if train and is_distributed():  # DDP: this rank's slice of the epoch's permutation (set_epoch applied)
+        sampler, shuffle = train_sampler(ds, seed * 100003, epoch, balance), False
+        n_items = len(sampler)
+    elif train and balance:
         counts = np.bincount(ds.labels, minlength=int(ds.labels.max()) + 1).astype(float)
         w = 1.0 / np.maximum(counts[ds.labels], 1)
         sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(ds), replacement=True, generator=g)
         shuffle = False
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=g,
-                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last and len(ds) > batch_size,
+                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last and n_items > batch_size,
                       persistent_workers=False)
+
+
+class BatchLoader:
+    """Whole uint8 batches gathered from the decoded array: no per-sample Python work.
+
+    The order of an epoch depends only on ``(seed, epoch)`` (a resumed run sees the same batches).
+    With ``shard=(rank, world)`` each rank takes every ``world``-th index of the shared permutation,
+    padded by wrapping so that all ranks run the same number of steps (as ``DistributedSampler``).
+    The next batch is gathered in a background thread (numpy fancy indexing releases the GIL), and
+    on CUDA it is pinned so the host-to-device copy is asynchronous.
+
+    Yields:
+        ``(uint8 tensor (B, C, S, S), int64 labels (B,))``.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int, *, train: bool,
+                 seed: int = 0, epoch: int = 0, balance: bool = False, drop_last: bool = False,
+                 shard: tuple[int, int] = (0, 1), pin_memory: bool = False):
+        self.array, self.rows, self.labels = array, np.asarray(rows), np.asarray(labels)
+        self.batch_size, self.train, self.seed, self.epoch = batch_size, train, seed, epoch
+        self.balance, self.pin = balance, pin_memory
+        self.drop_last = drop_last and len(self.rows) > batch_size
+        self.rank, self.world = shard
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        n = len(self.rows)
+        rng = np.random.default_rng([self.seed, self.epoch, 17])
+        if self.train and self.balance and n:
+            counts = np.bincount(self.labels).astype(float)
+            w = 1.0 / counts[self.labels]
+            order = rng.choice(n, size=n, replace=True, p=w / w.sum())
+        elif self.train:
+            order = rng.permutation(n)
+        else:
+            order = np.arange(n)
+        if self.world > 1:
+            per = -(-n // self.world)
+            order = np.resize(order, per * self.world)[self.rank::self.world]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _gather(self, k: int):
+        idx = self.order[k * self.batch_size:(k + 1) * self.batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(self.array[self.rows[idx]])).permute(0, 3, 1, 2)
+        if self.pin:
+            x = x.pin_memory()
+        return x, torch.from_numpy(self.labels[idx].astype(np.int64))
+
+    def __iter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        nb = len(self)
+        if nb == 0:
+            return
+        with ThreadPoolExecutor(1) as ex:
+            fut = ex.submit(self._gather, 0)
+            for k in range(nb):
+                batch = fut.result()
+                if k + 1 < nb:
+                    fut = ex.submit(self._gather, k + 1)
+                yield batch

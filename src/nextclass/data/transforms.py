@@ -126,4 +126,4 @@ def train_transform(pp: Preprocess, aug: Augment | None):
 def image_to_tensor(img: Image.Image, pp: Preprocess) -> torch.Tensor:
     """A decoded PIL image → the model's normalised input tensor (CxHxW), exactly as in eval."""
     sq = to_square(img, pp.size, pp.interpolation)
-    return eval_transform(pp)(torch.from_numpy(np.ascontiguousarray(sq)).permute(2, 0, 1))
+    return eval_transform(pp)(torch.from_numpy(np.array(sq, copy=True)).permute(2, 0, 1))

@@ -21,15 +21,19 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data.loader import ArrayDataset, make_loader
+from ..data.batch_aug import BatchAugment, BatchEval
+from ..data.loader import ArrayDataset, BatchLoader, make_loader
 from ..data.transforms import eval_transform, train_transform
 from ..utils import atomic_write_text, log
 from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import Budget, loss_and_acc, predict_logits, train_one_epoch
 from .optim import Schedule, build_optimizer, param_groups
 from .setup import Context, augment_for, prepare
+from ..distributed import (all_gather_object, broadcast_object, finish_training, is_main, rank, reduce_epoch,
+                           shard, synced_budget, unshard, world_size, wrap_ddp)
 
-__all__ = ["fit", "Phase", "run_phase", "build_model", "HISTORY_COLUMNS", "progress_bar", "val_logits"]
+__all__ = ["fit", "Phase", "run_phase", "build_model", "HISTORY_COLUMNS", "progress_bar", "val_logits",
+           "train_batches"]
 
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                    "epoch_seconds", "images_per_second", "elapsed_seconds"]
@@ -93,11 +97,35 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def val_logits(ctx: Context, model: nn.Module, split: str = "val", progress=None) -> tuple[np.ndarray, np.ndarray]:
-    ds = ArrayDataset(ctx.images.array, ctx.rows[split], ctx.labels[split], eval_transform(ctx.pp))
-    loader = make_loader(ds, max(ctx.cfg.batch_size, 64), train=False, workers=ctx.cfg.workers,
-                         pin_memory=ctx.device.type == "cuda")
-    return predict_logits(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype,
-                          channels_last=bool(ctx.cfg.channels_last), progress=progress, desc=f"{split}")
+    """Logits and labels of a split, in split order (batched eval preprocessing on the device)."""
+    rows, labels = shard(ctx.rows[split]), shard(ctx.labels[split])  # DDP: rank r evaluates rows[r::world]
+    loader = BatchLoader(ctx.images.array, rows, labels, max(ctx.cfg.batch_size, 64),
+                         train=False, pin_memory=ctx.device.type == "cuda")
+    lg, y = predict_logits(model, loader, device=ctx.device, amp_dtype=ctx.amp_dtype, batch_transform=BatchEval(ctx.pp),
+                           channels_last=bool(ctx.cfg.channels_last), progress=progress, desc=f"{split}")
+    if world_size() > 1:  # gather the shards back into split order, on every rank
+        parts, n = all_gather_object((lg, y)), len(ctx.rows[split])
+        lg, y = unshard([p[0] for p in parts], n), unshard([p[1] for p in parts], n)
+    return lg, y
+
+
+def train_batches(ctx: Context, epoch: int, shard: tuple[int, int] = (0, 1)):
+    """The training loader for ``epoch`` and the transform to run on each batch (None: done per sample).
+
+    The fast path gathers uint8 batches and augments them in one batched op (:mod:`nextclass.data.batch_aug`);
+    RandAugment/TrivialAugment have no batched version and use per-sample ``transforms.v2`` in a DataLoader.
+    """
+    cfg = ctx.cfg
+    aug = augment_for(cfg)
+    if aug is None or aug.auto == "none":
+        loader = BatchLoader(ctx.images.array, ctx.rows["train"], ctx.labels["train"], cfg.batch_size, train=True,
+                             seed=cfg.seed, epoch=epoch, balance=cfg.balance == "sampler", drop_last=True, shard=shard,
+                             pin_memory=ctx.device.type == "cuda")
+        return loader, (BatchAugment(ctx.pp, aug) if aug is not None else BatchEval(ctx.pp))
+    ds = ArrayDataset(ctx.images.array, ctx.rows["train"], ctx.labels["train"], train_transform(ctx.pp, aug))
+    loader = make_loader(ds, cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
+                         balance=cfg.balance == "sampler", pin_memory=ctx.device.type == "cuda", drop_last=True)
+    return loader, None
 
 
 def _better(cfg: TrainConfig, new: float, best: float | None) -> bool:
@@ -119,8 +147,8 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
         model.to(memory_format=torch.channels_last)
     groups = param_groups(model, cfg.weight_decay, phase.lr, phase.layer_decay)
     optimizer = build_optimizer(cfg.optimizer, groups, phase.lr, cfg.momentum)
-    train_ds = ArrayDataset(ctx.images.array, ctx.rows["train"], ctx.labels["train"], train_transform(ctx.pp, augment_for(cfg)))
-    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / cfg.batch_size) / cfg.accumulate)
+    n_train = -(-len(ctx.rows["train"]) // world_size())  # per rank under DDP
+    steps_per_epoch = math.ceil(max(1, n_train // cfg.batch_size if n_train > cfg.batch_size else 1) / cfg.accumulate)
     warm = int(cfg.warmup_epochs * steps_per_epoch) if cfg.scheduler in ("cosine", "plateau", "none") else 0
     schedule = Schedule(cfg.scheduler, phase.epochs * steps_per_epoch, warm, cfg.min_lr_ratio)
     ema = None
@@ -147,6 +175,7 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
     else:
         criterion = ce
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
+    net = wrap_ddp(model, ctx.device)  # DDP all-reduces gradients; `model` stays the plain module for saving
 
     hist_path = ctx.run_dir / "history.csv"
     history = _read_history(hist_path)
@@ -160,22 +189,23 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
         log(f"resumed {phase.name} at epoch {start} from {last}")
     history = [r for r in history if int(r["epoch"]) <= start]
     t_run0 = time.time() - float(state.get("elapsed", 0.0))
-    budget = Budget(None if cfg.max_minutes is None else cfg.max_minutes - float(state.get("elapsed", 0.0)) / 60)
+    budget = synced_budget(None if cfg.max_minutes is None else cfg.max_minutes - float(state.get("elapsed", 0.0)) / 60)
     end = phase.epoch_offset + phase.epochs
     monitor_hi = cfg.monitor == "val_acc"
     fwd = ema.module if ema is not None else model
-    with progress_bar(progress) as bar:
+    with progress_bar(progress and is_main()) as bar:
         for epoch in range(start, end):
             if state.get("stopped"):
                 break
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # data order, augmentation and dropout depend on (seed, epoch)
-            loader = make_loader(train_ds, cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
-                                 balance=cfg.balance == "sampler", pin_memory=ctx.device.type == "cuda", drop_last=True)
-            res = train_one_epoch(model, loader, optimizer, criterion, schedule, device=ctx.device,
+            # data order, augmentation and dropout depend on (seed, epoch) and, under DDP, the rank
+            torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * rank())
+            loader, batch_tf = train_batches(ctx, epoch, shard=(rank(), world_size()))
+            res = train_one_epoch(net, loader, optimizer, criterion, schedule, device=ctx.device,
                                   step0=(epoch - phase.epoch_offset) * steps_per_epoch, accumulate=cfg.accumulate,
                                   clip_grad=cfg.clip_grad, amp_dtype=ctx.amp_dtype, scaler=scaler, mixup=mixup, ema=ema,
                                   channels_last=bool(cfg.channels_last), budget=budget, progress=bar,
-                                  desc=f"{phase.name} {epoch + 1}/{end}")
+                                  desc=f"{phase.name} {epoch + 1}/{end}", batch_transform=batch_tf)
+            res = reduce_epoch(res)  # DDP: global loss/acc/images over all ranks
             vl, vy = val_logits(ctx, fwd, "val", bar) if len(ctx.rows["val"]) else (np.zeros((0, 1)), np.zeros(0))
             val_loss, val_acc = loss_and_acc(vl, vy)
             metric = val_acc if monitor_hi else val_loss
@@ -189,34 +219,62 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
             improved = _better(cfg, metric, state.get("best"))
             if improved or not len(ctx.rows["val"]):
                 state.update(best=metric, best_epoch=epoch + 1, bad_epochs=0)
-                save_checkpoint(ckpt_dir / "best.safetensors", fwd, None, dict(state))
+                if is_main():
+                    save_checkpoint(ckpt_dir / "best.safetensors", fwd, None, dict(state))
             else:
                 state["bad_epochs"] = state.get("bad_epochs", 0) + 1
             if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 state["stopped"] = f"early stop: no {cfg.monitor} improvement for {cfg.patience} epochs"
             if res.stopped_early or budget.exceeded():
                 state["stopped"] = f"time budget of {cfg.max_minutes} min reached"
-            write_history(hist_path, history)
-            save_checkpoint(last, model, optimizer, dict(state), ema.module if ema is not None else None)
-            log(f"{phase.name} epoch {epoch + 1}/{end}: train loss {res.loss:.4f} acc {res.acc:.4f} | val loss "
-                f"{val_loss:.4f} acc {val_acc:.4f} | {row['images_per_second']} img/s, {res.seconds:.1f}s"
-                + (" [green]*best*[/]" if improved else ""))
-            if state.get("stopped"):
-                log(f"[yellow]{state['stopped']}[/]")
+            if is_main():  # DDP: every rank holds the same state (metrics are reduced); rank 0 writes
+                write_history(hist_path, history)
+                save_checkpoint(last, model, optimizer, dict(state), ema.module if ema is not None else None)
+                log(f"{phase.name} epoch {epoch + 1}/{end}: train loss {res.loss:.4f} acc {res.acc:.4f} | val loss "
+                    f"{val_loss:.4f} acc {val_acc:.4f} | {row['images_per_second']} img/s, {res.seconds:.1f}s"
+                    + (" [green]*best*[/]" if improved else ""))
+                if state.get("stopped"):
+                    log(f"[yellow]{state['stopped']}[/]")
+            for callback in ctx.callbacks:  # per-epoch hooks: tracking, Optuna pruning (may raise to stop)
+                callback(row, state)
     return fwd
 
 
-def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, progress: bool = True,
+        callbacks: tuple = ()) -> Path:
     """Train, evaluate, bundle and report. Returns the run directory.
+
+    ``callbacks`` are called after every epoch as ``callback(history_row, state)``; raising stops the run.
 
     Example:
         >>> from nextclass.config import make_config
         >>> run = fit(make_config(data="digits", epochs=3))  # doctest: +SKIP
     """
+    from ..tracking import start_tracker
+
     ctx = prepare(cfg, resume=resume, progress=progress)
+    ctx.callbacks.extend(callbacks)
     cfg = ctx.cfg
     last = ctx.run_dir / "checkpoints" / "last.safetensors"
     state = load_checkpoint(last) if last.exists() else {}
+    state = broadcast_object(state)  # DDP: rank 0's checkpoint state, so every rank resumes at the same epoch
+    tracker = start_tracker(ctx)  # None unless cfg.track (rank 0 only)
+    if tracker is not None:
+        ctx.callbacks.append(tracker)
+    try:
+        model = _train_and_finish(ctx, state, progress)
+    except BaseException as e:
+        if tracker is not None:
+            tracker.fail(f"{type(e).__name__}: {e}")
+        raise
+    if tracker is not None and model is not None:
+        tracker.finish(ctx.run_dir)
+    return ctx.run_dir
+
+
+def _train_and_finish(ctx: Context, state: dict, progress: bool) -> nn.Module | None:
+    """Training phases, then (rank 0 only) best weights, evaluation, bundle and report."""
+    cfg = ctx.cfg
     model = build_model(ctx)
     if cfg.recipe == "scratch":
         run_phase(ctx, model, Phase("scratch", cfg.epochs, cfg.lr), state, progress)
@@ -224,6 +282,8 @@ def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, pro
         from .recipes import run_recipe
 
         model = run_recipe(ctx, model, state, progress)
+    if not finish_training():  # DDP: the group is gone; rank 0 finishes exactly like a single process
+        return None
     best = ctx.run_dir / "checkpoints" / "best.safetensors"
     if best.exists():
         st = load_checkpoint(best, model)
@@ -231,4 +291,4 @@ def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, pro
     from ..evaluate.run import finish_run
 
     finish_run(ctx, model, progress=progress)
-    return ctx.run_dir
+    return model

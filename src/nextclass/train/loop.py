@@ -48,7 +48,9 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
 
 def train_one_epoch(model, loader, optimizer, criterion, schedule, *, device, step0: int, accumulate: int = 1,
                     clip_grad: float | None = None, amp_dtype=None, scaler=None, mixup=None, ema=None,
-                    channels_last: bool = False, budget: Budget | None = None, progress=None, desc: str = "") -> EpochResult:
+                    channels_last: bool = False, budget: Budget | None = None, progress=None, desc: str = "",
+                    batch_transform=None) -> EpochResult:
+    """One pass over ``loader``. ``batch_transform`` (e.g. BatchAugment) runs on the device after the copy."""
     model.train()
     total_loss, correct, seen, t0 = 0.0, 0, 0, time.time()
     nb = len(loader)
@@ -59,6 +61,8 @@ def train_one_epoch(model, loader, optimizer, criterion, schedule, *, device, st
     for i, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        if batch_transform is not None:
+            x = batch_transform(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         hard = y
@@ -104,13 +108,15 @@ def train_one_epoch(model, loader, optimizer, criterion, schedule, *, device, st
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader, *, device, amp_dtype=None, channels_last: bool = False,
-                   progress=None, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+                   progress=None, desc: str = "eval", batch_transform=None) -> tuple[np.ndarray, np.ndarray]:
     """Logits (float32, N x K) and labels for every item of ``loader``, in order."""
     model.eval()
     outs, labels = [], []
     task = progress.add_task(desc, total=len(loader), metrics="") if progress is not None else None
     for x, y in loader:
         x = x.to(device, non_blocking=True)
+        if batch_transform is not None:
+            x = batch_transform(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):

@@ -1,0 +1,79 @@
+"""The bundle round-trips in a new process; predict takes files, folders, globs, PIL and arrays."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nextclass
+from conftest import run_cli
+from nextclass.bundle import BundleError, read_meta
+
+
+def test_bundle_is_self_describing_and_pickle_free(tiny_run):
+    files = sorted(p.name for p in (tiny_run / "model").iterdir())
+    assert files == ["model.json", "model.safetensors"]
+    meta = read_meta(tiny_run)
+    assert meta["classes"] == ["circle", "hbar", "vbar"]
+    assert meta["arch"]["name"] == "simple_cnn" and meta["arch"]["kwargs"]["num_classes"] == 3
+    assert meta["preprocess"]["crop"] == 32 and meta["preprocess"]["channels"] == 3
+    assert meta["metrics"]["test"]["n"] > 0 and meta["data_hash"].startswith("sha256:")
+    assert {"torch", "timm", "nextclass"} <= set(meta["versions"])
+
+
+def test_same_predictions_after_reload_in_new_process(tiny_run):
+    imgs = sorted((tiny_run.parent.parent / "data").rglob("*.png"))[:12]
+    here = [(r.label, round(r.probability, 5)) for r in nextclass.load(tiny_run).predict(imgs)]
+    code = ("import json,sys,nextclass;"
+            "r=nextclass.load(sys.argv[1]).predict(sys.argv[2:]);"
+            "print(json.dumps([(x.label, round(x.probability, 5)) for x in r]))")
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_run), *map(str, imgs)], capture_output=True, text=True, check=True)
+    assert [tuple(x) for x in json.loads(out.stdout)] == here
+
+
+def test_predict_api_accepts_paths_pil_arrays_and_reports_bad_input(tiny_run, tmp_path):
+    p = nextclass.load(tiny_run)
+    img_path = sorted((tiny_run.parent.parent / "data" / "hbar").glob("*.png"))[0]
+    pil = Image.open(img_path)
+    arr = np.asarray(pil)
+    (tmp_path / "bad.png").write_text("nope")
+    res = p.predict([img_path, pil, arr, str(tmp_path / "bad.png")], topk=2)
+    assert res[0].label == res[1].label == res[2].label
+    assert res[0].probability == pytest.approx(res[2].probability, abs=1e-6)
+    assert len(res[0].topk) == 2 and res[0].topk[0][0] == res[0].label
+    assert res[3].error and "not an image" in res[3].error and res[3].label is None
+
+
+def test_predict_cli_files_folders_globs_and_unreadable(tiny_run, tmp_path):
+    data = tiny_run.parent.parent / "data"
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "pred.csv"
+    p = run_cli("predict", str(tiny_run), str(data / "circle"), str(data / "hbar" / "*.png"), str(tmp_path / "broken.jpg"),
+                "--format", "csv", "--output", str(out))
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + 30 + 30 + 1
+    assert "1 unreadable" in p.stderr
+    j = json.loads(run_cli("predict", str(tiny_run), str(data / "vbar" / "vbar_000.png"), "--format", "json").stdout)
+    assert j[0]["label"] == "vbar" or j[0]["topk"][0]["label"] == j[0]["label"]
+    t = run_cli("predict", str(tiny_run), str(data / "vbar" / "vbar_001.png"))
+    assert "vbar_001.png" in t.stdout
+
+
+def test_evaluate_cli_labels_split_and_size(tiny_run):
+    p = run_cli("evaluate", str(tiny_run), "--split", "val", "-q")
+    assert "val:" in p.stdout and "macro avg" in p.stdout
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["val"]["split"] == "val" and m["val"]["n"] == 18
+    assert set(m["val"]["per_class"]) == {"circle", "hbar", "vbar"}
+    assert len(m["val"]["confusion_matrix"]) == 3
+
+
+def test_not_a_bundle_is_a_clear_error(tmp_path):
+    with pytest.raises(BundleError, match="not a bundle"):
+        nextclass.load(tmp_path)

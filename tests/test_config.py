@@ -1,0 +1,44 @@
+"""Typed config: bad values and unknown keys name the field; the saved config is the resolved one."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from nextclass.config import ConfigError, load_config, make_config
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(ConfigError, match="epochs"):
+        make_config(data="x", epochs=0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        make_config(data="x", optimizer="lion")
+
+
+def test_unknown_key_rejected(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: digits\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate: unknown field"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_cli_bad_config_exits_2_with_field(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: digits\nbatch_size: -4\n")
+    p = run_cli("train", "--config", str(tmp_path / "c.yaml"), check=False)
+    assert p.returncode == 2
+    assert "batch_size" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("train", "digits", "--set", "warmup_epochs=lots", check=False)
+    assert p.returncode == 2 and "warmup_epochs" in p.stderr
+
+
+def test_recipe_needs_pretrained():
+    with pytest.raises(ConfigError, match="recipe"):
+        make_config(data="x", recipe="linear-probe")
+
+
+def test_resolved_config_saved(tiny_run):
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    for field in ("img_size", "in_chans", "batch_size", "lr", "device", "workers", "threads", "amp"):
+        assert saved[field] is not None, field
+    assert saved["img_size"] == 32 and saved["in_chans"] == 3
+    make_config(**saved)  # the saved file is a valid config that trains
