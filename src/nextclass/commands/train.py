@@ -52,6 +52,10 @@ def register(app: typer.Typer) -> None:
         resume: Optional[Path] = typer.Option(None, help="Resume a killed or stopped run directory."),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="Any config field: --set label_smoothing=0.05 (repeatable)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        nproc: int = typer.Option(1, "--nproc", min=1, help="Local processes for DDP (gloo on CPU, NCCL on GPU); "
+                                  "--batch-size is per process. Or launch with `torchrun -m nextclass train`."),
+        track: Optional[str] = typer.Option(None, help="Experiment tracking: none | mlflow | tensorboard."),
+        tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: a file store in RUN/mlruns)."),
     ):
         """Train a classifier: data -> splits -> decode once -> train -> evaluate -> bundle -> report.
 
@@ -63,9 +67,18 @@ def register(app: typer.Typer) -> None:
 
           nextclass train --resume runs/resnet18-photos
         """
+        import functools
+        import os
+
         from .. import train as _train
         from ..cli import run_guarded
 
+        if tracking_uri:
+            os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # read by nextclass.tracking (and inherited by DDP workers)
+        if nproc > 1:
+            from ..distributed import train as _dist_train
+
+            _train = functools.partial(_dist_train, nproc=nproc)
         if resume is not None:
             run = run_guarded(_train, resume=str(resume), progress=not quiet)
         else:
@@ -73,7 +86,7 @@ def register(app: typer.Typer) -> None:
                         lr=lr, img_size=img_size, split=split, seed=seed, optimizer=optimizer, scheduler=scheduler,
                         augment=augment, hflip=hflip, head=head, patience=patience, max_minutes=max_minutes, ema=ema,
                         device=device, workers=workers, cache_dir=cache_dir, output=output, name=name,
-                        download=download or None)
+                        download=download or None, track=track)
             over.update(_parse_sets(set_))
             over = {k: v for k, v in over.items() if v is not None}
             if config is None and "data" not in over:
