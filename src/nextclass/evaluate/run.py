@@ -53,6 +53,7 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
     """Evaluate the selected model on val and test, write metrics/predictions, the bundle and the report."""
     from ..bundle import save_bundle
     from ..train.fit import arch_kwargs, progress_bar, val_logits
+    from .tta import views_from_config
 
     cfg = ctx.cfg
     blocks: dict = {}
@@ -88,6 +89,12 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
         name = "predictions.csv" if split == "test" else f"predictions_{split}.csv"
         write_predictions(ctx.run_dir / name, paths, split, y, probs, ctx.classes)
         log(summary_line(m))
+    last = "test" if "test" in blocks else ("val" if "val" in blocks else None)
+    if cfg.report and last is not None:  # robustness is part of the report: skipped with --no-report (e.g. tune trials)
+        from .robustness import model_logits_fn, robustness
+
+        blocks[last]["robustness"] = robustness(model_logits_fn(model, ctx.device), ctx.images.array, ctx.labels[last],
+                                                ctx.pp, rows=ctx.rows[last], split=last, seed=cfg.seed)
     blocks["skipped"] = len(ctx.images.errors)
     metrics = _merge_metrics(ctx.run_dir / "metrics.json", blocks)
     arch = {"name": cfg.model, "kwargs": arch_kwargs(ctx), "head": cfg.head}
@@ -95,7 +102,8 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
              for s, b in blocks.items() if isinstance(b, dict)}
     save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=temperature,
-                extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name)})
+                extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
+                       "tta": {"views": views_from_config(cfg)}})
     model.to(ctx.device)
     if cfg.report:
         try:
@@ -103,8 +111,11 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
         except ImportError:
             build_report = None
         if build_report is not None:
-            out = build_report(ctx.run_dir, model=model, ctx=ctx)
-            log(f"report: {out}")
+            try:  # the bundle is saved: a report failure must not cost the user the run
+                out = build_report(ctx.run_dir, model=model, ctx=ctx)
+                log(f"report: {out}")
+            except Exception as e:  # noqa: BLE001
+                log(f"[red]report failed[/]: {type(e).__name__}: {e} (rebuild with `nextclass report {ctx.run_dir}`)")
     return metrics
 
 
@@ -118,14 +129,19 @@ def _decode_for(meta: dict, source, positions, cache_dir, progress):
 
 
 def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
-             tta: bool = False, batch_size: int = 64, progress: bool = True, cache_dir: str | None = None) -> dict:
+             tta: bool = False, batch_size: int = 64, progress: bool = True, cache_dir: str | None = None,
+             robustness: bool = True, report: bool = True) -> dict:
     """Evaluate a run's bundle on one of its splits, or on another dataset.
 
     Args:
         run: a run directory (its ``model/`` bundle, ``config.yaml`` and ``split.csv`` are used).
         data: another folder/CSV/built-in to evaluate on (all its images, or its ``test`` split if it has one).
         split: which split of the run's data (``train``, ``val``, ``test``) when ``data`` is None.
-        tta: average the prediction with a horizontally flipped view.
+        tta: test-time augmentation: average the logits over the bundle's views (flip / multi-crop, see
+            :mod:`nextclass.evaluate.tta`); the block then holds the TTA numbers and ``tta`` the plain
+            accuracy and the gain.
+        robustness: also measure accuracy under blur/noise/JPEG/brightness/contrast (capped to seconds).
+        report: rebuild ``<run>/report.html`` afterwards.
 
     Returns:
         The metrics block (also merged into ``<run>/metrics.json``).
@@ -176,26 +192,41 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
     t0 = time.time()
     lg, y = predict_logits(pred.model, loader, device=pred.device)
     if tta:
-        flipped = ArrayDataset(images.array, ok, labels, lambda x: eval_transform(pp)(torch.flip(x, dims=[2])))
-        lg2, _ = predict_logits(pred.model, make_loader(flipped, batch_size, train=False), device=pred.device)
+        from .tta import tta_predict_logits, views_for
+
+        views = views_for(meta)
         plain = classification_metrics(softmax(lg, pred.temperature), y, pred.classes, name)["accuracy"]
-        lg = (lg + lg2) / 2
+        others = [v for v in views if v != "identity"]
+        if others:  # the identity view is the plain pass already computed
+            lg_o, _ = tta_predict_logits(pred.model, loader, others, device=pred.device)
+            lg = ((lg if "identity" in views else 0) + lg_o * len(others)) / len(views)
     probs = softmax(lg, pred.temperature)
     m = classification_metrics(probs, y, pred.classes, name)
     m["seconds"] = round(time.time() - t0, 3)
     m["skipped"] = [{"path": source.samples[positions[i]].path, "reason": r} for i, r in images.errors.items()]
     m["temperature"] = pred.temperature
     if tta:
-        m["tta"] = {"views": 2, "accuracy_without_tta": plain, "gain": m["accuracy"] - plain}
+        m["tta"] = {"views": views, "accuracy_without_tta": plain, "accuracy_with_tta": m["accuracy"],
+                    "gain": m["accuracy"] - plain}
     try:
         from .calibration import calibration_block
 
         m.update(calibration_block(lg, y, pred.temperature))
     except ImportError:
         pass
+    if robustness and len(ok):
+        from .robustness import model_logits_fn
+        from .robustness import robustness as _robustness
+
+        m["robustness"] = _robustness(model_logits_fn(pred.model, pred.device), images.array, y, pp, rows=ok, split=name)
     _merge_metrics(run / "metrics.json", {name: m})
     paths = [source.samples[positions[i]].path for i in ok]
     fname = "predictions.csv" if name == "test" else f"predictions_{name.replace(':', '_').replace('/', '_')}.csv"
     write_predictions(run / fname, paths, name, y, probs, pred.classes)
-    log(summary_line(m) + (f" (TTA gain {m['tta']['gain']:+.4f})" if tta else ""))
+    log(summary_line(m) + (f" (with TTA, {len(m['tta']['views'])} views; plain {m['tta']['accuracy_without_tta']:.4f}, "
+                           f"gain {m['tta']['gain']:+.4f})" if tta else ""))
+    if report and (run / "config.yaml").exists():
+        from ..report.html import build_report
+
+        log(f"report: {build_report(run, model=pred.model)}")
     return m

@@ -1,0 +1,1 @@
+"""Plots, Grad-CAM and the self-contained ``report.html`` of a run."""

@@ -1,0 +1,233 @@
+"""``report.html``: one self-contained page per run (images embedded as base64, no network, no server).
+
+:func:`build_report` reads the run directory (``config.yaml``, ``split.csv``, ``skipped.csv``,
+``audit.json``, ``history.csv``, ``metrics.json``, ``predictions*.csv``, the bundle), draws the
+plots of :mod:`nextclass.report.plots` (also saved as PNGs under ``<run>/plots/``), computes
+Grad-CAM overlays for a few right and wrong test images and measures the model's speed, then
+renders ``templates/report.html.j2`` with Jinja2. It runs at the end of every training run
+(``ctx`` given: images come from memory) and standalone (``nextclass report RUN``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_write_bytes, atomic_write_text, log
+from . import plots
+from .collect import RunImages, audit_summary, dataset_summary, model_info, read_json, read_rows
+
+__all__ = ["build_report", "SECTIONS"]
+
+#: Section ids of the page, in order (the browser test checks each one).
+SECTIONS = ("summary", "dataset", "audit", "config", "training", "metrics", "calibration", "robustness",
+            "predictions", "gradcam", "model")
+
+
+def _main_block(metrics: dict) -> tuple[str | None, dict]:
+    for name in ("test", "val"):
+        if isinstance(metrics.get(name), dict) and "accuracy" in metrics[name]:
+            return name, metrics[name]
+    return None, {}
+
+
+def _pred_rows(run_dir: Path, split: str | None) -> list[dict]:
+    if split is None:
+        return []
+    return read_rows(run_dir / ("predictions.csv" if split == "test" else f"predictions_{split}.csv"))
+
+
+def _caption(r: dict, show_true: bool = True) -> str:
+    p = float(r.get("probability") or 0)
+    return (f"true: {r['true']}\npred: {r['predicted']} {p:.2f}" if show_true else f"{r['predicted']} {p:.2f}")
+
+
+def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    if len(rows) <= n:
+        return list(rows)
+    return [rows[i] for i in sorted(rng.choice(len(rows), n, replace=False))]
+
+
+def _grid(images: RunImages | None, rows: list[dict], cols: int, title: str, caption=_caption) -> bytes | None:
+    if images is None:
+        return None
+    items = []
+    for r in rows:
+        a = images.get(r["path"])
+        if a is not None:
+            items.append((a, caption(r), r.get("correct") == "1"))
+    return plots.image_grid(items, cols=cols, title=title)
+
+
+def _prediction_plots(images: RunImages | None, rows: list[dict], classes: list[str], split: str, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    right = [r for r in rows if r.get("correct") == "1"]
+    wrong = [r for r in rows if r.get("correct") == "0"]
+    out: dict[str, bytes | None] = {}
+    out["correct"] = _grid(images, _pick(right, 8, rng), 8, f"8 correct ({len(right)} of {len(rows)} {split} images)")
+    out["wrong"] = _grid(images, _pick(wrong, 8, rng), 8, f"8 wrong ({len(wrong)} of {len(rows)} {split} images)")
+
+    def loss_caption(r: dict) -> str:
+        loss = -math.log(max(float(r.get("true_probability") or 0), 1e-12))
+        return f"true: {r['true']}\npred: {r['predicted']} {float(r['probability']):.2f}\nloss {loss:.2f}"
+
+    top = sorted(wrong, key=lambda r: float(r.get("true_probability") or 0))[:12]
+    out["top_losses"] = _grid(images, top, 6, "top losses: the most confidently wrong", loss_caption)
+    per_class = []
+    for c in classes[:20]:
+        per_class += _pick([r for r in rows if r["true"] == c], 4, rng)
+    out["per_class"] = _grid(images, per_class, 8, "per-class samples (4 per class; caption = prediction)",
+                             lambda r: f"{r['true']}\n\u2192 {r['predicted']} {float(r['probability']):.2f}")
+    return out
+
+
+def _cam_plot(model, images: RunImages | None, rows: list[dict], classes: list[str], pp, seed: int, n: int) -> tuple:
+    """Grad-CAM overlays for n/2 right and n/2 wrong predictions (explaining the predicted class)."""
+    if model is None or images is None or not rows:
+        return None, "Grad-CAM needs the model and the images" if model is None or images is None else "no predictions"
+    from .cam import CamError, cam_overlays
+
+    rng = np.random.default_rng(seed + 1)
+    wrong = _pick([r for r in rows if r.get("correct") == "0"], n // 2, rng)
+    right = _pick([r for r in rows if r.get("correct") == "1"], n - len(wrong), rng)
+    chosen = [(r, images.pil(r["path"])) for r in right + wrong]
+    chosen = [(r, im) for r, im in chosen if im is not None and r["predicted"] in classes]
+    if not chosen:
+        return None, "none of the images could be read"
+    try:
+        overlays, _ = cam_overlays(model, [im for _, im in chosen], pp, [classes.index(r["predicted"]) for r, _ in chosen],
+                                   size=160)
+    except CamError as e:
+        return None, str(e)
+    items = [(np.asarray(o), _caption(r), r.get("correct") == "1") for (r, _), o in zip(chosen, overlays)]
+    return plots.image_grid(items, cols=4, title="Grad-CAM for the predicted class (green: right, red: wrong)",
+                            cell=160), None
+
+
+def _b64(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _thumbs(images: RunImages | None, audit: dict | None) -> None:
+    """Small base64 thumbnails for the audit rows that name an image path."""
+    from PIL import Image
+
+    for lst in (audit or {}).get("lists", []):
+        thumbs = []
+        for p in lst["paths"]:
+            a = images.get(p) if (images is not None and p) else None
+            if a is None:
+                thumbs.append(None)
+                continue
+            im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize((48, 48), Image.NEAREST)
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            thumbs.append(_b64(buf.getvalue()))
+        lst["thumbs"] = thumbs
+
+
+def _load_model(run_dir: Path, model, meta):
+    if model is not None or meta is None:
+        return model
+    from ..bundle import load_model
+
+    try:
+        return load_model(run_dir / "model")[0]
+    except Exception as e:  # a broken bundle must not stop the report; the page says what is missing
+        log(f"[yellow]NOTE[/]: report: model not loaded ({e})")
+        return None
+
+
+def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images: int = 8, seed: int = 0) -> Path:
+    """Write ``<run_dir>/report.html`` (and ``<run_dir>/plots/*.png``); returns the HTML path.
+
+    Args:
+        run_dir: a run directory.
+        model: the trained model (else the run's bundle is loaded) - for Grad-CAM and the speed figure.
+        ctx: the training context when called from :func:`nextclass.evaluate.run.finish_run`
+            (decoded images are taken from memory instead of re-reading the data).
+        cam_images: how many test images get a Grad-CAM overlay (half right, half wrong).
+
+    Example:
+        >>> build_report("runs/simple_cnn-digits")  # doctest: +SKIP
+        PosixPath('runs/simple_cnn-digits/report.html')
+    """
+    import yaml
+
+    from ..bundle import BundleError, read_meta
+    from ..data.transforms import Preprocess
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
+    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    cfg = yaml.safe_load(cfg_text) or {}
+    metrics = read_json(run_dir / "metrics.json") or {}
+    try:
+        meta = read_meta(run_dir / "model")
+    except (BundleError, OSError):
+        meta = None
+    pp = ctx.pp if ctx is not None else (Preprocess.from_dict(meta["preprocess"]) if meta else None)
+    split, block = _main_block(metrics)
+    classes = list(block.get("classes") or (meta or {}).get("classes") or [])
+    images = RunImages(run_dir, pp, ctx, cfg) if pp is not None else None
+    model = _load_model(run_dir, model, meta)
+    rows = _pred_rows(run_dir, split)
+    history = read_rows(run_dir / "history.csv")
+    png: dict[str, bytes | None] = {"curves": plots.learning_curves(history)}
+    if block:
+        title = f"{split}: {block['n']} images"
+        png["confusion"] = plots.confusion_matrix(block["confusion_matrix"], classes, title)
+        png["f1"] = plots.per_class_f1(block["per_class"], title)
+        if block.get("calibration"):
+            png["reliability"] = plots.reliability_diagram(block["calibration"], title)
+        if block.get("robustness"):
+            png["robustness"] = plots.robustness_plot(block["robustness"])
+    png.update(_prediction_plots(images, rows, classes, split or "", seed))
+    png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    for name, data in png.items():
+        if data is not None:
+            atomic_write_bytes(run_dir / "plots" / f"{name}.png", data)
+    info = None
+    if model is not None and pp is not None:
+        import torch
+
+        dev = next(model.parameters()).device
+        with torch.no_grad():
+            info = model_info(model, run_dir / "model", pp, device=dev)
+    audit = audit_summary(run_dir)
+    _thumbs(images, audit)
+    page = _render(run_dir=run_dir, cfg=cfg, cfg_text=cfg_text, metrics=metrics, split=split, block=block,
+                   classes=classes, meta=meta, history=history, dataset=dataset_summary(run_dir), audit=audit,
+                   images_problem=images.problem if images is not None else "no bundle: preprocessing unknown",
+                   plots={k: _b64(v) for k, v in png.items()}, cam_note=cam_note, model=info, seconds=time.time() - t0)
+    out = atomic_write_text(run_dir / "report.html", page)
+    log(f"report built in {time.time() - t0:.1f}s")
+    return Path(out)
+
+
+def _render(**ctx) -> str:
+    import datetime as dt
+
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from .. import __version__
+
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v, d=1: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{d}f}%"
+    env.filters["num"] = lambda v, d=4: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    env.filters["mb"] = lambda b: "-" if b is None else f"{b / 2 ** 20:.2f} MB"
+    env.filters["thousands"] = lambda v: f"{int(v):,}"
+    blocks = {k: v for k, v in ctx["metrics"].items() if isinstance(v, dict) and "accuracy" in v}
+    return env.get_template("report.html.j2").render(
+        **ctx, blocks=blocks, sections=SECTIONS, version=__version__,
+        now=dt.datetime.now().isoformat(timespec="seconds"), run_name=ctx["run_dir"].name)
