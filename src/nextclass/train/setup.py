@@ -85,7 +85,7 @@ def _probe_images(source: DataSource, n: int = 64) -> tuple[int, bool]:
 
 def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> tuple[TrainConfig, Preprocess, list[str]]:
     """Fill every ``None`` field of ``cfg`` and derive the preprocessing. Returns notes for the log."""
-    from ..models.factory import create, data_config
+    from ..models.factory import config_name, create, data_config
 
     notes: list[str] = []
     d = cfg.model_dump()
@@ -94,8 +94,16 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> tuple[TrainCo
     if d["in_chans"] is None:
         d["in_chans"] = _auto(notes, "in_chans", 3 if pretrained or not gray else 1,
                               "pretrained backbones take RGB" if pretrained else ("all probed images are grayscale" if gray else "colour images"))
-    probe = create(cfg.model, num_classes=len(source.classes), in_chans=d["in_chans"])
+    probe = create(config_name(cfg.model, cfg.pretrained), num_classes=len(source.classes), in_chans=d["in_chans"])
     dc = data_config(probe)
+    if cfg.recipe in ("finetune", "two-phase") and d["layer_decay"] is None:
+        from .recipes import default_layer_decay
+
+        ld = default_layer_decay(probe)
+        if ld is not None:
+            d["layer_decay"] = _auto(notes, "layer_decay", ld, "first layer group learns at 1/10 of the head's rate")
+    if cfg.recipe == "two-phase" and d["probe_epochs"] is None:
+        d["probe_epochs"] = _auto(notes, "probe_epochs", 10, "head-only epochs on cached features take seconds")
     del probe
     if d["img_size"] is None:
         if pretrained:
