@@ -231,23 +231,32 @@ def _band(h: np.ndarray, b: int) -> np.ndarray:
     return ((h >> np.uint64(16 * b)) & np.uint64(0xFFFF)).astype(np.int64)
 
 
-def _candidates(keys: np.ndarray, mask: int, order: np.ndarray, start: np.ndarray, count: np.ndarray):
-    """Yield (i, j) arrays with keys[j] == keys[i] ^ mask, in chunks of bounded size."""
+def _candidates(keys: np.ndarray, mask: int, order: np.ndarray, rank: np.ndarray, start: np.ndarray,
+                end: np.ndarray):
+    """Yield (i, j) arrays with ``keys[j] == keys[i] ^ mask``, each unordered pair once, in bounded chunks.
+
+    ``order`` sorts the items by key (stable, so a bucket lists its items by index) and ``rank`` is
+    its inverse. With ``mask == 0`` an item pairs with the later items of its own bucket; otherwise
+    only the item with the smaller key asks, so a pair is never produced from both sides.
+    """
     q = keys ^ mask
-    cnt = count[q]
-    qi = np.flatnonzero(cnt)
+    if mask == 0:
+        lo = rank + 1
+        cnt = end[q] - lo
+    else:
+        lo = start[q]
+        cnt = np.where(keys < q, end[q] - lo, 0)
+    qi = np.flatnonzero(cnt > 0)
     if len(qi) == 0:
         return
     cum = np.cumsum(cnt[qi])
     cuts = np.searchsorted(cum, np.arange(_CAND_CHUNK, int(cum[-1]), _CAND_CHUNK))
-    edges = np.unique(np.concatenate([[0], cuts, [len(qi)]]))
+    edges = sorted({0, len(qi), *cuts.tolist()})  # (np.unique costs ~10 ms even on 3 numbers)
     for a, b in zip(edges[:-1], edges[1:]):
         sel = qi[a:b]
         c = cnt[sel]
-        i = np.repeat(sel, c)
-        offs = np.arange(c.sum()) - np.repeat(np.cumsum(c) - c, c)
-        j = order[np.repeat(start[q[sel]], c) + offs]
-        yield i, j
+        offs = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        yield np.repeat(sel, c), order[np.repeat(lo[sel], c) + offs]
 
 
 def _balance_bits(hashes: np.ndarray) -> np.ndarray:
@@ -285,26 +294,29 @@ def near_pairs(hashes: np.ndarray, thumbs: np.ndarray | None = None, *, threshol
     hashes = _balance_bits(hashes)
     radius = int(threshold) // _BANDS
     masks = _masks(radius)
-    keys = [_band(hashes, b) for b in range(_BANDS)]
-    out_i, out_j, out_d = [], [], []
+    n = len(hashes)
+    found_i, found_j = [], []
     for b in range(_BANDS):
-        order = np.argsort(keys[b], kind="stable")
-        count = np.bincount(keys[b], minlength=1 << 16)
-        start = np.cumsum(count) - count
+        keys = _band(hashes, b)
+        order = np.argsort(keys, kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        count = np.bincount(keys, minlength=1 << 16)
+        end = np.cumsum(count)
         for m in masks:
-            for i, j in _candidates(keys[b], int(m), order, start, count):
-                keep = i < j
-                for e in range(b):  # report a pair only from the first band that finds it
-                    keep &= _popcount(keys[e][i] ^ keys[e][j]) > radius
+            for i, j in _candidates(keys, int(m), order, rank, end - count, end):
+                keep = _popcount(hashes[i] ^ hashes[j]) <= threshold
                 i, j = i[keep], j[keep]
-                d = _popcount(hashes[i] ^ hashes[j]).astype(np.int64)
-                keep = d <= threshold
-                i, j, d = i[keep], j[keep], d[keep]
-                if thumbs is not None and tolerance is not None and len(i):
-                    mad = np.abs(thumbs[i].astype(np.int16) - thumbs[j]).mean(axis=1)
-                    keep = mad <= tolerance
-                    i, j, d = i[keep], j[keep], d[keep]
-                out_i.append(i), out_j.append(j), out_d.append(d)
-    if not out_i:
-        return (np.zeros(0, np.int64),) * 3
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+                found_i.append(np.minimum(i, j)), found_j.append(np.maximum(i, j))
+    # a pair close on several bands is found once per band: keep one (sort, not np.unique's hash table)
+    code = np.sort(np.concatenate(found_i) * n + np.concatenate(found_j))
+    code = code[np.r_[True, code[1:] != code[:-1]]] if len(code) else code
+    i, j = code // n, code % n
+    d = _popcount(hashes[i] ^ hashes[j]).astype(np.int64)
+    if thumbs is not None and tolerance is not None and len(i):
+        keep = np.zeros(len(i), bool)
+        for s in range(0, len(i), _CAND_CHUNK // 8):
+            sl = slice(s, s + _CAND_CHUNK // 8)
+            keep[sl] = np.abs(thumbs[i[sl]].astype(np.int16) - thumbs[j[sl]]).mean(axis=1) <= tolerance
+        i, j, d = i[keep], j[keep], d[keep]
+    return i, j, d

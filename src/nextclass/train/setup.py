@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import TrainConfig, load_config, make_config, save_config
+from ..data.audit import audit_decoded
 from ..data.cache import DecodedImages, decode_all
 from ..data.sources import DataSource, load_source
 from ..data.splits import assign_splits, read_split_csv, write_split_csv
@@ -214,6 +215,7 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     images = decode_all(source, list(range(len(source.samples))), size=pp.size, channels=pp.channels,
                         interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress)
     _write_skipped(run_dir / "skipped.csv", source, images)
+    audit_decoded(source, images, run_dir / "audit.json")  # quick duplicate/leak audit; logs, never raises
     splits = np.array([s.split for s in source.samples])
     all_labels = np.array([s.label for s in source.samples])
     rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}

@@ -1,0 +1,396 @@
+"""Know your data: counts, unreadable files, exact and near duplicates, leakage across splits,
+label conflicts, and (after a run) suspected label errors.
+
+What counts as what (all documented in ``docs/audit.md``):
+
+* **exact duplicate**: the same decoded pixels (BLAKE2b of the RGB array), whatever the file name,
+  format or metadata - a PNG saved again as BMP is one.
+* **near duplicate**: perceptual hashes (64-bit DCT ``phash``, :mod:`nextclass.data.hashing`) at most
+  ``near_threshold`` bits apart (default 8 of 64) *and* 16x16 luma thumbnails that differ by at most
+  ``pixel_tolerance`` grey levels on average (default 6 of 255). Measured: resizes and JPEG
+  re-encodes move phash by 0-6 bits and the thumbnail by < 1.5 levels; unrelated photos sit 12-40
+  bits apart. Crops move phash fast: ~1 % per side is found, 3 % and more usually not.
+* **leak**: a val image with a duplicate (exact or near) in train, a test image with one in train or val.
+* **label conflict**: a duplicate group whose members carry different labels.
+
+Splits: the audit checks the split a run would use. Data with its own splits keeps them (a missing
+val/test is carved from train as ``nextclass train`` does, same default seed); unsplit data gets
+the run's default stratified 70/20/10 split with seed 0 (``splits="none"`` audits it unsplit).
+
+The user's files are only read. ``fix=OUT.csv`` writes a new manifest (path,label,split) without the
+unreadable files and without val/test images that leak or repeat; train keeps every readable image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..utils import atomic_write_json, atomic_write_text, log
+from .hashing import Fingerprints, hash_arrays, hash_files, near_pairs
+from .sources import DataError, DataSource, load_source
+
+__all__ = ["audit", "audit_decoded", "label_suspects", "attach_label_suspects", "NEAR_THRESHOLD",
+           "PIXEL_TOLERANCE", "FEW_IMAGES"]
+
+NEAR_THRESHOLD = 8  # phash bits (of 64); see the module docstring for the measurements behind it
+PIXEL_TOLERANCE = 6.0  # mean absolute difference of 16x16 luma thumbnails, grey levels
+FEW_IMAGES = 5  # a class with fewer readable images cannot be trained and measured meaningfully
+MAX_LISTED = 500  # duplicate groups listed in audit.json (counts are always complete)
+_RANK = {"train": 0, "val": 1, "test": 2}
+
+
+def _assign(source: DataSource, splits, seed: int) -> dict:
+    """Give every sample the split a run would use; return how the splits were obtained."""
+    from .splits import assign_splits, parse_ratios
+
+    if isinstance(splits, str) and splits.lower() == "none" or splits is False:
+        for s in source.samples:
+            s.split = s.split or "all"
+        return {"mode": "none", "note": "audited without splits"}
+    given = {s.split for s in source.samples if s.split}
+    ratios = parse_ratios(splits if splits is not None else (0.7, 0.2, 0.1))
+    assign_splits(source, ratios, seed)
+    if not given:
+        note = f"no splits in the data: audited the split a run makes ({'/'.join(f'{r:.0%}' for r in ratios)}, seed {seed})"
+        return {"mode": "assigned", "ratios": list(ratios), "seed": seed, "note": note}
+    carved = sorted(set(_RANK) - given)
+    note = "splits as given" + (f"; {' and '.join(carved)} carved from train as a run does (seed {seed})" if carved else "")
+    return {"mode": "given", "carved": carved, "seed": seed, "note": note}
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    g = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    return connected_components(g, directed=False)[1]
+
+
+def _image_stats(fp: Fingerprints) -> dict:
+    ok = fp.ok
+    sides = np.minimum(fp.width[ok], fp.height[ok])
+    sizes = Counter(f"{w}x{h}" for w, h in zip(fp.width[ok].tolist(), fp.height[ok].tolist()))
+    return {"sizes": dict(sizes.most_common(10)), "distinct_sizes": len(sizes),
+            "modes": dict(Counter(m for m, good in zip(fp.mode, ok) if good and m)),
+            "formats": dict(Counter(f for f, good in zip(fp.fmt, ok) if good and f)),
+            "min_side": int(sides.min()) if len(sides) else None, "median_side": int(np.median(sides)) if len(sides) else None,
+            "max_side": int(sides.max()) if len(sides) else None}
+
+
+def _counts(source: DataSource, ok: np.ndarray) -> dict:
+    classes = source.classes
+    counts: dict[str, dict[str, int]] = {}
+    for s, good in zip(source.samples, ok):
+        if good:
+            d = counts.setdefault(s.split or "all", {c: 0 for c in classes})
+            d[classes[s.label]] += 1
+    counts = {k: counts[k] for k in sorted(counts, key=lambda k: _RANK.get(k, 3))}
+    totals = {c: sum(d[c] for d in counts.values()) for c in classes}
+    base = counts.get("train") or totals
+    nonzero = [v for v in base.values() if v > 0]
+    ratio = (max(nonzero) / min(nonzero)) if nonzero and len(nonzero) == len(base) else None
+    few = {c: n for c, n in totals.items() if n < FEW_IMAGES}
+    missing = {sp: [c for c, n in d.items() if n == 0] for sp, d in counts.items() if any(n == 0 for n in d.values())}
+    return {"counts": counts, "totals": totals, "imbalance_ratio": round(ratio, 3) if ratio else None,
+            "few_images": few, "missing_in_split": missing}
+
+
+def _member(source: DataSource, k: int) -> dict:
+    s = source.samples[k]
+    out = {"path": s.path, "split": s.split, "label": source.classes[s.label]}
+    if s.index is not None:
+        out["index"] = int(s.index)
+    return out
+
+
+def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance: float) -> tuple[dict, list, set]:
+    """Exact groups, verified near pairs, clusters, leaks, conflicts -> (summary, groups, fix drops)."""
+    okidx = np.flatnonzero(fp.ok)
+    split = np.array([_RANK.get(source.samples[k].split, 3) for k in okidx])
+    label = np.array([source.samples[k].label for k in okidx])
+    _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
+    group = group.ravel()
+    ng = len(first)
+    gi, gj, gd = near_pairs(fp.phash[okidx[first]], fp.thumb[okidx[first]], threshold=threshold, tolerance=tolerance)
+    gmask = np.zeros(ng, np.int64)
+    np.bitwise_or.at(gmask, group, 1 << split)
+    nmask = np.zeros(ng, np.int64)
+    np.bitwise_or.at(nmask, gi, gmask[gj])
+    np.bitwise_or.at(nmask, gj, gmask[gi])
+    size = np.bincount(group, minlength=ng)
+    cross = {}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        inb = split == _RANK[b]
+        ex = inb & (gmask[group] & (1 << _RANK[a]) > 0)
+        near = inb & ~ex & (nmask[group] & (1 << _RANK[a]) > 0)
+        cross[f"{a}-{b}"] = {"exact": int(ex.sum()), "near": int(near.sum())}
+    comp = _components(ng, gi, gj)
+    ccomp = comp[group]  # cluster id per readable image
+    csize = np.bincount(ccomp)
+    multi = np.flatnonzero(csize > 1)
+    dmax = np.zeros(len(csize), np.int64)
+    np.maximum.at(dmax, comp[gi], gd)
+    groups, conflicts, conflict_images = [], 0, 0
+    members: dict[int, list[int]] = {int(c): [] for c in multi}
+    for pos in np.flatnonzero(csize[ccomp] > 1):
+        members[int(ccomp[pos])].append(int(pos))
+    for c, pos in members.items():
+        labs = {int(label[p]) for p in pos}
+        sps = sorted({int(split[p]) for p in pos})
+        conflict = len(labs) > 1
+        conflicts += conflict
+        conflict_images += len(pos) if conflict else 0
+        groups.append({"kind": "near" if len({int(group[p]) for p in pos}) > 1 else "exact",
+                       "size": len(pos), "max_distance": int(dmax[c]), "cross_split": len(sps) > 1,
+                       "label_conflict": conflict,
+                       "members": [_member(source, int(okidx[p])) for p in sorted(pos, key=lambda p: (split[p], okidx[p]))]})
+    groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], -g["size"]))
+    drops = _fix_drops(okidx, split, group, first, gi, gj)
+    summary = {"exact_groups": int((size > 1).sum()), "exact_extra_copies": int((size[size > 1] - 1).sum()),
+               "near_pairs": int(len(gi)), "duplicate_clusters": int(len(multi)),
+               "near_clusters": int(sum(g["kind"] == "near" for g in groups)),
+               "cross_split": cross, "label_conflict_groups": int(conflicts), "label_conflict_images": int(conflict_images),
+               "fix_would_drop": len(drops)}
+    return summary, groups, drops
+
+
+def _fix_drops(okidx, split, group, first, gi, gj) -> set:
+    """Positions (into source.samples) that ``--fix`` leaves out: val/test images that leak or repeat.
+
+    Images are kept in the order train, val, test, then by position; a val/test image goes when an
+    exact or near duplicate of it was already kept. Train is never thinned (duplicates there only
+    weigh an image twice); label conflicts are reported for a person to settle.
+    """
+    nbrs: dict[int, list[int]] = {}
+    for a, b in zip(gi.tolist(), gj.tolist()):
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    kept_groups: set[int] = set()
+    drops = set()
+    for p in np.lexsort((okidx, split)):
+        g = int(group[p])
+        if split[p] in (1, 2) and (g in kept_groups or any(h in kept_groups for h in nbrs.get(g, ()))):
+            drops.add(int(okidx[p]))
+            continue
+        kept_groups.add(g)
+    return drops
+
+
+def _findings(rep: dict) -> list[str]:
+    s, out = rep["summary"], []
+    if rep["unreadable"]:
+        out.append(f"{len(rep['unreadable'])} unreadable file(s): they are skipped by training")
+    for pair, c in s["cross_split"].items():
+        a, b = pair.split("-")
+        if c["exact"] or c["near"]:
+            out.append(f"leak {pair}: {c['exact']} {b} image(s) are exact copies and {c['near']} near copies of {a} images")
+    if s["exact_extra_copies"]:
+        out.append(f"{s['exact_groups']} group(s) of exact duplicates ({s['exact_extra_copies']} extra copies)")
+    if s["near_pairs"]:
+        out.append(f"{s['near_pairs']} near-duplicate pair(s) in {s['near_clusters']} group(s)")
+    if s["label_conflict_groups"]:
+        out.append(f"{s['label_conflict_groups']} duplicate group(s) carry different labels ({s['label_conflict_images']} images)")
+    for c, n in rep["classes"]["few_images"].items():
+        out.append(f"class {c!r} has only {n} readable image(s)")
+    ratio = rep["classes"]["imbalance_ratio"]
+    if ratio and ratio >= 3:
+        out.append(f"class imbalance: the largest class is {ratio:.1f}x the smallest (consider --set balance=...)")
+    return out
+
+
+def _report(source: DataSource, fp: Fingerprints, split_info: dict, threshold: int, tolerance: float,
+            quick: bool = False) -> tuple[dict, set]:
+    summary, groups, drops = _duplicates(source, fp, threshold, tolerance)
+    rep = {"version": 1, "data": source.root if source.kind in ("folder", "split-folder", "csv") else source.name,
+           "kind": source.kind, "quick": quick, "n_images": len(source.samples), "n_readable": int(fp.ok.sum()),
+           "classes": {"names": source.classes, **_counts(source, fp.ok)}, "splits": split_info,
+           "images": None if quick else _image_stats(fp),
+           "unreadable": [{**_member(source, k), "reason": r} for k, r in sorted(fp.errors.items())],
+           "method": {"exact": "BLAKE2b-128 of decoded RGB pixels", "near": "phash (imagehash algorithm, 64 bit) "
+                      f"<= {threshold} bits and 16x16 luma thumbnails within {tolerance} grey levels (mean abs)",
+                      "near_threshold": threshold, "pixel_tolerance": tolerance, "search": "multi-index hashing, 4x16-bit bands"},
+           "summary": {"unreadable": len(fp.errors), **summary},
+           "duplicates": groups[:MAX_LISTED], "duplicates_listed": min(len(groups), MAX_LISTED)}
+    rep["findings"] = _findings(rep)
+    return rep, drops
+
+
+def _fingerprint(source: DataSource, progress: bool, workers: int | None) -> Fingerprints:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*cols, disable=not progress, transient=True) as bar:
+        task = bar.add_task("hash", total=len(source.samples))
+        advance = lambda k: bar.advance(task, k)  # noqa: E731
+        if source.array is not None and all(s.index is not None for s in source.samples):
+            return hash_arrays(source.array, np.array([s.index for s in source.samples]), fmt=source.kind, advance=advance)
+        return hash_files([s.path for s in source.samples], workers=workers, advance=advance)
+
+
+def write_fix_manifest(path: str | os.PathLike, source: DataSource, fp: Fingerprints, drops: set) -> int:
+    """Write the cleaned manifest (path,label,split); returns the number of rows."""
+    if source.array is not None:
+        raise DataError(f"{source.name} is held in memory, not in files: --fix writes a manifest of files "
+                        "(export the images to a folder first)")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "split"])
+    n = 0
+    for k, s in enumerate(source.samples):
+        if fp.ok[k] and k not in drops:
+            w.writerow([s.path, source.classes[s.label], s.split if s.split != "all" else ""])
+            n += 1
+    atomic_write_text(path, buf.getvalue())
+    return n
+
+
+def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_threshold: int = NEAR_THRESHOLD,
+          pixel_tolerance: float = PIXEL_TOLERANCE, fix: str | os.PathLike | None = None, progress: bool = True,
+          cache_dir: str | os.PathLike | None = None, seed: int = 0, workers: int | None = None) -> dict:
+    """Audit a dataset: every file is read once, fingerprinted, and compared without all-pairs search.
+
+    Args:
+        data: a folder, a CSV manifest, ``digits`` or ``fashion-mnist[:DIR]``.
+        output: write the report here as JSON (``audit.json``).
+        splits: train/val/test ratios for data without splits (default 70/20/10, as ``train``), or
+            ``"none"`` to audit without splits.
+        near_threshold: phash bits (of 64) for a near-duplicate candidate.
+        pixel_tolerance: mean grey-level difference of 16x16 thumbnails that confirms a candidate.
+        fix: write a cleaned manifest (path,label,split) here; the user's files are never touched.
+        progress: show a progress bar.
+        cache_dir: where built-in datasets are materialised.
+        seed: split seed for data without (complete) splits.
+        workers: hashing processes (default: all cores).
+
+    Returns:
+        The report (as written to ``output``): ``summary``, ``classes``, ``images``, ``unreadable``,
+        ``duplicates``, ``findings``...
+
+    Example:
+        >>> rep = audit("photos/", fix="photos-clean.csv")  # doctest: +SKIP
+        >>> rep["summary"]["cross_split"]["train-test"]      # doctest: +SKIP
+        {'exact': 3, 'near': 1}
+    """
+    t0 = time.time()
+    source = load_source(data, cache_dir=cache_dir)
+    split_info = _assign(source, splits, seed)
+    fp = _fingerprint(source, progress, workers)
+    rep, drops = _report(source, fp, split_info, int(near_threshold), float(pixel_tolerance))
+    rep["seconds"] = round(time.time() - t0, 2)
+    if fix is not None:
+        rows = write_fix_manifest(fix, source, fp, drops)
+        rep["fix"] = {"path": str(fix), "rows": rows, "dropped": len(source.samples) - rows}
+    if output is not None:
+        atomic_write_json(output, rep)
+    return rep
+
+
+def audit_decoded(source: DataSource, images, path: str | os.PathLike,
+                  near_threshold: int = NEAR_THRESHOLD, pixel_tolerance: float = PIXEL_TOLERANCE) -> dict | None:
+    """Quick audit of a run's already-decoded images (cache resolution) -> ``path``; never raises.
+
+    Called by :func:`nextclass.train.setup.prepare`. Sizes and formats are not probed here (the cache
+    holds resized pixels), so two originals that differ only below the cache resolution count as
+    exact duplicates. ``nextclass audit DATA`` reads the original files.
+    """
+    try:
+        t0 = time.time()
+        ok = np.asarray(images.ok, bool)
+        fp = hash_arrays(images.array, np.flatnonzero(ok))
+        full = Fingerprints(ok.copy(), np.zeros(len(ok), "S16"), np.zeros(len(ok), np.uint64), np.zeros((len(ok), 256), np.uint8),
+                            np.zeros(len(ok), np.int32), np.zeros(len(ok), np.int32), [""] * len(ok), [""] * len(ok),
+                            dict(images.errors))
+        for name in ("exact", "phash", "thumb", "width", "height"):
+            getattr(full, name)[ok] = getattr(fp, name)
+        info = {"mode": "run", "note": "the run's split (split.csv)"}
+        rep, _ = _report(source, full, info, near_threshold, pixel_tolerance, quick=True)
+        rep["seconds"] = round(time.time() - t0, 2)
+        old = Path(path)
+        if old.exists():  # a resumed run keeps the label suspects found before
+            prev = json.loads(old.read_text())
+            if "label_suspects" in prev:
+                rep["label_suspects"] = prev["label_suspects"]
+        atomic_write_json(path, rep)
+        s = rep["summary"]
+        leaks = ", ".join(f"{k} {v['exact'] + v['near']}" for k, v in s["cross_split"].items() if v["exact"] + v["near"])
+        log(f"audit: {s['unreadable']} unreadable, {s['exact_extra_copies']} exact + {s['near_pairs']} near duplicate(s), "
+            f"leaks: {leaks or 'none'}, label conflicts: {s['label_conflict_groups']} ({rep['seconds']}s, {path})")
+        return rep
+    except Exception as e:  # the audit informs; it must never stop a run
+        log(f"[yellow]audit skipped[/]: {type(e).__name__}: {e}")
+        return None
+
+
+def _read_predictions(run_dir: Path) -> list[dict]:
+    rows = []
+    for name in ("predictions_val.csv", "predictions.csv"):
+        f = run_dir / name
+        if f.exists():
+            with open(f, newline="", encoding="utf-8") as fh:
+                rows += list(csv.DictReader(fh))
+    if not rows:
+        raise FileNotFoundError(f"{run_dir}: no predictions_val.csv or predictions.csv (has the run finished?)")
+    return rows
+
+
+def label_suspects(run_dir: str | os.PathLike, *, max_items: int = 100, write: bool = True) -> list[dict]:
+    """Suspected label errors among a run's out-of-sample predictions (val and test), merged into
+    ``<run>/audit.json`` under ``label_suspects``.
+
+    Method: confident learning (Northcutt, Jiang & Chuang, JAIR 2021; cleanlab's default). Each class
+    ``c`` gets a threshold ``t_c``, the mean probability the model gives ``c`` on images labelled ``c``.
+    An image labelled ``y`` is suspect when the model predicts another class ``k`` with
+    ``p_k >= t_k``: it is as sure of ``k`` as it typically is of true ``k`` images. Suspects are ranked by
+    self-confidence ``p_y`` (lowest first). Only val/test images are judged: the model never trained
+    on them; training images would need cross-validation.
+
+    Returns:
+        Up to ``max_items`` dicts: path, split, label, predicted, label_probability,
+        predicted_probability, threshold.
+
+    Example:
+        >>> label_suspects("runs/resnet18-photos")[:1]  # doctest: +SKIP
+        [{'path': '.../cat_017.jpg', 'split': 'val', 'label': 'cat', 'predicted': 'dog', ...}]
+    """
+    run_dir = Path(run_dir)
+    rows = _read_predictions(run_dir)
+    by_class: dict[str, list[float]] = {}
+    for r in rows:
+        by_class.setdefault(r["true"], []).append(float(r["true_probability"]))
+    thr = {c: float(np.mean(v)) for c, v in by_class.items()}
+    out = []
+    for r in rows:
+        y, k, pk = r["true"], r["predicted"], float(r["probability"])
+        if k != y and k in thr and pk >= thr[k]:
+            out.append({"path": r["path"], "split": r["split"], "label": y, "predicted": k,
+                        "label_probability": round(float(r["true_probability"]), 5),
+                        "predicted_probability": round(pk, 5), "threshold": round(thr[k], 5)})
+    out.sort(key=lambda d: (d["label_probability"], -d["predicted_probability"]))
+    if write:
+        f = run_dir / "audit.json"
+        rep = json.loads(f.read_text()) if f.exists() else {"version": 1}
+        rep["label_suspects"] = {"method": "confident learning (per-class thresholds = mean self-confidence), "
+                                           "ranked by self-confidence", "checked": len(rows), "n": len(out),
+                                 "thresholds": {c: round(t, 5) for c, t in thr.items()}, "items": out[:max_items]}
+        atomic_write_json(f, rep)
+    return out[:max_items]
+
+
+def attach_label_suspects(run_dir: str | os.PathLike) -> list[dict]:
+    """:func:`label_suspects` for the end of a run: logs one line, never raises."""
+    try:
+        found = label_suspects(run_dir)
+        if found:
+            log(f"label suspects: {len(found)} val/test image(s) look mislabelled (see {Path(run_dir) / 'audit.json'})")
+        return found
+    except Exception as e:  # informative only: never fail a finished run
+        log(f"[yellow]label-suspect check skipped[/]: {type(e).__name__}: {e}")
+        return []
