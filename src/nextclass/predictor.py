@@ -7,6 +7,7 @@ inputs do not stop a batch: their result carries ``error`` with the reason.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -81,6 +82,14 @@ class Predictor:
         img = open_image(x, ch)
         return image_to_tensor(img, self.preprocess)
 
+    def _safe_tensor(self, x: Any) -> tuple[torch.Tensor | None, str | None]:
+        try:
+            return self.to_tensor(x), None
+        except DecodeError as e:
+            return None, str(e)
+        except Exception as e:  # one bad input never stops the others
+            return None, f"cannot use input: {type(e).__name__}: {e}"
+
     # --- outputs --------------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, batch: torch.Tensor) -> np.ndarray:
@@ -113,23 +122,30 @@ class Predictor:
         images = list(images)
         results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
         k = max(1, min(topk, len(self.classes)))
-        for start in range(0, len(images), batch_size):
-            idx, tensors = [], []
-            for i in range(start, min(start + batch_size, len(images))):
-                try:
-                    tensors.append(self.to_tensor(images[i]))
-                    idx.append(i)
-                except DecodeError as e:
-                    results[i].error = str(e)
-            if not tensors:
-                continue
-            probs = self.predict_proba(torch.stack(tensors), tta=tta)
-            for i, pr in zip(idx, probs):
-                order = np.argsort(-pr)[:k]
-                results[i].index = int(order[0])
-                results[i].label = self.classes[order[0]]
-                results[i].probability = float(pr[order[0]])
-                results[i].topk = [(self.classes[j], float(pr[j])) for j in order]
+        chunks = [range(a, min(a + batch_size, len(images))) for a in range(0, len(images), batch_size)]
+        # Decoding and resizing run in threads (PIL releases the GIL), one batch ahead of the model.
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as ex:
+            pending = [ex.map(self._safe_tensor, [images[i] for i in chunks[0]])] if chunks else []
+            for c, chunk in enumerate(chunks):
+                done = list(pending.pop(0))
+                if c + 1 < len(chunks):
+                    pending.append(ex.map(self._safe_tensor, [images[i] for i in chunks[c + 1]]))
+                idx, tensors = [], []
+                for i, (t, err) in zip(chunk, done):
+                    if err is not None:
+                        results[i].error = err
+                    else:
+                        idx.append(i)
+                        tensors.append(t)
+                if not tensors:
+                    continue
+                probs = self.predict_proba(torch.stack(tensors), tta=tta)
+                for i, pr in zip(idx, probs):
+                    order = np.argsort(-pr)[:k]
+                    results[i].index = int(order[0])
+                    results[i].label = self.classes[order[0]]
+                    results[i].probability = float(pr[order[0]])
+                    results[i].topk = [(self.classes[j], float(pr[j])) for j in order]
         return results
 
 
