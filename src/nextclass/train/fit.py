@@ -36,7 +36,7 @@ __all__ = ["fit", "Phase", "run_phase", "build_model", "HISTORY_COLUMNS", "progr
            "train_batches"]
 
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-                   "epoch_seconds", "images_per_second", "elapsed_seconds"]
+                   "epoch_seconds", "images_per_second", "elapsed_seconds", "finished_at"]
 
 
 @dataclass
@@ -213,7 +213,7 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
             row = {"epoch": epoch + 1, "phase": phase.name, "train_loss": f"{res.loss:.5f}", "train_acc": f"{res.acc:.5f}",
                    "val_loss": f"{val_loss:.5f}", "val_acc": f"{val_acc:.5f}", "lr": f"{optimizer.param_groups[0]['lr']:.3e}",
                    "epoch_seconds": f"{res.seconds:.2f}", "images_per_second": f"{res.images / max(res.seconds, 1e-9):.1f}",
-                   "elapsed_seconds": f"{time.time() - t_run0:.1f}"}
+                   "elapsed_seconds": f"{time.time() - t_run0:.1f}", "finished_at": f"{time.time():.2f}"}
             history.append(row)
             state.update(epoch=epoch + 1, phase=phase.name, schedule=dict(schedule.state), elapsed=time.time() - t_run0)
             improved = _better(cfg, metric, state.get("best"))
