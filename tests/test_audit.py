@@ -107,3 +107,135 @@ def test_fix_manifest_drops_leaks_and_bad_files_and_trains(planted, tmp_path):
 
     attach_label_suspects(run)  # what finish_run calls at the end of a run
     assert "label_suspects" in json.loads((Path(run) / "audit.json").read_text())
+
+
+def test_cli_audit_summary_json_and_fix(planted, tmp_path):
+    root, _ = planted
+    p = run_cli("audit", str(root), "-o", str(tmp_path / "a.json"), "--fix", str(tmp_path / "fixed.csv"), "-q",
+                env={"COLUMNS": "200"})
+    out = p.stdout
+    assert "leak train-test: exact / near" in out and "unreadable" in out and "labels differ" in out
+    assert "cleaned manifest" in out and (tmp_path / "fixed.csv").exists()
+    assert json.loads((tmp_path / "a.json").read_text())["summary"]["unreadable"] == 2
+    bad = run_cli("audit", str(tmp_path / "missing"), check=False)
+    assert bad.returncode == 2 and "no such folder" in " ".join(bad.stderr.split())
+
+
+def test_unsplit_folder_gets_the_runs_split(tmp_path):
+    import nextclass
+    from nextclass.data.sources import load_source
+    from nextclass.data.splits import assign_splits
+
+    rng = np.random.default_rng(3)
+    for c in ("x", "y"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(10):
+            texture(rng, 32).save(tmp_path / "d" / c / f"{i}.png")
+    rep = nextclass.audit(str(tmp_path / "d"), progress=False)
+    assert rep["splits"]["mode"] == "assigned" and "seed 0" in rep["splits"]["note"]
+    src = load_source(tmp_path / "d")
+    want = assign_splits(src, (0.7, 0.2, 0.1), 0)  # what `nextclass train` would use
+    got = {sp: sum(d.values()) for sp, d in rep["classes"]["counts"].items()}
+    assert got == {sp: want.count(sp) for sp in ("train", "val", "test")}
+    flat = nextclass.audit(str(tmp_path / "d"), splits="none", progress=False)
+    assert list(flat["classes"]["counts"]) == ["all"] and flat["findings"] == []
+
+
+def test_near_pairs_equals_brute_force():
+    from nextclass.data.hashing import near_pairs
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64)
+    clumpy = base & np.uint64(0xFFFF_0000_FFFF_FFFF)  # a constant band, as phash's low frequencies are
+    for h in (base, clumpy):
+        flips = rng.integers(0, 64, (600, 6))
+        near = h[:600].copy()
+        for k in range(6):  # copies 0..6 bits away
+            near ^= np.where(np.arange(600) % 7 > k, np.uint64(1) << flips[:, k].astype(np.uint64), np.uint64(0))
+        h = np.concatenate([h, near])
+        for t in (3, 8, 11):
+            i, j, d = near_pairs(h, threshold=t)
+            dd = np.bitwise_count(h[:, None] ^ h[None, :])
+            bi, bj = np.nonzero(np.triu(dd <= t, 1))
+            assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(bi.tolist(), bj.tolist()))
+            assert (d == dd[i, j]).all()
+
+
+def test_fingerprints_match_imagehash_and_ignore_container(tmp_path):
+    import imagehash
+
+    from nextclass.data.hashing import hash_arrays, hash_one_file
+
+    rng = np.random.default_rng(5)
+    img = texture(rng, 64)
+    img.save(tmp_path / "a.png")
+    img.save(tmp_path / "a.bmp")
+    img.convert("L").save(tmp_path / "g.png")
+    img.convert("L").convert("RGB").save(tmp_path / "g_rgb.tif")
+    a, b = hash_one_file(str(tmp_path / "a.png")), hash_one_file(str(tmp_path / "a.bmp"))
+    assert a[0] == b[0] and a[1] == int(str(imagehash.phash(img)), 16)
+    assert hash_one_file(str(tmp_path / "g.png"))[0] == hash_one_file(str(tmp_path / "g_rgb.tif"))[0]
+    assert a[3:7] == (64, 64, "RGB", "PNG")
+    arr = hash_arrays(np.asarray(img)[None])  # the in-memory path: same algorithm, float resampling
+    assert bin(int(arr.phash[0]) ^ a[1]).count("1") <= 4
+    bad = hash_one_file(str(tmp_path / "nope.png"))
+    assert bad[0] is None and bad[-1].startswith("cannot read")
+
+
+def test_quick_audit_on_array_source_and_never_raises(tmp_path):
+    from nextclass.data.audit import audit_decoded
+    from nextclass.data.cache import DecodedImages
+    from nextclass.data.sources import DataSource, Sample
+
+    rng = np.random.default_rng(2)
+    arr = np.stack([np.asarray(texture(rng, 28).convert("L")) for _ in range(40)])
+    arr[39] = arr[3]  # test copy of a train image
+    samples = [Sample(f"mem/{i}", i % 2, "test" if i >= 36 else "train", i) for i in range(40)]
+    src = DataSource("mem", "mem", "fashion-mnist", ["p", "q"], samples, arr)
+    ok = np.ones(40, bool)
+    ok[5] = False
+    images = DecodedImages(arr[..., None], ok, {5: "cannot decode: test"})
+    rep = audit_decoded(src, images, tmp_path / "audit.json")
+    assert rep["summary"]["cross_split"]["train-test"] == {"exact": 1, "near": 0}
+    assert rep["summary"]["unreadable"] == 1 and rep["summary"]["near_pairs"] == 0
+    assert rep["duplicates"][0]["members"][0]["index"] == 3
+    assert audit_decoded(src, None, tmp_path / "x.json") is None and not (tmp_path / "x.json").exists()
+
+
+def _write_preds(path: Path, rows: list[tuple]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "split", "true", "predicted", "probability", "correct", "true_probability", "topk"])
+        for p, sp, y, k, pk, py in rows:
+            w.writerow([p, sp, y, k, pk, int(y == k), py, ""])
+
+
+def test_label_suspects_confident_learning(tmp_path):
+    from nextclass.data.audit import label_suspects
+
+    # thresholds = mean self-confidence per labelled class: cat (0.9+0.8+0.7+0.05+0.05)/5 = 0.5,
+    # dog (0.9+0.03+0.9+0.6)/4 = 0.6075
+    _write_preds(tmp_path / "predictions_val.csv", [
+        ("c1", "val", "cat", "cat", 0.9, 0.9), ("c2", "val", "cat", "cat", 0.8, 0.8),
+        ("d1", "val", "dog", "dog", 0.9, 0.9), ("wrong_dog", "val", "dog", "cat", 0.95, 0.03)])
+    _write_preds(tmp_path / "predictions.csv", [
+        ("c3", "test", "cat", "cat", 0.7, 0.7), ("d2", "test", "dog", "dog", 0.9, 0.9),
+        ("unsure", "test", "cat", "dog", 0.55, 0.05), ("d3", "test", "dog", "dog", 0.6, 0.6),
+        ("wrong_cat", "test", "cat", "dog", 0.85, 0.05)])
+    found = label_suspects(tmp_path)
+    assert [s["path"] for s in found] == ["wrong_dog", "wrong_cat"]  # 'unsure' (0.55 < dog's 0.6075) is not
+    assert found[0] == {"path": "wrong_dog", "split": "val", "label": "dog", "predicted": "cat", "label_probability": 0.03,
+                        "predicted_probability": 0.95, "threshold": 0.5}
+    saved = json.loads((tmp_path / "audit.json").read_text())["label_suspects"]
+    assert saved["n"] == 2 and saved["checked"] == 9
+    with pytest.raises(FileNotFoundError):
+        label_suspects(tmp_path / "nothing")
+
+
+def test_label_suspects_on_a_real_run(tiny_run):
+    from nextclass.data.audit import attach_label_suspects
+
+    found = attach_label_suspects(tiny_run)
+    rep = json.loads((tiny_run / "audit.json").read_text())
+    assert rep["quick"] and rep["n_images"] == 90  # written by train's prepare()
+    assert rep["label_suspects"]["checked"] > 0 and rep["label_suspects"]["n"] == len(found)
