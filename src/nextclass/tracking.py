@@ -7,8 +7,11 @@ closed by :meth:`Tracker.finish` with the final metrics and the run's artifacts,
 
 * **MLflow** goes through :class:`mlflow.tracking.MlflowClient` (no global "active run", so a
   pruned Optuna trial or a crash never leaves the next run nested in a stale one). The store is
-  ``$MLFLOW_TRACKING_URI`` when set (``--tracking-uri`` sets it), else a local file store at
-  ``<run>/mlruns`` (browse it with ``mlflow ui --backend-store-uri <run>/mlruns``). Experiment:
+  ``$MLFLOW_TRACKING_URI`` when set (``--tracking-uri`` sets it), else a local store in the run:
+  ``sqlite:///<run>/mlflow.db`` with artifacts in ``<run>/mlartifacts`` (browse it with
+  ``mlflow ui --backend-store-uri sqlite:///<run>/mlflow.db``). NOTE: not ``<run>/mlruns``: MLflow 3
+  put the plain-file store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``
+  (then ``--tracking-uri file:///...`` works too). Experiment:
   ``$MLFLOW_EXPERIMENT_NAME`` or ``nextclass``; run name: the run directory's name. Params are the
   resolved config; metrics per epoch; artifacts: config, history, metrics, predictions, report and
   the bundle (under ``model/``).
@@ -80,11 +83,18 @@ class MlflowTracker(Tracker):
     def __init__(self, run_dir: Path, params: dict, tracking_uri: str | None = None, experiment: str | None = None):
         from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").resolve().as_uri()
+        local = run_dir.resolve()
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "nextclass"
         exp = self.client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        if exp is not None:
+            exp_id = exp.experiment_id
+        elif self.uri.startswith("sqlite:") and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+            # our own store: keep its artifacts in the run too (MLflow's default is ./mlartifacts under the cwd)
+            exp_id = self.client.create_experiment(name, artifact_location=(local / "mlartifacts").as_uri())
+        else:
+            exp_id = self.client.create_experiment(name)
         self.run_id = self.client.create_run(exp_id, run_name=run_dir.name,
                                              tags={"nextclass.run_dir": str(run_dir.resolve())}).info.run_id
         self._log_params(params)
