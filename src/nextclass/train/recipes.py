@@ -104,6 +104,7 @@ def _probe_epoch(ctx, model, feats, optimizer, schedule, criterion, epoch: int, 
     bs = cfg.batch_size
     order, view = _epoch_order(ctx, n, feats.train.shape[0], epoch)
     nb = n // bs if n > bs else 1  # drop_last, as the image loop does
+    torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout depends only on (seed, epoch), as in run_phase
     model.train()
     total, correct, seen, step, t0 = 0.0, 0, 0, step0, time.time()
     optimizer.zero_grad(set_to_none=True)
