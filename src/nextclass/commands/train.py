@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
             if config is None and "data" not in over:
                 raise typer.BadParameter("give DATA (or a --config that names it)")
             run = run_guarded(_train, str(config) if config else None, progress=not quiet, **over)
-        typer.echo(f"run: {run}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; rank 0 speaks
+            typer.echo(f"run: {run}")
 
     @app.command(rich_help_panel="Start here")
     def demo(
