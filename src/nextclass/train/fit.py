@@ -260,7 +260,7 @@ def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, pro
     state = broadcast_object(state)  # DDP: rank 0's checkpoint state, so every rank resumes at the same epoch
     tracker = start_tracker(ctx)  # None unless cfg.track (rank 0 only)
     if tracker is not None:
-        ctx.callbacks.append(tracker)
+        ctx.callbacks.insert(0, tracker)  # log the epoch before a callback (e.g. pruning) stops the run
     try:
         model = _train_and_finish(ctx, state, progress)
     except BaseException as e:
