@@ -24,6 +24,8 @@ from ..data.cache import DecodedImages, decode_all
 from ..data.sources import DataSource, load_source
 from ..data.splits import assign_splits, read_split_csv, write_split_csv
 from ..data.transforms import Augment, Preprocess
+from ..distributed import (barrier, broadcast_object, device_for_rank, init_from_env, is_main, local_rank,
+                           local_world_size, world_size)
 from ..utils import atomic_write_text, configure_threads, log
 
 __all__ = ["Context", "prepare", "new_run_dir", "augment_for"]
@@ -43,6 +45,7 @@ class Context:
     data_hash: str
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
+    callbacks: list = field(default_factory=list)  # per-epoch hooks: callback(history_row, state)
 
     @property
     def classes(self) -> list[str]:
@@ -136,15 +139,18 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> tuple[TrainCo
         base = {"scratch": 2e-3, "linear-probe": 1e-3, "finetune": 1e-4, "two-phase": 1e-4}[cfg.recipe]
         if cfg.optimizer == "sgd":
             base *= 50
-        lr = base * (d["batch_size"] / 128) ** 0.5 if cfg.recipe == "scratch" else base
-        d["lr"] = _auto(notes, "lr", float(f"{lr:.3g}"), f"{cfg.recipe} with {cfg.optimizer}, batch {d['batch_size']}")
+        gb = d["batch_size"] * world_size()  # DDP: batch_size is per rank; the lr follows the global batch
+        lr = base * (gb / 128) ** 0.5 if cfg.recipe == "scratch" else base
+        d["lr"] = _auto(notes, "lr", float(f"{lr:.3g}"), f"{cfg.recipe} with {cfg.optimizer}, global batch {gb}")
     if d["workers"] is None:
         cores = os.cpu_count() or 1
         w = min(8, max(1, cores - 1)) if cuda else 0
         d["workers"] = _auto(notes, "workers", w, "decoded-image cache makes loading cheap; "
                              + ("feed the GPU" if cuda else "on CPU the main process keeps every core for the model"))
     if d["threads"] is None:
-        d["threads"] = _auto(notes, "threads", os.cpu_count() or 1, "all cores")
+        lw = local_world_size()  # DDP on one machine: the local processes share the cores
+        d["threads"] = _auto(notes, "threads", max(1, (os.cpu_count() or 1) // lw),
+                             "all cores" if lw == 1 else f"cores shared by {lw} local processes")
     level = {"none": (1.0, 0.0), "light": (0.85, 5.0), "standard": (0.75, 10.0), "strong": (0.5, 15.0)}[cfg.augment]
     if d["scale_min"] is None:
         d["scale_min"] = level[0]
@@ -191,38 +197,46 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml) - nothing to resume")
         cfg = load_config(run_dir / "config.yaml")
     assert cfg is not None
+    init_from_env(cfg.device)  # under torchrun / --nproc: join the process group (gloo on CPU, NCCL on GPU)
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
     if not resumed:
         name = cfg.name or f"{cfg.model}-{Path(source.name).name}".replace("/", "_")
-        run_dir = new_run_dir(cfg.output, name)
+        run_dir = Path(broadcast_object(str(new_run_dir(cfg.output, name)) if is_main() else None))  # DDP: rank 0 names it
     split_csv = run_dir / "split.csv"
     if split_csv.exists():
         read_split_csv(split_csv, source)
     else:
         assign_splits(source, cfg.split, cfg.seed)
-        write_split_csv(split_csv, source)
+        if is_main():
+            write_split_csv(split_csv, source)
     n_train_all = sum(1 for s in source.samples if s.split == "train")
     if not resumed:
         cfg, pp, notes = resolve(cfg, source, n_train_all)
-        save_config(cfg, run_dir / "config.yaml")
-        for n in notes:
-            log(f"[dim]auto[/] {n}")
+        if is_main():
+            save_config(cfg, run_dir / "config.yaml")
+            for n in notes:
+                log(f"[dim]auto[/] {n}")
     else:
         _, pp, _ = resolve(cfg, source, n_train_all)  # every field is already filled: nothing changes
     configure_threads(cfg.threads)
+    if local_rank() != 0:
+        barrier()  # DDP: one process per machine decodes; the others then read its cache
     images = decode_all(source, list(range(len(source.samples))), size=pp.size, channels=pp.channels,
-                        interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress)
-    _write_skipped(run_dir / "skipped.csv", source, images)
-    audit_decoded(source, images, run_dir / "audit.json")  # quick duplicate/leak audit; logs, never raises
+                        interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress and local_rank() == 0)
+    if local_rank() == 0:
+        barrier()
+    if is_main():
+        _write_skipped(run_dir / "skipped.csv", source, images)
+        audit_decoded(source, images, run_dir / "audit.json")  # quick duplicate/leak audit; logs, never raises
     splits = np.array([s.split for s in source.samples])
     all_labels = np.array([s.label for s in source.samples])
     rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
     labels = {sp: all_labels[r] for sp, r in rows.items()}
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
-    dev = torch.device(cfg.device)
+    dev = device_for_rank(torch.device(cfg.device))  # DDP: cuda -> cuda:LOCAL_RANK
     amp_dtype = None
     if cfg.amp:
         if dev.type == "cuda":
