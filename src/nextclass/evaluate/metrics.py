@@ -189,7 +189,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
     k = len(classes)
     labels = np.asarray(labels, dtype=int)
     pred = probs.argmax(1) if len(labels) else np.zeros(0, int)
-    p, r, f, s = precision_recall_fscore_support(labels, pred, labels=list(range(k)), zero_division=0)
+    if len(labels):
+        p, r, f, s = precision_recall_fscore_support(labels, pred, labels=list(range(k)), zero_division=0)
+    else:  # an empty split: scikit-learn refuses; every class is absent
+        p = r = f = np.zeros(k)
+        s = np.zeros(k, int)
     present = s > 0
     per_class = {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
                      "predicted": int((pred == i).sum())}

@@ -158,15 +158,15 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
         >>> build_report("runs/simple_cnn-digits")  # doctest: +SKIP
         PosixPath('runs/simple_cnn-digits/report.html')
     """
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
     import yaml
 
     from ..bundle import BundleError, read_meta
     from ..data.transforms import Preprocess
 
-    t0 = time.time()
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
     cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
     cfg = yaml.safe_load(cfg_text) or {}
     metrics = read_json(run_dir / "metrics.json") or {}
