@@ -13,14 +13,16 @@ def test_tune_prunes_resumes_and_writes_a_config_that_trains(tmp_path):
 
     from nextclass.config import load_config
     from nextclass.train.fit import fit
-    from nextclass.tune import tune
+    import nextclass
+    from nextclass.tune import TuneResult
 
     data = make_folder(tmp_path / "data", n=20)
     cache, out = str(tmp_path / "cache"), tmp_path / "tune"
     base = dict(data=str(data), model="simple_cnn", epochs=3, batch_size=8, cache_dir=cache, hflip=False)
     space = {"lr": (1e-6, 5e-3), "augment": ["light"], "drop_rate": (0.0, 0.1)}
     # two good learning rates first; a hopeless one (lr 1e-6) is queued for the resumed study
-    res = tune(base, trials=2, output=out, space=space, enqueue=[{"lr": 4e-3}, {"lr": 3e-3}, {"lr": 1e-6}])
+    res = nextclass.tune(base, trials=2, output=out, space=space, enqueue=[{"lr": 4e-3}, {"lr": 3e-3}, {"lr": 1e-6}])
+    assert isinstance(res, TuneResult)  # the public API still works once nextclass.tune (the module) is imported
     study_dir = out / "simple_cnn-data"
     assert res.output == study_dir and (study_dir / "study.db").exists()
     states = [t.state.name for t in res.study.trials]

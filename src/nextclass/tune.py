@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,3 +315,17 @@ def plot_trials(study, path: str | os.PathLike) -> Path:
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+class _CallableModule(types.ModuleType):
+    """``nextclass.tune(...)`` keeps working after this module is imported.
+
+    Importing ``nextclass.tune`` rebinds the package attribute ``nextclass.tune`` (the public
+    function) to this module; making the module callable keeps both spellings valid.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
+        return tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
