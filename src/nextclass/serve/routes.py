@@ -1,0 +1,151 @@
+"""The endpoints of the server (registered by :func:`nextclass.serve.app.create_app`).
+
+Each endpoint reads the loaded model from ``request.app.state`` (``pred``, ``ident``, ``batcher``,
+``explain``, ``cfg``, ``metrics``), set up by the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .schemas import ErrorResponse, Health, ModelsResponse, PredictResponse
+
+__all__ = ["register_routes"]
+
+STATIC = Path(__file__).parent / "static"
+BAD = {413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+def error(status: int, detail: str, errors: list | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body is a list of pydantic errors; say what to send instead."""
+    errs = exc.errors()
+    if any(e.get("loc", [None])[-1] in ("files", "file") for e in errs):
+        return error(422, "no images: send one or more image files as the multipart form field 'files'"
+                     + (" ('file' for /v1/explain)" if request.url.path.endswith("/explain") else ""))
+    msg = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', []))}: {e.get('msg')}" for e in errs)
+    return error(422, f"invalid request: {msg}")
+
+
+async def decode_uploads(pred, files: list[UploadFile]) -> tuple[list, list[dict]]:
+    """Read and preprocess every upload in a worker thread; returns (tensors, errors)."""
+    from ..data.decode import DecodeError
+
+    datas = [await f.read() for f in files]
+
+    def work():
+        tensors, errors = [], []
+        for i, (f, data) in enumerate(zip(files, datas)):
+            try:
+                tensors.append(pred.to_tensor(bytes(data)))
+            except DecodeError as e:
+                errors.append({"file": f.filename or f"#{i}", "index": i, "reason": str(e)})
+        return tensors, errors
+
+    return await run_in_threadpool(work)
+
+
+async def predict(request: Request, files: List[UploadFile] = File(..., description="One or more images."),
+                  topk: Optional[int] = Query(None, ge=1, le=1000, description="Classes per image (default: server's).")):
+    """Top-k classes with calibrated probabilities for each uploaded image (micro-batched)."""
+    st = request.app.state
+    cfg, metrics, pred = st.cfg, st.metrics, st.pred
+    if len(files) > cfg.max_images:
+        return error(413, f"too many images in one request ({len(files)} > {cfg.max_images}); split the upload")
+    tensors, errors = await decode_uploads(pred, files)
+    if errors:
+        metrics.images["rejected"] += len(errors)
+        names = ", ".join(f"{e['file']}: {e['reason']}" for e in errors[:5])
+        return error(422, f"{len(errors)} of {len(files)} file(s) could not be used as images ({names})", errors)
+    probs = await st.batcher.submit(tensors)
+    metrics.images["predicted"] += len(tensors)
+    k = max(1, min(topk or cfg.topk, len(pred.classes)))
+    results = []
+    for f, pr in zip(files, probs):
+        order = pr.argsort()[::-1][:k]
+        results.append({"file": f.filename or "", "label": pred.classes[order[0]], "index": int(order[0]),
+                        "probability": float(pr[order[0]]),
+                        "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order]})
+    return {"model": st.ident["ref"], "backend": pred.backend, "results": results}
+
+
+async def explain(request: Request, file: UploadFile = File(..., description="One image."),
+                  class_index: Optional[int] = Form(None, description="Class to explain (default: predicted).")):
+    """Grad-CAM overlay (PNG) for one image; 404 when Grad-CAM is not installed."""
+    from ..data.decode import DecodeError, open_image
+
+    st = request.app.state
+    if st.explain is None:
+        return error(404, "Grad-CAM is not available in this installation (nextclass.report.cam)")
+    if class_index is not None and not 0 <= class_index < len(st.pred.classes):
+        return error(422, f"class_index {class_index} out of range 0..{len(st.pred.classes) - 1}")
+    data = await file.read()
+    try:
+        img = await run_in_threadpool(open_image, bytes(data), 3)
+    except DecodeError as e:
+        return error(422, f"{file.filename}: {e}", [{"file": file.filename or "#0", "index": 0, "reason": str(e)}])
+
+    def render() -> bytes:
+        buf = io.BytesIO()
+        st.explain(st.pred, img, class_index).save(buf, format="PNG")
+        return buf.getvalue()
+
+    try:
+        png = await st.batcher.run_exclusive(render)  # on the model thread: never concurrent with a batch
+    except ValueError as e:  # CamError and friends: this model or image cannot be explained
+        return error(422, f"cannot explain this image: {e}")
+    return Response(png, media_type="image/png")
+
+
+async def models(request: Request):
+    """The served model: name, version, classes, metrics, preprocessing and limits."""
+    st = request.app.state
+    pred, ident, cfg = st.pred, st.ident, st.cfg
+    meta = pred.meta
+    return {"models": [{
+        "name": ident["name"], "version": ident["version"], "ref": ident["ref"], "backend": pred.backend,
+        "arch": meta.get("arch", {}).get("name"), "classes": pred.classes, "temperature": pred.temperature,
+        "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
+        "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
+        "explain": st.explain is not None,
+        "limits": {"max_images": cfg.max_images, "max_upload_mb": cfg.max_upload_mb, "topk": cfg.topk}}]}
+
+
+async def healthz(request: Request):
+    """Liveness/readiness: 200 once the model is loaded."""
+    st = request.app.state
+    return {"status": "ok", "model": st.ident["ref"], "backend": st.pred.backend,
+            "uptime_seconds": round(time.time() - st.metrics.started, 3)}
+
+
+async def prometheus(request: Request):
+    """Prometheus text format: requests, latencies, images, batch sizes, queue depth."""
+    return PlainTextResponse(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def index():
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+def register_routes(app: FastAPI) -> None:
+    """Attach every endpoint and the validation-error handler to ``app``."""
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_api_route("/v1/predict", predict, methods=["POST"], response_model=PredictResponse, responses=BAD,
+                      tags=["predict"])
+    app.add_api_route("/v1/explain", explain, methods=["POST"], tags=["predict"],
+                      responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorResponse}, **BAD})
+    app.add_api_route("/v1/models", models, methods=["GET"], response_model=ModelsResponse, tags=["info"])
+    app.add_api_route("/healthz", healthz, methods=["GET"], response_model=Health, tags=["info"])
+    app.add_api_route("/metrics", prometheus, methods=["GET"], response_class=PlainTextResponse, tags=["info"])
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
