@@ -245,8 +245,9 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
             amp_dtype = torch.bfloat16
             log("[yellow]WARNING[/]: amp on CPU - bf16 autocast measured 15-40x slower than fp32 on CPUs without AMX/AVX512-BF16")
     counts = ", ".join(f"{sp} {len(r)}" for sp, r in rows.items())
-    log(f"[bold]{source.name}[/]: {len(source.classes)} classes, {len(source.samples)} images ({counts}); "
-        f"skipped {len(images.errors)}" + (f" (see {run_dir / 'skipped.csv'})" if images.errors else "")
-        + f"; cache {'hit' if images.hit else 'built'} at {pp.size}px x{pp.channels}")
+    if is_main():  # DDP: one log line, not one per rank
+        log(f"[bold]{source.name}[/]: {len(source.classes)} classes, {len(source.samples)} images ({counts}); "
+            f"skipped {len(images.errors)}" + (f" (see {run_dir / 'skipped.csv'})" if images.errors else "")
+            + f"; cache {'hit' if images.hit else 'built'} at {pp.size}px x{pp.channels}")
     data_hash = _data_hash(images, rows["train"], labels["train"])
     return Context(cfg, run_dir, source, pp, images, rows, labels, dev, amp_dtype, data_hash, resumed)
