@@ -34,4 +34,7 @@ def register(app: typer.Typer) -> None:
                     max_upload_mb=max_upload_mb, topk=topk, threads=threads)
         # Load once here so a bad MODEL is a red line and exit 2, not a traceback from the lifespan.
         pred, _ = run_guarded(load_for_serving, model, ServeConfig(backend=backend, **opts))
+        from ..utils import log
+
+        log(f"web page: http://{host}:{port}/  API docs: http://{host}:{port}/docs")
         run_guarded(_serve, pred, host=host, port=port, log_level=log_level, backend=backend, **opts)

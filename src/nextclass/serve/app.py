@@ -129,6 +129,11 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
         await batcher.start()
         app.state.pred, app.state.ident, app.state.batcher = pred, ident, batcher
         app.state.explain = _explain_fn()
+        from ..utils import log
+
+        log(f"serving {ident['ref']}: {pred.meta.get('arch', {}).get('name')}, {len(pred.classes)} classes, "
+            f"backend {pred.backend}, micro-batches of up to {cfg.max_batch}"
+            + ("" if app.state.explain else " (Grad-CAM not installed: /v1/explain off)"))
         try:
             yield
         finally:
