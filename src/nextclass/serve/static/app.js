@@ -61,7 +61,9 @@ async function explain(card, file) {
 async function classify(file) {
   const card = $("#card").content.firstElementChild.cloneNode(true);
   card.querySelector(".file").textContent = file.name;
-  card.querySelector(".thumb").src = URL.createObjectURL(file);
+  const thumb = card.querySelector(".thumb");
+  thumb.onerror = () => { thumb.style.visibility = "hidden"; };  // not an image the browser can show
+  thumb.src = URL.createObjectURL(file);
   card.querySelector(".thumb").alt = file.name;
   $("#results").prepend(card);
   const fd = new FormData();
