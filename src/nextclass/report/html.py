@@ -54,14 +54,14 @@ def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
     return [rows[i] for i in sorted(rng.choice(len(rows), n, replace=False))]
 
 
-def _grid(images: RunImages | None, rows: list[dict], cols: int, title: str, caption=_caption) -> bytes | None:
+def _grid(images: RunImages | None, rows: list[dict | None], cols: int, title: str, caption=_caption) -> bytes | None:
+    """Image grid of prediction rows (a None row, or an image that cannot be read, is an empty cell)."""
     if images is None:
         return None
     items = []
     for r in rows:
-        a = images.get(r["path"])
-        if a is not None:
-            items.append((a, caption(r), r.get("correct") == "1"))
+        a = images.get(r["path"]) if r is not None else None
+        items.append((a, caption(r), r.get("correct") == "1") if a is not None else (None, "", None))
     return plots.image_grid(items, cols=cols, title=title)
 
 
@@ -79,11 +79,12 @@ def _prediction_plots(images: RunImages | None, rows: list[dict], classes: list[
 
     top = sorted(wrong, key=lambda r: float(r.get("true_probability") or 0))[:12]
     out["top_losses"] = _grid(images, top, 6, "top losses: the most confidently wrong", loss_caption)
-    per_class = []
-    for c in classes[:20]:
-        per_class += _pick([r for r in rows if r["true"] == c], 4, rng)
-    out["per_class"] = _grid(images, per_class, 8, "per-class samples (4 per class; caption = prediction)",
-                             lambda r: f"{r['true']}\n\u2192 {r['predicted']} {float(r['probability']):.2f}")
+    per_class: list[dict | None] = []
+    for c in classes[:20]:  # one row per class
+        picked = _pick([r for r in rows if r["true"] == c], 4, rng)
+        per_class += picked + [None] * (4 - len(picked)) if picked else []
+    out["per_class"] = _grid(images, per_class, 4, "per-class samples (up to 4 per class, one class per row)",
+                             lambda r: f"{r['true']}\npred: {r['predicted']} {float(r['probability']):.2f}")
     return out
 
 

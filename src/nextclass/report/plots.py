@@ -171,7 +171,8 @@ def _font(size: int):
 
 def image_grid(items: Sequence[tuple[np.ndarray, str, bool | None]], cols: int = 8, title: str = "",
                cell: int = 110) -> bytes | None:
-    """Images (uint8 HxW[xC]) with a caption each (green when ``ok`` is True, red when False), as one PNG.
+    """Images (uint8 HxW[xC], or None for an empty cell) with a caption each (green when ``ok`` is True,
+    red when False), as one PNG.
 
     Drawn with PIL rather than matplotlib: a grid of 30 small images costs milliseconds instead of seconds.
 
@@ -188,12 +189,16 @@ def image_grid(items: Sequence[tuple[np.ndarray, str, bool | None]], cols: int =
     rows = math.ceil(len(items) / cols)
     font, tfont = _font(11), _font(14)
     lines = max(len(c.split("\n")) for _, c, _ in items)
+    if all(img is None for img, _, _ in items):
+        return None
     pad, cap_h, top = 6, 13 * lines + 4, (24 if title else 4)
     sheet = Image.new("RGB", (cols * (cell + pad) + pad, top + rows * (cell + cap_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((pad, 4), title, fill="black", font=tfont)
     for k, (img, caption, ok) in enumerate(items):
+        if img is None:  # an empty cell (keeps rows aligned, e.g. one class per row)
+            continue
         a = np.asarray(img)
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
