@@ -52,6 +52,8 @@ def learning_curves(history: Sequence[dict]) -> bytes | None:
         >>> png[:4] == b"\\x89PNG"
         True
     """
+    from matplotlib.ticker import MaxNLocator
+
     if not history:
         return None
     ep = [int(float(r["epoch"])) for r in history]
@@ -63,6 +65,7 @@ def learning_curves(history: Sequence[dict]) -> bytes | None:
             if not all(math.isnan(y) for y in ys):
                 ax.plot(ep, ys, style, ms=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("loss" if what == "loss" else "accuracy")
         ax.grid(alpha=0.3)
     phases = [r.get("phase", "") for r in history]
