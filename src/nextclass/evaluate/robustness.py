@@ -57,7 +57,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.n
 
     Example:
         >>> x = np.full((2, 16, 16, 1), 100, np.uint8)
-        >>> corrupt(x, "brightness", 1)[0, 0, 0, 0]
+        >>> int(corrupt(x, "brightness", 1)[0, 0, 0, 0])
         138
     """
     if name not in CORRUPTIONS:
