@@ -313,7 +313,8 @@ def train(config: Any = None, *, nproc: int = 2, resume: str | os.PathLike | Non
     return Path(results[0])
 
 
-def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, device: str) -> list[dict] | None:
+def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, device: str, tta: bool = False,
+                    backend: str = "torch") -> list[dict] | None:
     from .predictor import load
 
     dist.init_process_group(backend=backend_for(_resolve_device(device)))
@@ -322,8 +323,8 @@ def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, de
         if dev == "cuda":
             dev = f"cuda:{local_rank()}"
         idx = shard(list(range(len(files))))
-        pred = load(model, device=dev)
-        rows = [r.to_dict() for r in pred.predict([files[i] for i in idx], topk=topk, batch_size=batch_size)]
+        pred = load(model, device=dev, backend=backend)
+        rows = [r.to_dict() for r in pred.predict([files[i] for i in idx], topk=topk, batch_size=batch_size, tta=tta)]
         parts: list = [None] * dist.get_world_size()
         dist.all_gather_object(parts, list(zip(idx, rows)))
     finally:
@@ -343,10 +344,11 @@ def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, de
 
 
 def predict_distributed(model: str | os.PathLike, files: Sequence[str], nproc: int = 2, topk: int = 3,
-                        batch_size: int = 32, device: str = "cpu") -> list[dict]:
+                        batch_size: int = 32, device: str = "cpu", tta: bool = False, backend: str = "torch") -> list[dict]:
     """Predict ``files`` with ``nproc`` processes, each on its shard; rows come back merged in input order.
 
-    Every file lands in exactly one shard (``files[rank::nproc]``); rank 0 gathers the shards over
+    ``device`` ``cuda`` puts rank r on GPU r; ``tta`` and ``backend`` (torch | onnx | auto) are as for
+    :func:`nextclass.load` / ``predict``. Every file lands in exactly one shard (``files[rank::nproc]``); rank 0 gathers the shards over
     the process group and checks that nothing was lost or predicted twice.
 
     Returns:
@@ -363,5 +365,5 @@ def predict_distributed(model: str | os.PathLike, files: Sequence[str], nproc: i
 
     model = resolve_bundle_dir(_resolve(model))  # a bad model path fails here, once, not in every worker
     nproc = max(1, min(nproc, len(files)))
-    results = launch(_predict_worker, (str(model), files, topk, batch_size, device), nproc)
+    results = launch(_predict_worker, (str(model), files, topk, batch_size, device, tta, backend), nproc)
     return results[0]
