@@ -23,8 +23,11 @@ def texture(rng: np.random.Generator, size: int = 48) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, dict]:
+    return make_planted(tmp_path_factory.mktemp("planted") / "data")
+
+
+def make_planted(root: Path) -> tuple[Path, dict]:
     """Split folder (train 8 / val 3 / test 3 per class a, b, c) plus one planted instance of each problem."""
-    root = tmp_path_factory.mktemp("planted") / "data"
     rng = np.random.default_rng(7)
     for sp, n in (("train", 8), ("val", 3), ("test", 3)):
         for c in ("a", "b", "c"):

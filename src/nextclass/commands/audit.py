@@ -46,13 +46,14 @@ def print_summary(rep: dict, console=None, max_groups: int = 8) -> None:
     for pair, c in s["cross_split"].items():
         p.add_row(f"leak {pair}: exact / near", f"{_n(c['exact'])} / {_n(c['near'])}")
     p.add_row("duplicate groups with different labels", _n(s["label_conflict_groups"]))
-    p.add_row(f"classes with < 5 images", _n(len(cls["few_images"])))
+    p.add_row("classes with < 5 images", _n(len(cls["few_images"])))
     con.print(p)
     for u in rep["unreadable"][:10]:
         con.print(f"  [red]unreadable[/] {u['path']}: {u['reason']}")
     for g in rep["duplicates"][:max_groups]:
         tag = ("[red]labels differ[/] " if g["label_conflict"] else "") + ("[yellow]across splits[/] " if g["cross_split"] else "")
-        con.print(f"  {g['kind']} x{g['size']} {tag}(max {g['max_distance']} bits)")
+        dist = f"(phash within {g['max_distance']} bits)" if g["kind"] == "near" else "(identical pixels)"
+        con.print(f"  {g['kind']} x{g['size']} {tag}{dist}")
         for m in g["members"][:4]:
             con.print(f"    {m['split']:<5} {m['label']:<12} {m['path']}")
     if len(rep["duplicates"]) > max_groups:
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, help="Ratios for data without splits (default 70/20/10, as train), or 'none'."),
         seed: int = typer.Option(0, help="Split seed for data without (complete) splits (train's default is 0)."),
         near_threshold: int = typer.Option(8, help="phash bits (of 64) for a near-duplicate candidate."),
-        pixel_tolerance: float = typer.Option(6.0, help="Mean grey-level difference (16x16 thumbnails) confirming a candidate."),
+        pixel_tolerance: float = typer.Option(4.0, help="Mean grey-level difference (16x16 thumbnails) confirming a candidate."),
         workers: Optional[int] = typer.Option(None, help="Hashing processes (default: all cores)."),
         cache_dir: Optional[str] = typer.Option(None, help="Where built-in datasets are materialised."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report to stdout instead of the summary."),
