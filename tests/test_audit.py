@@ -242,3 +242,22 @@ def test_label_suspects_on_a_real_run(tiny_run):
     rep = json.loads((tiny_run / "audit.json").read_text())
     assert rep["quick"] and rep["n_images"] == 90  # written by train's prepare()
     assert rep["label_suspects"]["checked"] > 0 and rep["label_suspects"]["n"] == len(found)
+
+
+def test_fingerprints_cached_until_a_file_changes(tmp_path):
+    import os
+
+    import nextclass
+
+    rng = np.random.default_rng(9)
+    for c in ("x", "y"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(6):
+            texture(rng, 32).save(tmp_path / "d" / c / f"{i}.png")
+    first = nextclass.audit(str(tmp_path / "d"), progress=False, cache_dir=tmp_path / "cache")
+    again = nextclass.audit(str(tmp_path / "d"), progress=False, cache_dir=tmp_path / "cache")
+    assert not first["hashes_cached"] and again["hashes_cached"] and again["summary"] == first["summary"]
+    Image.open(tmp_path / "d" / "x" / "0.png").save(tmp_path / "d" / "y" / "5.png")  # now a duplicate
+    os.utime(tmp_path / "d" / "y" / "5.png", ns=(1, 1))
+    changed = nextclass.audit(str(tmp_path / "d"), progress=False, cache_dir=tmp_path / "cache")
+    assert not changed["hashes_cached"] and changed["summary"]["label_conflict_groups"] == 1

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, atomic_write_text, log
-from .hashing import Fingerprints, hash_arrays, hash_files, near_pairs
+from ..utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
+from .hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
 from .sources import DataError, DataSource, load_source
 
 __all__ = ["audit", "audit_decoded", "label_suspects", "attach_label_suspects", "NEAR_THRESHOLD",
@@ -242,16 +242,33 @@ def _report(source: DataSource, fp: Fingerprints, split_info: dict, threshold: i
     return rep, drops
 
 
-def _fingerprint(source: DataSource, progress: bool, workers: int | None) -> Fingerprints:
+def _fingerprint(source: DataSource, progress: bool, workers: int | None,
+                 cache_dir: str | os.PathLike | None) -> tuple[Fingerprints, bool]:
+    """Fingerprints of every sample, from the cache when the files (paths, sizes, mtimes) are unchanged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    cache = Path(cache_dir or default_cache_dir()) / "audit" / f"{sha1_of(['audit-v1', source.fingerprint()])}.npz"
+    if cache.exists():
+        try:
+            fp = load_fingerprints(cache)
+            if len(fp.ok) == len(source.samples):
+                return fp, True
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            pass
     cols = [TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*cols, disable=not progress, transient=True) as bar:
         task = bar.add_task("hash", total=len(source.samples))
         advance = lambda k: bar.advance(task, k)  # noqa: E731
         if source.array is not None and all(s.index is not None for s in source.samples):
-            return hash_arrays(source.array, np.array([s.index for s in source.samples]), fmt=source.kind, advance=advance)
-        return hash_files([s.path for s in source.samples], workers=workers, advance=advance)
+            fp = hash_arrays(source.array, np.array([s.index for s in source.samples]), fmt=source.kind, advance=advance)
+        else:
+            fp = hash_files([s.path for s in source.samples], workers=workers, advance=advance)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_fingerprints(cache, fp)
+    except OSError as e:  # a read-only cache only costs the next audit time
+        log(f"[yellow]NOTE[/]: audit hashes not cached ({e})")
+    return fp, False
 
 
 def write_fix_manifest(path: str | os.PathLike, source: DataSource, fp: Fingerprints, drops: set) -> int:
@@ -285,7 +302,8 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
         pixel_tolerance: mean grey-level difference of 16x16 thumbnails that confirms a candidate.
         fix: write a cleaned manifest (path,label,split) here; the user's files are never touched.
         progress: show a progress bar.
-        cache_dir: where built-in datasets are materialised.
+        cache_dir: cache root: built-in datasets, and the fingerprints (reused while paths, sizes and
+            mtimes are unchanged).
         seed: split seed for data without (complete) splits.
         workers: hashing processes (default: all cores).
 
@@ -301,9 +319,10 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
     t0 = time.time()
     source = load_source(data, cache_dir=cache_dir)
     split_info = _assign(source, splits, seed)
-    fp = _fingerprint(source, progress, workers)
+    fp, cached = _fingerprint(source, progress, workers, cache_dir)
     rep, drops = _report(source, fp, split_info, int(near_threshold), float(pixel_tolerance))
     rep["seconds"] = round(time.time() - t0, 2)
+    rep["hashes_cached"] = cached
     if fix is not None:
         rows = write_fix_manifest(fix, source, fp, drops)
         rep["fix"] = {"path": str(fix), "rows": rows, "dropped": len(source.samples) - rows}

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["Fingerprints", "hash_files", "hash_arrays", "phash_batch", "gray32_batch", "near_pairs",
-           "exact_hash", "hash_one_file"]
+           "exact_hash", "hash_one_file", "save_fingerprints", "load_fingerprints"]
 
 _BANDS = 4  # 4 x 16-bit bands: direct bucket tables, and radius threshold // 4 per band
 _CAND_CHUNK = 2_000_000  # candidate pairs materialised at once (bounds memory on clumpy hashes)
@@ -52,6 +52,28 @@ class Fingerprints:
     mode: list[str]
     fmt: list[str]
     errors: dict[int, str]
+
+
+def save_fingerprints(path: str | os.PathLike, fp: Fingerprints) -> None:
+    """Store fingerprints as a plain ``.npz`` (no pickle), atomically."""
+    import json
+
+    path = str(path)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, ok=fp.ok, exact=fp.exact, phash=fp.phash, thumb=fp.thumb, width=fp.width, height=fp.height,
+             mode=np.array(fp.mode, dtype=str), fmt=np.array(fp.fmt, dtype=str),
+             errors=np.array(json.dumps({str(k): v for k, v in fp.errors.items()})))
+    os.replace(tmp, path)
+
+
+def load_fingerprints(path: str | os.PathLike) -> Fingerprints:
+    """Read fingerprints written by :func:`save_fingerprints` (``allow_pickle=False``)."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        return Fingerprints(z["ok"], z["exact"], z["phash"], z["thumb"], z["width"], z["height"],
+                            z["mode"].tolist(), z["fmt"].tolist(),
+                            {int(k): v for k, v in json.loads(str(z["errors"])).items()})
 
 
 def exact_hash(pixels: np.ndarray) -> bytes:
@@ -309,6 +331,8 @@ def near_pairs(hashes: np.ndarray, thumbs: np.ndarray | None = None, *, threshol
                 i, j = i[keep], j[keep]
                 found_i.append(np.minimum(i, j)), found_j.append(np.maximum(i, j))
     # a pair close on several bands is found once per band: keep one (sort, not np.unique's hash table)
+    if not found_i:
+        return (np.zeros(0, np.int64),) * 3
     code = np.sort(np.concatenate(found_i) * n + np.concatenate(found_j))
     code = code[np.r_[True, code[1:] != code[:-1]]] if len(code) else code
     i, j = code // n, code % n
