@@ -95,6 +95,17 @@ def main() -> None:
     res["exact_groups"], res["near_pairs"] = s["exact_groups"], s["near_pairs"]
     res["label_conflict_groups"], res["label_conflict_images"] = s["label_conflict_groups"], s["label_conflict_images"]
 
+    # the quick audit `nextclass train` runs on its decoded cache (here the 28x28 arrays themselves)
+    from nextclass.data.audit import audit_decoded
+    from nextclass.data.cache import DecodedImages
+
+    qsrc = load_source(args.data)
+    qarr = qsrc.array[[x.index for x in qsrc.samples]]
+    t0 = time.time()
+    quick = audit_decoded(qsrc, DecodedImages(qarr, np.ones(len(qarr), bool), {}), out_dir / "audit_quick.json")
+    res["quick_audit_seconds"] = round(time.time() - t0, 2)
+    res["quick_audit_train_test"] = quick["summary"]["cross_split"]["train-test"] if quick else None
+
     # stages and baselines on the same fingerprints
     src = load_source(args.data)
     rows = np.array([x.index for x in src.samples])
