@@ -59,6 +59,12 @@ def test_report_renders_in_chromium(tiny_run: Path, tmp_path):
     assert all(u.startswith(("file:", "data:")) for u in info["requests"]), info["requests"]  # self-contained
     for needle in ("top-1 accuracy, test", "ECE", "Temperature scaling", "img/s", "Skipped files", "circle"):
         assert needle in info["text"], needle
+    audit = tiny_run / "audit.json"  # written at the start of every run by the data audit
+    if audit.exists():
+        findings = json.loads(audit.read_text()).get("findings") or ["No findings."]
+        assert findings[0] in info["text"] and "every field of audit.json" in info["text"]
+    else:
+        assert "No audit.json in this run" in info["text"]
     from PIL import Image
 
     with Image.open(shot) as im:

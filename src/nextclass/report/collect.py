@@ -120,43 +120,75 @@ def _scalar(v) -> bool:
 
 
 def audit_summary(run_dir: Path, max_rows: int = 12) -> dict | None:
-    """A schema-tolerant view of ``audit.json`` (written by ``nextclass audit``): scalar facts and lists.
+    """A view of ``audit.json`` (written by ``nextclass audit`` and at the start of every run), or None.
 
-    Returns ``{"facts": [(key, value)], "lists": [{"name", "count", "columns", "rows", "paths"}]}``, or None
-    when the run has no audit. Rows that name image paths (``path``/``paths``) get thumbnails in the report.
+    Returns ``{"findings": [str], "highlights": [(key, value)], "lists": [...], "facts": [(key, value)]}``:
+    the audit's own one-line findings, its ``summary`` counts, the listed problems (duplicates, label
+    suspects, unreadable files; each row with the image ``paths`` it names, for thumbnails) and every
+    other scalar field (shown folded). Unknown layouts still render: lists and scalars are found generically.
     """
     data = read_json(run_dir / "audit.json")
     if not isinstance(data, dict):
         return None
-    facts, lists = [], []
+    facts: list = []
+    lists: list = []
+
+    def add_list(key: str, v: list) -> None:
+        entries = [e if isinstance(e, dict) else {"value": e} for e in v[:max_rows]]
+        cols: list[str] = []
+        for e in entries:
+            cols += [c for c in e if c not in cols and c not in ("path", "paths", "members")]
+        has_members = any("members" in e for e in entries)
+        rows = [[_short(e.get(c)) for c in cols[:7]] + ([_members(e.get("members"))] if has_members else []) for e in entries]
+        lists.append({"name": key, "count": len(v), "columns": cols[:7] + (["members"] if has_members else []),
+                      "paths": [_paths_of(e) for e in entries], "rows": rows})
 
     def walk(obj: dict, prefix: str = "") -> None:
         for k, v in obj.items():
             key = f"{prefix}{k}"
+            if key in ("findings", "summary"):
+                continue
             if _scalar(v):
                 facts.append((key, v))
             elif isinstance(v, dict) and all(_scalar(x) for x in v.values()) and len(v) <= 30:
-                facts.append((key, ", ".join(f"{a}: {b}" for a, b in v.items())))
+                facts.append((key, ", ".join(f"{a}: {_short(b, 40)}" for a, b in v.items())))
             elif isinstance(v, dict):
                 walk(v, key + ".")
+            elif isinstance(v, list) and (not v or isinstance(v[0], dict)):
+                add_list(key, v)
             elif isinstance(v, list):
-                entries = [e if isinstance(e, dict) else {"value": e} for e in v[:max_rows]]
-                cols: list[str] = []
-                for e in entries:
-                    cols += [c for c in e if c not in cols]
-                lists.append({"name": key, "count": len(v), "columns": cols[:8], "paths": [_path_of(e) for e in entries],
-                              "rows": [[_short(e.get(c)) for c in cols[:8]] for e in entries]})
+                facts.append((key, _short(", ".join(_short(x, 30) for x in v), 200)))
 
     walk(data)
-    return {"facts": facts, "lists": lists}
+    highlights = []
+    summary = data.get("summary")
+    if isinstance(summary, dict):
+        highlights = [(k, _flat(v)) for k, v in summary.items()]
+    findings = [str(f) for f in data.get("findings", [])] if isinstance(data.get("findings"), list) else []
+    return {"findings": findings, "highlights": highlights, "lists": lists, "facts": facts}
 
 
-def _path_of(entry: dict) -> str | None:
-    p = entry.get("path")
-    if isinstance(p, str):
-        return p
-    ps = entry.get("paths")
-    return ps[0] if isinstance(ps, list) and ps and isinstance(ps[0], str) else None
+def _flat(v, depth: int = 0) -> str:
+    """``{"train-val": {"exact": 0, "near": 6}}`` -> ``train-val: (exact 0, near 6)``."""
+    if isinstance(v, dict):
+        inner = ", ".join(f"{k}{': ' if depth == 0 else ' '}{_flat(x, depth + 1)}" for k, x in v.items())
+        return f"({inner})" if depth else inner
+    return _short(v, 60)
+
+
+def _paths_of(entry: dict) -> list[str]:
+    """Image paths a listed problem names (``path``, ``paths`` or ``members[].path``), at most 4."""
+    if isinstance(entry.get("path"), str):
+        return [entry["path"]]
+    items = entry.get("paths") or entry.get("members") or []
+    out = [x if isinstance(x, str) else x.get("path") for x in items if isinstance(x, (str, dict))]
+    return [p for p in out if isinstance(p, str)][:4]
+
+
+def _members(members) -> str:
+    if not isinstance(members, list):
+        return ""
+    return ", ".join(f"{m.get('split', '?')}:{m.get('label', '?')}" if isinstance(m, dict) else str(m) for m in members)
 
 
 def _short(v, n: int = 80) -> str:

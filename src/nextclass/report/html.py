@@ -116,21 +116,23 @@ def _b64(png: bytes | None) -> str | None:
 
 
 def _thumbs(images: RunImages | None, audit: dict | None) -> None:
-    """Small base64 thumbnails for the audit rows that name an image path."""
+    """Small base64 thumbnails of the images each listed audit problem names."""
     from PIL import Image
 
     for lst in (audit or {}).get("lists", []):
-        thumbs = []
-        for p in lst["paths"]:
-            a = images.get(p) if (images is not None and p) else None
-            if a is None:
-                thumbs.append(None)
-                continue
-            im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize((48, 48), Image.NEAREST)
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            thumbs.append(_b64(buf.getvalue()))
-        lst["thumbs"] = thumbs
+        lst["thumbs"] = []
+        for paths in lst["paths"]:
+            row = []
+            for p in paths:
+                a = images.get(p) if images is not None else None
+                if a is None:
+                    continue
+                im = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).resize((48, 48), Image.NEAREST)
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                row.append((p, _b64(buf.getvalue())))
+            lst["thumbs"].append(row)
+        lst["any_thumbs"] = any(lst["thumbs"])
 
 
 def _load_model(run_dir: Path, model, meta):
