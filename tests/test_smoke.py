@@ -17,3 +17,13 @@ def test_cli_help_is_fast_and_lists_commands():
     p = run_cli("--help")
     for cmd in ("train", "evaluate", "predict", "demo"):
         assert cmd in p.stdout
+
+
+def test_public_functions_survive_subpackage_imports(tiny_run):
+    import nextclass
+    import nextclass.evaluate.run  # noqa: F401  (binds nextclass.evaluate to the subpackage)
+    import nextclass.train.fit  # noqa: F401
+
+    m = nextclass.evaluate(tiny_run, split="val", progress=False)
+    assert m["split"] == "val"
+    assert callable(nextclass.train)

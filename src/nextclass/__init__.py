@@ -40,11 +40,17 @@ def train(config: Any = None, *, resume: str | None = None, progress: bool = Tru
     return fit(cfg, progress=progress)
 
 
+_train_function = train  # the subpackage nextclass.train calls this (see nextclass/train/__init__.py)
+
+
 def evaluate(run: Any, data: Any = None, **kwargs: Any) -> dict:
     """Evaluate a run's bundle on its test split (or ``split=``), or on another dataset ``data``."""
     from .evaluate.run import evaluate as _evaluate
 
     return _evaluate(run, data, **kwargs)
+
+
+_evaluate_function = evaluate
 
 
 def load(model: Any, device: str = "cpu", backend: str = "torch"):
