@@ -8,7 +8,6 @@ ONNX Runtime session instead of PyTorch. ``nextclass.load(path, backend="onnx"|"
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
