@@ -185,3 +185,17 @@ def test_attention_head_rejects_unknown_options_and_tuple_classifiers():
         attach_head(timm.create_model("test_resnet", num_classes=3), "conv", 3)
     vit = attach_head(timm.create_model("test_vit", num_classes=3), "attention", 3)  # tokens (B, N, C) work too
     assert vit(torch.rand(2, 3, *timm.create_model("test_vit").pretrained_cfg["input_size"][1:])).shape == (2, 3)
+
+
+def test_bn_stats_frozen_keeps_running_stats_but_trains_affine():
+    import timm
+    from nextclass.models.freeze import bn_stats_frozen
+
+    m = timm.create_model(MODEL, num_classes=3).train()
+    before = {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+    with bn_stats_frozen(m):
+        m(torch.rand(8, 3, 32, 32) * 3).sum().backward()
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if "running" in k)
+    assert m.bn1.weight.grad is not None and m.bn1.training  # affine weights learn; train mode restored
+    m(torch.rand(8, 3, 32, 32) * 3)  # hooks removed: plain train mode updates statistics again
+    assert not torch.equal(before["bn1.running_mean"], m.bn1.running_mean)
