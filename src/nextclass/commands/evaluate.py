@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
         if nproc > 1:
             from ..distributed import predict_distributed
 
-            rows = run_guarded(predict_distributed, model, files, nproc=nproc, topk=topk, batch_size=batch_size)
+            rows = run_guarded(predict_distributed, model, files, nproc=nproc, topk=topk, batch_size=batch_size, tta=tta,
+                               backend=backend)
         else:
             pred = run_guarded(load, model, backend=backend)
             rows = [r.to_dict() for r in pred.predict(files, topk=topk, batch_size=batch_size, tta=tta)]
