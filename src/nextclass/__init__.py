@@ -80,7 +80,7 @@ def audit(data: Any, **kwargs: Any) -> dict:
 
 
 def tune(config: Any, trials: int = 20, **kwargs: Any):
-    """Optuna search over the training config; returns the best config."""
+    """Optuna search over the training config; returns a TuneResult (best config, value, params, output, study)."""
     from .tune import tune as _tune
 
     return _tune(config, trials=trials, **kwargs)
