@@ -30,6 +30,7 @@ class SimpleCNN(nn.Module):
         self.num_features = c
         self.pre_logits = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Dropout(drop_rate))
         self.head_hidden = hidden
+        self.head_hidden_size = hidden  # timm's name for the classifier's input width
         self.classifier = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
         self.default_cfg = self.pretrained_cfg = {
             "input_size": (in_chans, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0,
