@@ -51,7 +51,8 @@ def print_summary(rep: dict, console=None, max_groups: int = 8) -> None:
     for u in rep["unreadable"][:10]:
         con.print(f"  [red]unreadable[/] {u['path']}: {u['reason']}")
     for g in rep["duplicates"][:max_groups]:
-        tag = ("[red]labels differ[/] " if g["label_conflict"] else "") + ("[yellow]across splits[/] " if g["cross_split"] else "")
+        tag = (("[red]labels differ[/] " if g["label_conflict"] else "")
+               + ("[yellow]across splits[/] " if g["cross_split"] else ""))
         dist = f"(phash within {g['max_distance']} bits)" if g["kind"] == "near" else "(identical pixels)"
         con.print(f"  {g['kind']} x{g['size']} {tag}{dist}")
         for m in g["members"][:4]:

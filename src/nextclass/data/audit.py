@@ -115,21 +115,14 @@ def _member(source: DataSource, k: int) -> dict:
     return out
 
 
-def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance: float) -> tuple[dict, list, set]:
-    """Exact groups, verified near pairs, clusters, leaks, conflicts -> (summary, groups, fix drops)."""
-    okidx = np.flatnonzero(fp.ok)
-    split = np.array([_RANK.get(source.samples[k].split, 3) for k in okidx])
-    label = np.array([source.samples[k].label for k in okidx])
-    _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
-    group = group.ravel()
-    ng = len(first)
-    gi, gj, gd = near_pairs(fp.phash[okidx[first]], fp.thumb[okidx[first]], threshold=threshold, tolerance=tolerance)
-    gmask = np.zeros(ng, np.int64)
+def _split_links(split, group, ng, gi, gj) -> tuple[dict, dict]:
+    """Leaks (``cross_split``: images of a later split with an exact / only-near copy in an earlier one)
+    and repeats inside each split (``within_split``)."""
+    gmask = np.zeros(ng, np.int64)  # bit r set: the exact group has an image in split r
     np.bitwise_or.at(gmask, group, 1 << split)
-    nmask = np.zeros(ng, np.int64)
+    nmask = np.zeros(ng, np.int64)  # bit r set: a near neighbour group has an image in split r
     np.bitwise_or.at(nmask, gi, gmask[gj])
     np.bitwise_or.at(nmask, gj, gmask[gi])
-    size = np.bincount(group, minlength=ng)
     cross = {}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         inb = split == _RANK[b]
@@ -143,38 +136,53 @@ def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance:
             per = np.bincount(group[ins], minlength=ng)
             both = (gmask[gi] & gmask[gj] & (1 << r)) > 0
             within[name] = {"exact_extra_copies": int((per[per > 1] - 1).sum()), "near_pairs": int(both.sum())}
+    return cross, within
+
+
+def _clusters(source: DataSource, okidx, split, label, group, ng, gi, gj, gd) -> list[dict]:
+    """Duplicate groups (connected components of exact and near links), label conflicts and leaks first."""
     comp = _components(ng, gi, gj)
     ccomp = comp[group]  # cluster id per readable image
     csize = np.bincount(ccomp)
-    multi = np.flatnonzero(csize > 1)
     dmax = np.zeros(len(csize), np.int64)
     np.maximum.at(dmax, comp[gi], gd)
-    groups, conflicts, conflict_images = [], 0, 0
-    members: dict[int, list[int]] = {int(c): [] for c in multi}
+    members: dict[int, list[int]] = {int(c): [] for c in np.flatnonzero(csize > 1)}
     for pos in np.flatnonzero(csize[ccomp] > 1):
         members[int(ccomp[pos])].append(int(pos))
+    groups = []
     for c, pos in members.items():
-        labs = {int(label[p]) for p in pos}
-        sps = sorted({int(split[p]) for p in pos})
-        conflict = len(labs) > 1
-        conflicts += conflict
-        conflict_images += len(pos) if conflict else 0
+        pos.sort(key=lambda p: (split[p], okidx[p]))
         groups.append({"kind": "near" if len({int(group[p]) for p in pos}) > 1 else "exact",
-                       "size": len(pos), "max_distance": int(dmax[c]), "cross_split": len(sps) > 1,
-                       "label_conflict": conflict,
-                       "members": [_member(source, int(okidx[p]))
-                                   for p in sorted(pos, key=lambda p: (split[p], okidx[p]))[:MAX_MEMBERS]]})
+                       "size": len(pos), "max_distance": int(dmax[c]), "cross_split": len({int(split[p]) for p in pos}) > 1,
+                       "label_conflict": len({int(label[p]) for p in pos}) > 1,
+                       "members": [_member(source, int(okidx[p])) for p in pos[:MAX_MEMBERS]]})
     groups.sort(key=lambda g: (not g["label_conflict"], not g["cross_split"], -g["size"]))
-    drops = _fix_drops(okidx, split, group, first, gi, gj)
+    return groups
+
+
+def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance: float) -> tuple[dict, list, set]:
+    """Exact groups, verified near pairs, clusters, leaks, conflicts -> (summary, groups, fix drops)."""
+    okidx = np.flatnonzero(fp.ok)
+    split = np.array([_RANK.get(source.samples[k].split, 3) for k in okidx], dtype=np.int64)
+    label = np.array([source.samples[k].label for k in okidx])
+    _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
+    group, ng = group.ravel(), len(first)
+    # near search on one representative per exact group: copies never inflate the candidate count
+    gi, gj, gd = near_pairs(fp.phash[okidx[first]], fp.thumb[okidx[first]], threshold=threshold, tolerance=tolerance)
+    cross, within = _split_links(split, group, ng, gi, gj)
+    groups = _clusters(source, okidx, split, label, group, ng, gi, gj, gd)
+    drops = _fix_drops(okidx, split, group, gi, gj)
+    size = np.bincount(group, minlength=ng)
+    conflicts = [g for g in groups if g["label_conflict"]]
     summary = {"exact_groups": int((size > 1).sum()), "exact_extra_copies": int((size[size > 1] - 1).sum()),
-               "near_pairs": int(len(gi)), "duplicate_clusters": int(len(multi)),
-               "near_clusters": int(sum(g["kind"] == "near" for g in groups)),
-               "cross_split": cross, "within_split": within, "label_conflict_groups": int(conflicts), "label_conflict_images": int(conflict_images),
+               "near_pairs": int(len(gi)), "duplicate_clusters": len(groups),
+               "near_clusters": sum(g["kind"] == "near" for g in groups), "cross_split": cross, "within_split": within,
+               "label_conflict_groups": len(conflicts), "label_conflict_images": sum(g["size"] for g in conflicts),
                "fix_would_drop": len(drops)}
     return summary, groups, drops
 
 
-def _fix_drops(okidx, split, group, first, gi, gj) -> set:
+def _fix_drops(okidx, split, group, gi, gj) -> set:
     """Positions (into source.samples) that ``--fix`` leaves out: val/test images that leak or repeat.
 
     Images are kept in the order train, val, test, then by position; a val/test image goes when an
@@ -209,7 +217,8 @@ def _findings(rep: dict) -> list[str]:
     if s["near_pairs"]:
         out.append(f"{s['near_pairs']} near-duplicate pair(s) in {s['near_clusters']} group(s)")
     if s["label_conflict_groups"]:
-        out.append(f"{s['label_conflict_groups']} duplicate group(s) carry different labels ({s['label_conflict_images']} images)")
+        out.append(f"{s['label_conflict_groups']} duplicate group(s) carry different labels "
+                   f"({s['label_conflict_images']} images)")
     for c, n in rep["classes"]["few_images"].items():
         out.append(f"class {c!r} has only {n} readable image(s)")
     missing: dict[str, list[str]] = {}
