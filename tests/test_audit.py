@@ -50,22 +50,6 @@ def make_planted(root: Path) -> tuple[Path, dict]:
     return root, names
 
 
-def _nextclass_train(**kw):
-    """``nextclass.train(**kw)``. FIXME(spine): the first import of the ``nextclass.train`` subpackage rebinds
-    the attribute ``nextclass.train`` to that module, so a second ``nextclass.train(...)`` in one process
-    fails with "'module' object is not callable" (same for evaluate/export); reload until __init__ guards it."""
-    import importlib
-
-    import nextclass
-
-    if not callable(nextclass.train):
-        importlib.reload(nextclass)
-    run = nextclass.train(**kw)
-    if not callable(nextclass.train):  # leave the API usable for the session fixtures that follow
-        importlib.reload(nextclass)
-    return run
-
-
 def _paths_in_groups(rep: dict, root: Path) -> set[str]:
     return {Path(m["path"]).relative_to(root.resolve()).as_posix() for g in rep["duplicates"] for m in g["members"]}
 
@@ -116,8 +100,8 @@ def test_fix_manifest_drops_leaks_and_bad_files_and_trains(planted, tmp_path):
     assert (root / "test" / "a" / "resized_a0.png").exists()  # the user's files are untouched
     again = nextclass.audit(str(out), progress=False)["summary"]
     assert all(v == {"exact": 0, "near": 0} for v in again["cross_split"].values()) and again["unreadable"] == 0
-    run = _nextclass_train(data=str(out), model="simple_cnn", epochs=1, output=str(tmp_path / "runs"), batch_size=16,
-                           progress=False)
+    run = nextclass.train(data=str(out), model="simple_cnn", epochs=1, output=str(tmp_path / "runs"), batch_size=16,
+                          progress=False)
     quick = json.loads((Path(run) / "audit.json").read_text())  # the run's own audit at the start of train
     assert quick["quick"] and quick["n_images"] == len(rows)
     assert all(v == {"exact": 0, "near": 0} for v in quick["summary"]["cross_split"].values())
