@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         near_threshold: int = typer.Option(8, help="phash bits (of 64) for a near-duplicate candidate."),
         pixel_tolerance: float = typer.Option(4.0, help="Mean grey-level difference (16x16 thumbnails) confirming a candidate."),
         workers: Optional[int] = typer.Option(None, help="Hashing processes (default: all cores)."),
-        cache_dir: Optional[str] = typer.Option(None, help="Cache root: built-in datasets and the audit fingerprints (reused while files are unchanged)."),
+        cache_dir: Optional[str] = typer.Option(None, help="Cache root: built-in datasets and the audit fingerprints "
+                                                "(reused while the files are unchanged)."),
         json_out: bool = typer.Option(False, "--json", help="Print the JSON report to stdout instead of the summary."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ):
