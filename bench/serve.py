@@ -8,7 +8,10 @@ All figures come from one run on one machine and are compared as ratios:
    (httpx, ``--concurrency`` requests in flight) sends the same photos as JPEG files, one image per
    request and then ``--per-request`` images per request. Reported: images/s, p50/p99 latency,
    mean micro-batch size (from ``/metrics``), and the ratio to the raw batch-32 throughput measured
-   right before and right after that load test (other processes share this machine).
+   right before and right after that load test (other processes share this machine), and to
+   ``raw_with_decode``: the same session fed from the JPEG bytes in-process (decode + the bundle's
+   preprocessing on one thread, then batch 32), i.e. the server's work minus HTTP. ``light``: 4
+   clients, for latency without queueing. ``client_cpu_cores``: CPU the load generator itself used.
    The server's number includes JPEG decoding, resizing and normalising; the raw one does not. The
    load generator runs on the same cores as the server.
 3. ``int8_speed``: the quantised model (calibrated on the workload photos) vs fp32, batch 32.
@@ -17,7 +20,7 @@ All figures come from one run on one machine and are compared as ratios:
    of int8 vs fp32, agreement, size and speed, as the export reports them; and global magnitude
    pruning (30 %, 50 %, no fine-tune) of the same model: accuracy, compressed size, speed.
 
-    flock /tmp/nextclass-bench.lock .venv/bin/python bench/serve.py [--model resnet18 --size 160]
+    flock /tmp/nextclass-bench.lock .venv/bin/python bench/serve.py [--model resnet18 --size 224]
 """
 
 from __future__ import annotations
@@ -112,6 +115,28 @@ def raw_speeds(bundle: Path, x: np.ndarray, rounds: int = 3) -> dict:
     return out
 
 
+def raw_with_decode(bundle: Path, photos, n: int = 64) -> dict:
+    """The same session fed from the JPEG bytes: decode + the bundle's preprocessing (one thread) + batch 32.
+
+    This is the work the server does per image besides HTTP, done in-process without a server.
+    """
+    from nextclass.export.onnx import session
+    from nextclass.predictor import load
+
+    pred = load(bundle)
+    sess = session(bundle / "model.onnx")
+    name = sess.get_inputs()[0].name
+    data = [photos[i % len(photos)][1] for i in range(n)]
+    per_img = [timed(lambda b=b: pred.to_tensor(b), reps=3) for _, b in photos]
+
+    def run():
+        for i in range(0, n, 32):
+            sess.run(None, {name: np.stack([pred.to_tensor(b).numpy() for b in data[i:i + 32]])})
+
+    return {"img_s": round(n / timed(run, reps=2), 1), "preprocess_ms_per_photo": {
+        p[0]: round(1000 * t, 1) for p, t in zip(photos, per_img)}, "preprocess_ms_mean": round(1000 * float(np.mean(per_img)), 1)}
+
+
 def raw_onnx_b32(bundle: Path, x: np.ndarray) -> float:
     """Raw session images/s at batch 32 (measured right before/after each load test)."""
     from nextclass.export.onnx import session
@@ -151,13 +176,14 @@ async def load_test(url: str, photos, n_requests: int, concurrency: int, per_req
                 lat.append(time.perf_counter() - t0)
                 codes.append(r.status_code)
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(n_requests)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     ok = sum(1 for c in codes if c == 200)
     return {"requests": n_requests, "ok": ok, "images_per_request": per_request, "concurrency": concurrency,
             "img_s": round(ok * per_request / wall, 1), "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1), "seconds": round(wall, 2)}
+            "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1), "seconds": round(wall, 2),
+            "client_cpu_cores": round(cpu / wall, 2)}
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -189,11 +215,12 @@ def server_bench(bundle: Path, photos, x: np.ndarray, args) -> dict:
             raise RuntimeError("server did not start: " + (proc.stderr.read() if proc.poll() is not None else ""))
         asyncio.run(load_test(url, photos, 32, 8, 1))  # warm-up
         out = {}
-        for key, per in (("single", 1), ("multi", args.per_request)):
+        modes = (("single", 1, args.concurrency), ("multi", args.per_request, args.concurrency), ("light", 1, 4))
+        for key, per, conc in modes:
             raw0 = raw_onnx_b32(bundle, x)
             s0, c0 = batch_stats(url)
-            n = args.requests if per == 1 else max(8, args.requests // per)
-            out[key] = asyncio.run(load_test(url, photos, n, args.concurrency, per))
+            n = (args.requests if conc > 4 else args.requests // 2) if per == 1 else max(8, args.requests // per)
+            out[key] = asyncio.run(load_test(url, photos, n, conc, per))
             s1, c1 = batch_stats(url)
             raw1 = raw_onnx_b32(bundle, x)
             out[key]["mean_model_batch"] = round((s1 - s0) / max(c1 - c0, 1), 1)
@@ -290,7 +317,7 @@ def prune_check(run: Path, amounts=(0.3, 0.5)) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--size", type=int, default=160, help="serving input size (px)")
+    ap.add_argument("--size", type=int, default=224, help="serving input size (px)")
     ap.add_argument("--requests", type=int, default=240)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--per-request", type=int, default=8)
@@ -316,7 +343,10 @@ def main() -> None:
            "workload": {"model": args.model, "input_px": args.size, "photos": [n for n, _ in photos],
                         "exporter": exp["exporter"], "export_s": round(time.time() - t0, 1)}}
     res["raw"] = raw_speeds(bundle, x)
+    res["raw_with_decode"] = raw_with_decode(bundle, photos)
     res["server"] = server_bench(bundle, photos, x, args)
+    for k in ("single", "multi", "light"):
+        res["server"][k]["vs_raw_with_decode"] = round(res["server"][k]["img_s"] / res["raw_with_decode"]["img_s"], 3)
     res["int8_speed"] = int8_speed(bundle, x)
     if not args.skip_accuracy:
         res["int8_accuracy"] = int8_accuracy(work, args)

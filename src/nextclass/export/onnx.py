@@ -109,14 +109,22 @@ def torch_to_onnx(model: torch.nn.Module, sample: torch.Tensor, path: str | os.P
     return used
 
 
-def session(path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session with full graph optimisation."""
+def session(path: str | os.PathLike, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime CPU session with full graph optimisation.
+
+    Args:
+        spin: let idle intra-op threads spin-wait for work (ONNX Runtime's default). Turn it off
+            when other threads of the process need the cores between runs (a server decoding
+            uploads, a predictor decoding the next batch): spinning threads steal that CPU.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = int(threads)
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 

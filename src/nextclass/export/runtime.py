@@ -84,7 +84,8 @@ class OnnxPredictor(Predictor):
             log(f"[yellow]NOTE[/]: {problem} - using the PyTorch backend")
             model, meta = load_model(folder)
             return Predictor(model, meta, device=device, path=str(folder))
-        return cls(session(f, threads), meta, path=str(folder), onnx_path=str(f), int8=int8)
+        # No spin-waiting: between runs this process decodes images on the same cores.
+        return cls(session(f, threads, spin=False), meta, path=str(folder), onnx_path=str(f), int8=int8)
 
     def logits(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         x = batch.numpy() if isinstance(batch, torch.Tensor) else batch
