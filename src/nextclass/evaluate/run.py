@@ -105,6 +105,9 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
                 extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
                        "tta": {"views": views_from_config(cfg)}})
     model.to(ctx.device)
+    from ..data.audit import attach_label_suspects
+
+    attach_label_suspects(ctx.run_dir)  # confident-learning label suspects -> audit.json (never raises)
     if cfg.report:
         try:
             from ..report.html import build_report
