@@ -97,7 +97,8 @@ def finish_run(ctx, model: nn.Module, progress: bool = True) -> dict:
                                                 ctx.pp, rows=ctx.rows[last], split=last, seed=cfg.seed)
     blocks["skipped"] = len(ctx.images.errors)
     metrics = _merge_metrics(ctx.run_dir / "metrics.json", blocks)
-    arch = {"name": cfg.model, "kwargs": arch_kwargs(ctx), "head": cfg.head}
+    arch = {"name": cfg.model, "kwargs": arch_kwargs(ctx), "head": cfg.head,
+            "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
     short = {s: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": s}
              for s, b in blocks.items() if isinstance(b, dict)}
     save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
