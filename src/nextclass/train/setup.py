@@ -162,6 +162,8 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> tuple[TrainCo
     if d["channels_last"] is None:
         if cuda:
             d["channels_last"] = _auto(notes, "channels_last", True, "on for CUDA")
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank must pick the same layout: no per-rank timing
+            d["channels_last"] = _auto(notes, "channels_last", False, "CPU under DDP: one layout for all ranks")
         elif d["img_size"] <= 64:
             nchw, nhwc = measure_channels_last(cfg.model, len(source.classes), d["in_chans"], d["img_size"])
             d["channels_last"] = _auto(notes, "channels_last", nhwc > 1.05 * nchw,
