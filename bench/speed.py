@@ -86,8 +86,9 @@ def plain_loop(root: Path, train_paths: set, epochs: int, img: int, batch: int, 
     from nextclass.models import create
 
     torch.manual_seed(0)
-    tr = T.Compose([T.Grayscale(1), T.Resize(img), T.RandomResizedCrop(img, scale=(0.75, 1.0)), T.RandomHorizontalFlip(),
-                    T.RandomRotation(10), T.ColorJitter(0.2, 0.2), T.ToTensor(), T.Normalize([0.5], [0.5])])
+    # the same augmentation family and strengths as nextclass' `augment: light` (scale 0.85, rotation 5, jitter 0.1)
+    tr = T.Compose([T.Grayscale(1), T.Resize(img), T.RandomResizedCrop(img, scale=(0.85, 1.0)), T.RandomHorizontalFlip(),
+                    T.RandomRotation(5), T.ColorJitter(0.1, 0.1), T.ToTensor(), T.Normalize([0.5], [0.5])])
     te = T.Compose([T.Grayscale(1), T.Resize(img), T.CenterCrop(img), T.ToTensor(), T.Normalize([0.5], [0.5])])
     train_full = datasets.ImageFolder(root / "train", transform=tr)
     keep = [i for i, (p, _) in enumerate(train_full.samples) if p in train_paths]
@@ -136,7 +137,7 @@ def nextclass_loop(data: Path, epochs: int, img: int, batch: int, lr: float, out
     t0 = time.time()
     run = Path(nextclass.train(data=str(data), model="simple_cnn", epochs=epochs, batch_size=batch, lr=lr, img_size=img,
                                output=str(out), name=f"{name}-{int(t0)}", report=False, progress=False,
-                               scheduler="onecycle", cache_dir=str(out / "cache")))
+                               scheduler="onecycle", augment="light", cache_dir=str(out / "cache")))
     with open(run / "history.csv") as f:
         hist = list(csv.DictReader(f))
     rows = [{"epoch": int(r["epoch"]), "train_seconds": float(r["epoch_seconds"]), "test_acc": float(r["val_acc"]),
@@ -217,9 +218,9 @@ def flops_fraction(img: int, batch: int = 128) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--jpeg-train", type=int, default=6000)
-    ap.add_argument("--jpeg-test", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--jpeg-train", type=int, default=4000)
+    ap.add_argument("--jpeg-test", type=int, default=1000)
     ap.add_argument("--jpeg-epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
