@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
         ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Exponential moving average of weights."),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
         workers: Optional[int] = typer.Option(None, help="Data loader processes (default by core count)."),
+        compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
+                                                "(costs 10-50 s on a CPU; `nextclass benchmark --compile` says if it pays back)."),
         cache_dir: Optional[str] = typer.Option(None, help="Decoded-image/feature cache (default ~/.cache/nextclass)."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Parent folder of runs (default runs/)."),
         name: Optional[str] = typer.Option(None, help="Run name (default <model>-<data>)."),
@@ -85,7 +87,7 @@ def register(app: typer.Typer) -> None:
             over = dict(data=data, model=model, pretrained=pretrained, recipe=recipe, epochs=epochs, batch_size=batch_size,
                         lr=lr, img_size=img_size, split=split, seed=seed, optimizer=optimizer, scheduler=scheduler,
                         augment=augment, hflip=hflip, head=head, patience=patience, max_minutes=max_minutes, ema=ema,
-                        device=device, workers=workers, cache_dir=cache_dir, output=output, name=name,
+                        device=device, workers=workers, compile=compile_, cache_dir=cache_dir, output=output, name=name,
                         download=download or None, track=track)
             over.update(_parse_sets(set_))
             over = {k: v for k, v in over.items() if v is not None}

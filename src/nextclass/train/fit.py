@@ -176,6 +176,11 @@ def run_phase(ctx: Context, model: nn.Module, phase: Phase, state: dict, progres
         criterion = ce
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
     net = wrap_ddp(model, ctx.device)  # DDP all-reduces gradients; `model` stays the plain module for saving
+    if cfg.compile:  # opt-in: the training step only; evaluation and checkpoints use the plain module (shared weights)
+        if is_main():
+            log("torch.compile: the first training step compiles (10-50 s on a CPU); `nextclass benchmark --compile` "
+                "measures whether it pays back")
+        net = torch.compile(net)
 
     hist_path = ctx.run_dir / "history.csv"
     history = _read_history(hist_path)
