@@ -108,8 +108,13 @@ def test_temperature_fits_nll_minimum_and_keeps_top1(scale, noise, direction):
 def test_temperature_degenerate_inputs():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, int)) == 1.0
     lg = np.array([[9.0, 0.0], [0.0, 9.0]])
-    assert fit_temperature(lg, np.array([0, 1])) < 1  # no mistakes: sharpen, but stay within the bounds
-    assert fit_temperature(lg, np.array([0, 1])) >= 0.05
+    # no mistakes: the NLL would fall all the way to T -> 0 (certainty on no evidence); T stays 1
+    assert fit_temperature(lg, np.array([0, 1])) == 1.0
+    # one mistake among confident rights: a real optimum inside the bounds, and never worse than T = 1
+    lg3 = np.array([[9.0, 0.0], [0.0, 9.0], [4.0, 0.0], [0.0, 5.0], [1.0, 0.0]])
+    y3 = np.array([0, 1, 0, 1, 1])
+    t3 = fit_temperature(lg3, y3)
+    assert 0.05 < t3 < 50 and nll(lg3, y3, t3) <= nll(lg3, y3, 1.0)
 
 
 def test_tta_views():

@@ -42,7 +42,8 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fit the temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on these (validation) logits.
 
-    Returns 1.0 when there is nothing to fit (no rows). Never changes the argmax of any row.
+    Returns 1.0 when there is nothing to fit (no rows, or no mistakes: the NLL would then push ``T``
+    towards 0 and make every prediction look certain). Never changes the argmax of any row.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -57,6 +58,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=int)
     if len(labels) == 0 or logits.ndim != 2:
         return 1.0
+    mistakes = int((logits.argmax(1) != labels).sum())
+    if mistakes == 0:
+        # With no wrong prediction the NLL keeps falling as T -> 0: the fit would make every future prediction
+        # look certain on no evidence. Keep the model's own confidence instead.
+        log(f"[yellow]NOTE[/]: no mistakes on {len(labels)} validation images: nothing to calibrate against, "
+            f"temperature kept at 1")
+        return 1.0
     res = minimize_scalar(lambda t: nll(logits, labels, math.exp(t)), bounds=(math.log(T_MIN), math.log(T_MAX)),
                           method="bounded", options={"xatol": 1e-4})
     t = float(math.exp(res.x))
@@ -64,8 +72,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     for cand in (T_MIN, T_MAX, 1.0):
         if nll(logits, labels, cand) < nll(logits, labels, t):
             t = cand
-    mistakes = int((logits.argmax(1) != labels).sum())
-    if t <= T_MIN * 1.01 or t >= T_MAX * 0.99 or mistakes == 0:
+    if t <= T_MIN * 1.01 or t >= T_MAX * 0.99:
         log(f"[yellow]NOTE[/]: temperature {t:.3g} fitted on {len(labels)} validation images with {mistakes} "
             f"mistakes (bounds [{T_MIN}, {T_MAX}]): too little evidence to calibrate well")
     return round(t, 5)
