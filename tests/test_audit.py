@@ -21,6 +21,15 @@ def texture(rng: np.random.Generator, size: int = 48) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(coarse).astype(int) + noise, 0, 255).astype(np.uint8))
 
 
+def texture_folder(root, n: int, seed: int, classes=("x", "y"), size: int = 32) -> None:
+    """root/<class>/<i>.png: ``n`` distinct textures per class."""
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            texture(rng, size).save(root / c / f"{i}.png")
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, dict]:
     return make_planted(tmp_path_factory.mktemp("planted") / "data")
@@ -129,11 +138,7 @@ def test_unsplit_folder_gets_the_runs_split(tmp_path):
     from nextclass.data.sources import load_source
     from nextclass.data.splits import assign_splits
 
-    rng = np.random.default_rng(3)
-    for c in ("x", "y"):
-        (tmp_path / "d" / c).mkdir(parents=True)
-        for i in range(10):
-            texture(rng, 32).save(tmp_path / "d" / c / f"{i}.png")
+    texture_folder(tmp_path / "d", n=10, seed=3)
     rep = nextclass.audit(str(tmp_path / "d"), progress=False)
     assert rep["splits"]["mode"] == "assigned" and "seed 0" in rep["splits"]["note"]
     src = load_source(tmp_path / "d")
@@ -249,11 +254,7 @@ def test_fingerprints_cached_until_a_file_changes(tmp_path):
 
     import nextclass
 
-    rng = np.random.default_rng(9)
-    for c in ("x", "y"):
-        (tmp_path / "d" / c).mkdir(parents=True)
-        for i in range(6):
-            texture(rng, 32).save(tmp_path / "d" / c / f"{i}.png")
+    texture_folder(tmp_path / "d", n=6, seed=9)
     first = nextclass.audit(str(tmp_path / "d"), progress=False, cache_dir=tmp_path / "cache")
     again = nextclass.audit(str(tmp_path / "d"), progress=False, cache_dir=tmp_path / "cache")
     assert not first["hashes_cached"] and again["hashes_cached"] and again["summary"] == first["summary"]

@@ -23,7 +23,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -105,7 +104,7 @@ def benchmark(data: str = "digits", *, model: str = "simple_cnn", pretrained: st
     from .train.fit import build_model, train_batches
     from .train.loop import train_one_epoch
     from .train.optim import Schedule, build_optimizer, param_groups
-    from .train.setup import Context, resolve
+    from .train.setup import Context, amp_dtype_for, resolve, split_rows
     from .utils import configure_threads
 
     cfg = make_config(data=data, model=model, pretrained=pretrained, img_size=img_size, batch_size=batch_size,
@@ -133,16 +132,12 @@ def benchmark(data: str = "digits", *, model: str = "simple_cnn", pretrained: st
     out["decode"] = {"cache": "hit" if images.hit else "built", "images": len(source.samples), "seconds": sec,
                      "images_per_second": _rate(len(source.samples), sec), "skipped": len(images.errors),
                      "per_file": _per_file_decode(source, pp.size, pp.channels, pp.interpolation, decode_files)}
-    splits = np.array([s.split for s in source.samples])
-    labels_all = np.array([s.label for s in source.samples])
-    rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
+    rows, labels = split_rows(source, images)
     if len(rows["train"]) < cfg.batch_size:
         raise ValueError(f"{data}: {len(rows['train'])} training images - fewer than one batch of {cfg.batch_size}; "
                          f"pass a smaller --batch-size")
-    amp_dtype = (torch.bfloat16 if dev.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16) \
-        if cfg.amp else None
-    ctx = Context(cfg, Path("."), source, pp, images, rows, {sp: labels_all[r] for sp, r in rows.items()}, dev,
-                  amp_dtype, data_hash="")
+    amp_dtype = amp_dtype_for(cfg.amp, dev)
+    ctx = Context(cfg, Path("."), source, pp, images, rows, labels, dev, amp_dtype, data_hash="")
     steps_per_epoch = len(rows["train"]) // cfg.batch_size
     out["train_images"], out["steps_per_epoch"] = len(rows["train"]), steps_per_epoch
     n_batches = min(steps_per_epoch, warmup + steps)

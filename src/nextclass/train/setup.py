@@ -28,7 +28,7 @@ from ..distributed import (barrier, broadcast_object, device_for_rank, init_from
                            local_world_size, world_size)
 from ..utils import atomic_write_text, configure_threads, log
 
-__all__ = ["Context", "prepare", "new_run_dir", "augment_for"]
+__all__ = ["Context", "prepare", "new_run_dir", "augment_for", "amp_dtype_for", "split_rows"]
 
 
 @dataclass
@@ -228,6 +228,23 @@ def _data_hash(images: DecodedImages, rows: np.ndarray, labels: np.ndarray) -> s
     return "sha256:" + h.hexdigest()
 
 
+def amp_dtype_for(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``: bf16 where supported, fp16 on older GPUs, None when off."""
+    if not amp:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def split_rows(source: DataSource, images: DecodedImages) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Positions of the decodable images of each split, and their labels."""
+    splits = np.array([s.split for s in source.samples])
+    all_labels = np.array([s.label for s in source.samples])
+    rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
+    return rows, {sp: all_labels[r] for sp, r in rows.items()}
+
+
 def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None, progress: bool = True) -> Context:
     """Create (or reopen) the run directory and get the data ready for training."""
     resumed = resume is not None
@@ -270,20 +287,13 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     if is_main():
         _write_skipped(run_dir / "skipped.csv", source, images)
         audit_decoded(source, images, run_dir / "audit.json")  # quick duplicate/leak audit; logs, never raises
-    splits = np.array([s.split for s in source.samples])
-    all_labels = np.array([s.label for s in source.samples])
-    rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
-    labels = {sp: all_labels[r] for sp, r in rows.items()}
+    rows, labels = split_rows(source, images)
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
     dev = device_for_rank(torch.device(cfg.device))  # DDP: cuda -> cuda:LOCAL_RANK
-    amp_dtype = None
-    if cfg.amp:
-        if dev.type == "cuda":
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            amp_dtype = torch.bfloat16
-            log("[yellow]WARNING[/]: amp on CPU - bf16 autocast measured 15-40x slower than fp32 on CPUs without AMX/AVX512-BF16")
+    amp_dtype = amp_dtype_for(cfg.amp, dev)
+    if amp_dtype is not None and dev.type != "cuda":
+        log("[yellow]WARNING[/]: amp on CPU - bf16 autocast measured 15-40x slower than fp32 on CPUs without AMX/AVX512-BF16")
     counts = ", ".join(f"{sp} {len(r)}" for sp, r in rows.items())
     if is_main():  # DDP: one log line, not one per rank
         log(f"[bold]{source.name}[/]: {len(source.classes)} classes, {len(source.samples)} images ({counts}); "
