@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from ..utils import default_cache_dir, log
-from .sources import DataError, DataSource, Sample, _from_folder
+from .folders import from_folder
+from .samples import DataError, DataSource, Sample
 
 __all__ = ["BUILTINS", "digits", "fashion_mnist", "read_idx", "FASHION_CLASSES"]
 
@@ -74,7 +75,7 @@ def digits(arg: str | None = None, *, cache_dir=None, download: bool = False) ->
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)  # atomic: a half-written tree is never visible
-    src = _from_folder(root)
+    src = from_folder(root)
     src.name, src.kind = "digits", "digits"
     return src
 
@@ -105,7 +106,7 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 def fashion_mnist(arg: str | None = None, *, cache_dir=None, download: bool = False) -> DataSource:
     """Fashion-MNIST from IDX files: 60k train + 10k test, array-backed, official split kept."""
-    folder = Path(arg or os.environ.get("NEXTCLASS_FASHION_DIR") or FASHION_DIR)
+    folder = Path(arg or FASHION_DIR)
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     paths = [_find(folder, s) for s in stems]
     if any(p is None for p in paths):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..utils import atomic_write_json, default_cache_dir, sha1_of
 from .decode import DecodeError, open_image
-from .sources import DataSource
+from .samples import DataSource
 from .transforms import to_square
 
 __all__ = ["DecodedImages", "decode_all", "CACHE_VERSION", "RAM_LIMIT_BYTES"]

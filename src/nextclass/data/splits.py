@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_write_text, log
-from .sources import DataError, DataSource
+from .samples import DataError, DataSource
 
 __all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "SPLITS"]
 
