@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed
 # report, Fashion-MNIST IDX files for bench/. Installed only when missing and when we are root.
 APT_PKGS := chromium chromium-driver dataset-fashion-mnist
 
-.PHONY: demo test sysdeps bench clean help
+.PHONY: demo test lint sysdeps bench clean help
 
 help:
 	@echo "make demo   - set up .venv and train+evaluate on the bundled digits set"
-	@echo "make test   - set up .venv (dev extras) and run the test suite"
+	@echo "make test   - set up .venv (dev extras), check the layer contract and function lengths, run the tests"
+	@echo "make lint   - only the layer contract (lint-imports) and the function-length check"
 	@echo "make bench  - run the benchmarks under bench/ (minutes to an hour)"
 
 $(STAMP): pyproject.toml
@@ -32,7 +33,12 @@ sysdeps:
 demo: $(STAMP)
 	$(BIN)/nextclass demo
 
-test: $(STAMP) sysdeps
+# The architecture contract (pyproject [tool.importlinter]) and the function-length limit, then the tests.
+lint: $(STAMP)
+	cd $(CURDIR) && $(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/function_lengths.py --limit 60
+
+test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) sysdeps

@@ -43,7 +43,7 @@ def split_logits(run: Path, split: str, views: list[str]) -> tuple[dict[str, np.
     from nextclass.data.sources import load_source
     from nextclass.data.splits import read_split_csv
     from nextclass.data.transforms import Preprocess, eval_transform
-    from nextclass.evaluate.tta import make_view
+    from nextclass.metrics.tta import make_view
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     model, meta = load_model(run / "model")
@@ -72,8 +72,8 @@ def main() -> None:
     ap.add_argument("--output", default="/tmp/nextclass-bench")
     args = ap.parse_args()
 
-    from nextclass.evaluate.calibration import calibration_block, fit_temperature
-    from nextclass.evaluate.metrics import softmax
+    from nextclass.metrics.calibration import calibration_block, fit_temperature
+    from nextclass.metrics.classification import softmax
     from nextclass.report.html import build_report
 
     t0 = time.time()
@@ -81,7 +81,7 @@ def main() -> None:
         run = Path(args.run)
     else:
         from nextclass.config import make_config
-        from nextclass.train.fit import fit
+        from nextclass.training.fit import fit
 
         run = fit(make_config(data=args.data, model="simple_cnn", epochs=args.epochs, batch_size=128,
                               split=(0.9, 0.1, 0.0), output=args.output, name=f"calib-{int(t0)}"), progress=False)

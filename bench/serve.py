@@ -94,7 +94,7 @@ def raw_speeds(bundle: Path, x: np.ndarray, rounds: int = 3) -> dict:
     import torch
 
     from nextclass.bundle import load_model
-    from nextclass.export.onnx import session
+    from nextclass.deploy.onnx import session
 
     sess = session(bundle / "model.onnx")
     name = sess.get_inputs()[0].name
@@ -120,8 +120,8 @@ def raw_with_decode(bundle: Path, photos, n: int = 64) -> dict:
 
     This is the work the server does per image besides HTTP, done in-process without a server.
     """
-    from nextclass.export.onnx import session
-    from nextclass.predictor import load
+    from nextclass.deploy.onnx import session
+    from nextclass.deploy.loading import load
 
     pred = load(bundle)
     sess = session(bundle / "model.onnx")
@@ -139,15 +139,15 @@ def raw_with_decode(bundle: Path, photos, n: int = 64) -> dict:
 
 def raw_onnx_b32(bundle: Path, x: np.ndarray) -> float:
     """Raw session images/s at batch 32 (measured right before/after each load test)."""
-    from nextclass.export.onnx import session
-    from nextclass.export.quantize import throughput
+    from nextclass.deploy.onnx import session
+    from nextclass.deploy.quantize import throughput
 
     return throughput(session(bundle / "model.onnx"), x, batch=32, seconds=3)
 
 
 def int8_speed(bundle: Path, x: np.ndarray) -> dict:
-    from nextclass.export.onnx import session
-    from nextclass.export.quantize import quantize_int8, throughput
+    from nextclass.deploy.onnx import session
+    from nextclass.deploy.quantize import quantize_int8, throughput
 
     q = quantize_int8(bundle / "model.onnx", bundle / "model.int8.onnx", x[:32])
     s32, s8 = throughput(session(bundle / "model.onnx"), x, seconds=3), throughput(session(q), x, seconds=3)
@@ -288,7 +288,7 @@ def prune_check(run: Path, amounts=(0.3, 0.5)) -> dict:
 
     from nextclass.bundle import load_model
     from nextclass.data.transforms import Preprocess
-    from nextclass.export.samples import split_images
+    from nextclass.deploy.samples import split_images
 
     model, meta = load_model(run)
     val = split_images(run, Preprocess.from_dict(meta["preprocess"]), "val", limit=2000)
@@ -330,7 +330,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="nc-bench-serve-"))
 
     import nextclass
-    from nextclass.predictor import load
+    from nextclass.deploy.loading import load
 
     bundle = make_bundle(work / "bundle", args.model, args.size)
     t0 = time.time()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor

@@ -8,7 +8,7 @@ Part 1 (same data, same run, same head, same optimiser, same batch order, same E
   * seed way: the frozen backbone runs on every training image in every epoch (a plain PyTorch
     loop; BatchNorm correctly frozen; channels_last like the cached pass, so the ratio measures
     only the caching), head trained for E epochs;
-  * nextclass ``linear-probe``: :func:`nextclass.train.recipes.probe_phase` - embed train+val once
+  * nextclass ``linear-probe``: :func:`nextclass.training.probe.probe_phase` - embed train+val once
     (cold feature cache), then E head epochs on the cached tensors (plus per-epoch val and
     checkpoints).
   Both final heads are scored on the same test features. Target: same accuracy (within 0.5 point)
@@ -73,8 +73,9 @@ def seed_way(ctx, model, epochs: int, lr: float) -> float:
 
     from nextclass.data.transforms import eval_transform
     from nextclass.models.freeze import frozen_backbone
-    from nextclass.train.optim import Schedule, build_optimizer, param_groups
-    from nextclass.train.recipes import _criterion, _epoch_order
+    from nextclass.engine.optim import Schedule, build_optimizer, param_groups
+    from nextclass.training.phase import make_criterion
+    from nextclass.training.probe import _epoch_order
 
     cfg = ctx.cfg
     tf = eval_transform(ctx.pp)
@@ -87,10 +88,10 @@ def seed_way(ctx, model, epochs: int, lr: float) -> float:
     with frozen_backbone(model):
         opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, lr), lr)
         sched = Schedule(cfg.scheduler, epochs * steps, int(cfg.warmup_epochs * steps), cfg.min_lr_ratio)
-        crit = _criterion(ctx)
+        crit = make_criterion(cfg, ctx.labels["train"], len(ctx.classes), ctx.device)
         model.train()  # as the seed does: FrozenBatchNorm keeps the backbone's statistics fixed anyway
         for epoch in range(epochs):
-            order, _ = _epoch_order(ctx, n, 1, epoch)
+            order, _ = _epoch_order(cfg, ctx.labels["train"], 1, epoch)
             torch.manual_seed(cfg.seed * 1000 + epoch)  # same dropout masks as the probe's head
             for b in range(steps):
                 idx = order[b * bs:(b + 1) * bs]
@@ -109,14 +110,13 @@ def part1(args, data: Path) -> dict:
 
     from nextclass.data.transforms import eval_transform
     from nextclass.models.heads import head_from_trunk
-    from nextclass.train.features import embed
-    from nextclass.train.fit import build_model
-    from nextclass.train.recipes import probe_phase
-    from nextclass.train.setup import prepare
+    from nextclass.training.features import embed
+    from nextclass.training.probe import probe_phase
+    from nextclass.training.setup import prepare
 
     ctx = prepare(_cfg(args, data), progress=False)
     test_rows = ctx.rows["test"]
-    seed_model = build_model(ctx)
+    seed_model = ctx.model
     probe_model = copy.deepcopy(seed_model)  # same initial head
     t_seed = seed_way(ctx, seed_model, args.epochs, 1e-3)
     t0 = time.time()
@@ -139,7 +139,7 @@ def part1(args, data: Path) -> dict:
 def _run(args, data: Path, name: str, **kw) -> dict:
     import csv
 
-    from nextclass.train.fit import fit
+    from nextclass.training.fit import fit
 
     t0 = time.time()
     run = fit(_cfg(args, data, name=name, **kw), progress=False)

@@ -40,12 +40,14 @@ def test_benchmark_table_and_bad_input(tmp_path):
     from rich.console import Console
 
     from nextclass.benchmark import benchmark
-    from nextclass.commands.benchmark import print_benchmark
+    from nextclass.report.console import benchmark_summary_lines
 
     r = benchmark("digits", steps=2, warmup=1, batch_size=32, augment="light", progress=False)
     assert r["decode"]["per_file"]["files"] == 200  # digits are PNG files: 200 of them decoded one by one
     buf = io.StringIO()
-    print_benchmark(r, Console(file=buf, width=200))
+    con = Console(file=buf, width=200, highlight=False)
+    for line in benchmark_summary_lines(r):
+        con.print(line)
     text = buf.getvalue()
     for row in ("loader alone", "model alone: train step", "whole training step"):
         assert row in text

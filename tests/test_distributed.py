@@ -1,7 +1,6 @@
 """DDP training (2 real gloo processes), resume under DDP, and sharded prediction.
 
-The prediction test comes first: it uses the session ``tiny_run`` fixture, which calls
-``nextclass.train``; importing ``nextclass.train.fit`` (the DDP test does) rebinds that package attribute.
+Runs through the public paths: ``nextclass.train(..., nproc=2)`` and ``nextclass predict --nproc 2``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from safetensors import safe_open
 
 import nextclass
 from conftest import make_folder, run_cli
-from nextclass import distributed
+from nextclass import dist
 
 
 def _history(run: Path) -> list[dict]:
@@ -32,12 +31,12 @@ def _tensor_shapes(run: Path) -> dict:
 
 def test_shard_and_unshard_cover_every_item_once():
     items = np.arange(11)
-    parts = [distributed.shard(items, r, 3) for r in range(3)]
+    parts = [dist.shard(items, r, 3) for r in range(3)]
     assert sorted(np.concatenate(parts).tolist()) == list(range(11))
-    assert (distributed.unshard(parts, 11) == items).all()
-    few = [distributed.shard(np.arange(2.0).reshape(2, 1), r, 3) for r in range(3)]  # more ranks than rows
+    assert (dist.unshard(parts, 11) == items).all()
+    few = [dist.shard(np.arange(2.0).reshape(2, 1), r, 3) for r in range(3)]  # more ranks than rows
     assert len(few[2]) == 0
-    assert distributed.unshard([few[0], few[1], np.zeros((0, 0))], 2).ravel().tolist() == [0.0, 1.0]
+    assert dist.unshard([few[0], few[1], np.zeros((0, 0))], 2).ravel().tolist() == [0.0, 1.0]
 
 
 def test_predict_nproc_2_covers_every_file_once_in_one_csv(tiny_run: Path, tmp_path):
@@ -65,11 +64,8 @@ def test_ddp_two_processes_match_one_and_resume(tmp_path):
     common = dict(data=str(data), model="simple_cnn", lr=3e-3, seed=0, augment="light", hflip=False, report=False,
                   output=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
     # same global batch: 1 x 16 vs 2 ranks x 8
-    from nextclass.config import make_config
-    from nextclass.train.fit import fit
-
-    one = fit(make_config(**common, epochs=4, batch_size=16, name="one"), progress=False)
-    two = distributed.train({**common, "epochs": 2, "batch_size": 8, "name": "two"}, nproc=2, progress=False)
+    one = nextclass.train(common, epochs=4, batch_size=16, name="one", progress=False)
+    two = nextclass.train({**common, "epochs": 2, "batch_size": 8, "name": "two"}, nproc=2, progress=False)
     assert two == Path(common["output"]) / "two"  # rank 0 named the run; no second run directory
     assert sorted(p.name for p in Path(common["output"]).iterdir()) == ["one", "two"]
     first = _history(two)
@@ -77,11 +73,11 @@ def test_ddp_two_processes_match_one_and_resume(tmp_path):
 
     # resume the DDP run for two more epochs, still on 2 processes
     cfg_path = two / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = yaml.safe_load(cfg_path.read_text())  # a user editing the saved config by hand before resuming
     assert cfg["batch_size"] == 8 and cfg["threads"] >= 1
     cfg["epochs"] = 4
     cfg_path.write_text(yaml.safe_dump(cfg))
-    distributed.train(resume=two, nproc=2, progress=False)
+    nextclass.train(resume=two, nproc=2, progress=False)
     hist = _history(two)
     assert [r["epoch"] for r in hist] == ["1", "2", "3", "4"]
     assert hist[:2] == first  # resumed, not retrained

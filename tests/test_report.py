@@ -98,16 +98,12 @@ def test_report_artifacts_and_calibration_in_bundle(tiny_run: Path):
 
 def test_standalone_report_from_array_backed_builtin_and_tta(tmp_path):
     """``digits`` has pseudo paths (array-backed): the standalone report must read its images via the source."""
-    from nextclass.config import make_config
-    from nextclass.evaluate.run import evaluate
-    from nextclass.train.fit import fit
+    import nextclass
 
-    # NOTE: fit() rather than nextclass.train(): once nextclass.train.* is imported, the package attribute
-    # `nextclass.train` is the subpackage, not the API function (reported to the lead).
-    run = fit(make_config(data="digits", model="simple_cnn", epochs=1, output=str(tmp_path), name="dg", batch_size=64,
-                          report=False), progress=False)
+    run = nextclass.train(data="digits", model="simple_cnn", epochs=1, output=str(tmp_path), name="dg", batch_size=64,
+                          report=False, progress=False)
     assert not (run / "report.html").exists()
-    m = evaluate(run, tta=True, progress=False)  # TTA + robustness + a standalone report rebuild
+    m = nextclass.evaluate(run, tta=True, progress=False)  # TTA + robustness + a standalone report rebuild
     tta = m["tta"]
     assert tta["views"][0] == "identity" and len(tta["views"]) >= 2
     assert tta["gain"] == pytest.approx(m["accuracy"] - tta["accuracy_without_tta"])

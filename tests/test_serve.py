@@ -174,7 +174,7 @@ def test_models_health_docs_and_explain(live, tiny_run):
 
 def test_onnx_backend_and_store_name(tmp_path_factory, tiny_run, tmp_path):
     import nextclass
-    from nextclass import store as st
+    from nextclass.deploy import store as st
 
     run = exported_copy(tmp_path_factory, tiny_run)
     st.add(run, "shapes", store=tmp_path / "store")

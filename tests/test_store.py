@@ -21,7 +21,7 @@ def store(tmp_path, monkeypatch) -> Path:
 
 
 def test_add_creates_immutable_numbered_versions(tiny_run: Path, store: Path, tmp_path: Path):
-    from nextclass import store as st
+    from nextclass.deploy import store as st
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -41,13 +41,13 @@ def test_add_creates_immutable_numbered_versions(tiny_run: Path, store: Path, tm
     # the stored copy does not follow later changes to the run
     before = st.show("shapes@v1")["files"]["model.safetensors"]["sha256"]
     (run / "model" / "model.safetensors").write_bytes(b"retrained")
-    from nextclass.export.onnx import file_sha256
+    from nextclass.utils import file_sha256
 
     assert file_sha256(v1 / "model.safetensors") == before
 
 
 def test_resolve_references_and_errors(tiny_run: Path, store: Path):
-    from nextclass import store as st
+    from nextclass.deploy import store as st
 
     st.add(tiny_run, "shapes")
     st.add(tiny_run, "shapes")
@@ -65,7 +65,7 @@ def test_resolve_references_and_errors(tiny_run: Path, store: Path):
 
 
 def test_concurrent_adds_get_distinct_versions(tiny_run: Path, store: Path):
-    from nextclass import store as st
+    from nextclass.deploy import store as st
 
     out: list[Path] = []
     threads = [threading.Thread(target=lambda: out.append(st.add(tiny_run, "race"))) for _ in range(4)]
@@ -79,7 +79,7 @@ def test_concurrent_adds_get_distinct_versions(tiny_run: Path, store: Path):
 
 def test_load_by_name_predicts_like_the_run(tiny_run: Path, store: Path):
     import nextclass
-    from nextclass import store as st
+    from nextclass.deploy import store as st
 
     st.add(tiny_run, "shapes")
     files = sorted(str(p) for p in (tiny_run.parent.parent / "data").rglob("*.png"))[::15]

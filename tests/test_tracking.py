@@ -18,7 +18,7 @@ def small_data(tmp_path_factory):
 
 def _fit(tmp_path, small_data, **kw):
     from nextclass.config import make_config
-    from nextclass.train.fit import fit
+    from nextclass.training.fit import fit
 
     data, cache = small_data
     cfg = make_config(data=str(data), model="simple_cnn", epochs=2, batch_size=8, lr=3e-3, cache_dir=cache,
@@ -55,17 +55,16 @@ def test_mlflow_marks_a_crashed_run_failed(tmp_path, small_data, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     from nextclass.config import make_config
-    from nextclass.train.fit import fit
+    from nextclass.training.fit import fit
 
     uri = f"sqlite:///{tmp_path / 'store.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what --tracking-uri sets
 
     def boom(row, state):
         raise RuntimeError(f"stop after epoch {row['epoch']}")
 
     data, cache = small_data
     cfg = make_config(data=str(data), model="simple_cnn", epochs=2, batch_size=8, cache_dir=cache, track="mlflow",
-                      output=str(tmp_path / "runs"), name="crash", report=False)
+                      tracking_uri=uri, output=str(tmp_path / "runs"), name="crash", report=False)
     with pytest.raises(RuntimeError, match="stop after epoch 1"):
         fit(cfg, progress=False, callbacks=(boom,))
     client = MlflowClient(tracking_uri=uri)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,12 +49,11 @@ def _count_backbone_calls(model) -> list[int]:
 
 
 def test_feature_cache_hit_then_invalidated_by_preprocessing_and_weights(tiny, tmp_path):
-    from nextclass.train.features import cached_features
-    from nextclass.train.fit import build_model
-    from nextclass.train.setup import prepare
+    from nextclass.training.features import cached_features
+    from nextclass.training.setup import prepare
 
     ctx = prepare(_cfg(tiny, tmp_path, tta_views=1), progress=False)
-    model = build_model(ctx)
+    model = ctx.model
     calls = _count_backbone_calls(model)
     first = cached_features(ctx, model, progress=False)
     assert not first.hit and calls[0] > 0 and first.path.exists()
@@ -80,12 +78,11 @@ def test_feature_cache_hit_then_invalidated_by_preprocessing_and_weights(tiny, t
 
 def test_probe_leaves_frozen_backbone_bit_identical(tiny, tmp_path):
     from nextclass.models.heads import head_prefixes
-    from nextclass.train.fit import build_model
-    from nextclass.train.recipes import probe_phase
-    from nextclass.train.setup import prepare
+    from nextclass.training.probe import probe_phase
+    from nextclass.training.setup import prepare
 
     ctx = prepare(_cfg(tiny, tmp_path, epochs=4, lr=5e-3), progress=False)
-    model = build_model(ctx)
+    model = ctx.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     probe_phase(ctx, model, {}, epochs=4, lr=5e-3, progress=False)
     after = model.state_dict()
@@ -117,14 +114,14 @@ def test_frozen_backbone_in_train_mode_keeps_bn_statistics(tiny):
 
 def test_two_phase_attention_head_history_selection_and_bundle_roundtrip(tiny, tmp_path):
     import nextclass
-    from nextclass.train.fit import fit
+    from nextclass.training.fit import fit
 
     run = fit(_cfg(tiny, tmp_path, recipe="two-phase", head="attention", probe_epochs=4, epochs=2, lr=1e-3,
                    augment="light"), progress=False)
     rows = list(csv.DictReader(open(run / "history.csv")))
     assert [(int(r["epoch"]), r["phase"]) for r in rows] == [(1, "probe"), (2, "probe"), (3, "probe"), (4, "probe"),
                                                               (5, "finetune"), (6, "finetune")]
-    from nextclass.train.checkpoint import load_checkpoint
+    from nextclass.engine.checkpoint import load_checkpoint
 
     st = load_checkpoint(run / "checkpoints" / "best.safetensors")
     accs = [float(r["val_acc"]) for r in rows]
@@ -145,8 +142,8 @@ def test_two_phase_attention_head_history_selection_and_bundle_roundtrip(tiny, t
 
 
 def test_linear_probe_end_to_end_uses_cache_on_second_run(tiny, tmp_path):
-    from nextclass.train.checkpoint import load_checkpoint
-    from nextclass.train.fit import fit
+    from nextclass.engine.checkpoint import load_checkpoint
+    from nextclass.training.fit import fit
 
     cache = str(tmp_path / "own-cache")  # not the session cache: the first run must miss
     runs = [fit(_cfg(tiny, tmp_path, head="mlp", epochs=3, lr=3e-3, name=f"lp{i}", cache_dir=cache), progress=False)
@@ -162,8 +159,8 @@ def test_linear_probe_end_to_end_uses_cache_on_second_run(tiny, tmp_path):
 def test_layer_decay_default_and_attention_params_at_head_rate(tiny):
     import timm
     from nextclass.models.heads import attach_head
-    from nextclass.train.optim import param_groups
-    from nextclass.train.recipes import default_layer_decay
+    from nextclass.engine.optim import param_groups
+    from nextclass.models.freeze import default_layer_decay
 
     m = attach_head(timm.create_model(MODEL, num_classes=3), "attention", 3)
     ld = default_layer_decay(m)

@@ -12,9 +12,9 @@ def test_tune_prunes_resumes_and_writes_a_config_that_trains(tmp_path):
     import optuna
 
     from nextclass.config import load_config
-    from nextclass.train.fit import fit
+    from nextclass.training.fit import fit
     import nextclass
-    from nextclass.tune import TuneResult
+    from nextclass.tuning import TuneResult
 
     data = make_folder(tmp_path / "data", n=20)
     cache, out = str(tmp_path / "cache"), tmp_path / "tune"

@@ -1,6 +1,7 @@
 """nextclass: from a folder of labelled images to an audited, calibrated, deployable classifier.
 
-Public API (imports are lazy: ``import nextclass`` does not import torch or timm)::
+This module is the public API, the layer between the command line and the jobs (see the README's
+"Architecture"). Imports are lazy: ``import nextclass`` does not import torch or timm::
 
     import nextclass
     run = nextclass.train({"data": "digits", "epochs": 5})    # -> runs/simple_cnn-digits
@@ -11,51 +12,57 @@ Public API (imports are lazy: ``import nextclass`` does not import torch or timm
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-__version__ = "0.1.0"
+from nextclass.utils import VERSION as __version__
+
 __all__ = ["train", "evaluate", "predict", "load", "export", "audit", "tune", "__version__"]
 
 
-def train(config: Any = None, *, resume: str | None = None, progress: bool = True, **overrides: Any):
+def train(config: Any = None, *, resume: str | None = None, progress: bool = True, nproc: int | None = None,
+          **overrides: Any):
     """Train a model. ``config``: a :class:`~nextclass.config.TrainConfig`, a dict, or a YAML path.
 
-    Keyword overrides are config fields (``data=``, ``model=``, ``epochs=``...). Returns the run directory.
+    Keyword overrides are config fields (``data=``, ``model=``, ``epochs=``...). ``nproc`` > 1 trains
+    with that many local processes (DDP). Returns the run directory.
 
     Example:
         >>> run = nextclass.train(data="digits", epochs=5)  # doctest: +SKIP
     """
-    from .config import TrainConfig, load_config, make_config
-    from .train.fit import fit
+    from nextclass.config import coerce_config
 
-    if resume is not None:
-        return fit(None, resume=resume, progress=progress)
-    if isinstance(config, TrainConfig):
-        cfg = config.model_copy(update=overrides) if overrides else config
-        cfg = make_config(**cfg.model_dump())
-    elif isinstance(config, dict):
-        cfg = make_config(**{**config, **overrides})
-    else:
-        cfg = load_config(config, **overrides)
-    return fit(cfg, progress=progress)
+    cfg = None if resume is not None else coerce_config(config, **overrides)
+    if nproc is not None and nproc > 1:
+        from nextclass.training.launch import train_distributed
+
+        return train_distributed(cfg, nproc=nproc, resume=resume, progress=progress)
+    from nextclass.training.fit import fit
+
+    return fit(cfg, resume=resume, progress=progress)
 
 
-_train_function = train  # the subpackage nextclass.train calls this (see nextclass/train/__init__.py)
+def evaluate(run: Any, data: Any = None, *, report: bool = True, **kwargs: Any) -> dict:
+    """Evaluate a run's bundle on its test split (or ``split=``), or on another dataset ``data``.
 
+    Returns the metrics block (also merged into ``RUN/metrics.json``); with ``report`` the run's
+    ``report.html`` is re-rendered afterwards. Options: see :func:`nextclass.evaluation.run.evaluate`.
+    """
+    from pathlib import Path
 
-def evaluate(run: Any, data: Any = None, **kwargs: Any) -> dict:
-    """Evaluate a run's bundle on its test split (or ``split=``), or on another dataset ``data``."""
-    from .evaluate.run import evaluate as _evaluate
+    from nextclass.evaluation.run import evaluate as _evaluate
+    from nextclass.utils import log
 
-    return _evaluate(run, data, **kwargs)
+    m = _evaluate(run, data, **kwargs)
+    if report and (Path(run) / "config.yaml").exists():
+        from nextclass.report.html import build_report
 
-
-_evaluate_function = evaluate
+        log(f"report: {build_report(run)}")
+    return m
 
 
 def load(model: Any, device: str = "cpu", backend: str = "torch"):
-    """Load a bundle (run dir, bundle dir or model-store name) as a :class:`~nextclass.predictor.Predictor`."""
-    from .predictor import load as _load
+    """Load a bundle (run dir, bundle dir or model-store name) as a :class:`~nextclass.deploy.predictor.Predictor`."""
+    from nextclass.deploy.loading import load as _load
 
     return _load(model, device=device, backend=backend)
 
@@ -66,21 +73,21 @@ def predict(model: Any, images: Any, **kwargs: Any):
 
 
 def export(run: Any, **kwargs: Any):
-    """Export a bundle to ONNX (optionally int8). See :mod:`nextclass.export`."""
-    from .export.onnx import export_onnx
+    """Export a bundle to ONNX (optionally int8). See :func:`nextclass.deploy.export.export_onnx`."""
+    from nextclass.deploy.export import export_onnx
 
     return export_onnx(run, **kwargs)
 
 
 def audit(data: Any, **kwargs: Any) -> dict:
     """Audit a dataset: unreadable files, duplicates, leakage across splits, imbalance."""
-    from .data.audit import audit as _audit
+    from nextclass.data.audit import audit as _audit
 
     return _audit(data, **kwargs)
 
 
 def tune(config: Any, trials: int = 20, **kwargs: Any):
     """Optuna search over the training config; returns a TuneResult (best config, value, params, output, study)."""
-    from .tune import tune as _tune
+    from nextclass.tuning import tune as _tune
 
     return _tune(config, trials=trials, **kwargs)

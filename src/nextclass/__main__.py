@@ -1,3 +1,3 @@
-from .cli import main
+from nextclass.cli import main
 
 main()

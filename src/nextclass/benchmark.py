@@ -1,8 +1,8 @@
 """``nextclass benchmark``: where the training time goes, on this machine, for this data and model.
 
-Measures, with the same code the training run uses (:func:`~nextclass.train.setup.resolve` picks the
-same automatic defaults, :func:`~nextclass.train.fit.train_batches` builds the same loader and batched
-augmentation, :func:`~nextclass.train.loop.train_one_epoch` runs the same step):
+Measures, with the same code the training run uses (:func:`~nextclass.training.defaults.resolve` picks the
+same automatic defaults, :func:`~nextclass.training.batches.train_batches` builds the same loader and batched
+augmentation, :func:`~nextclass.engine.loop.train_one_epoch` runs the same step):
 
 - ``decode``: building (or hitting) the decoded-image cache, and the per-file decode rate an
   ImageFolder-style loop would pay on every epoch instead;
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from nextclass.training.context import Context
 
 __all__ = ["benchmark"]
 
@@ -68,7 +70,7 @@ def _time_steps(fn, steps: int, warmup: int, device: torch.device) -> float:
 
 def _per_file_decode(source, size: int, channels: int, interpolation: str, n: int) -> dict | None:
     """What a loop that decodes files every epoch pays: safe decode + resize, one process."""
-    from .data.cache import _decode_one
+    from nextclass.data.cache import _decode_one
 
     files = [s.path for s in source.samples if s.index is None]
     if not files:
@@ -81,157 +83,175 @@ def _per_file_decode(source, size: int, channels: int, interpolation: str, n: in
             "images_per_second_all_cores_estimate": _rate(len(pick), sec) * (os.cpu_count() or 1)}
 
 
-def benchmark(data: str = "digits", *, model: str = "simple_cnn", pretrained: str | None = None,
-              img_size: int | None = None, batch_size: int | None = None, augment: str = "standard",
-              steps: int = 20, warmup: int = 3, compile: bool = False, channels_last: bool | None = None,
-              device: str = "auto", threads: int | None = None, cache_dir: str | None = None,
-              decode_files: int = 200, progress: bool = True, **overrides) -> dict:
-    """Measure images/s of each part of a training step. Returns a JSON-able dict (see module doc).
+def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
+    """The context a training run would have (same defaults, splits and decode), the report header, decode seconds."""
+    from nextclass.data.cache import decode_all
+    from nextclass.data.sources import load_source
+    from nextclass.data.splits import assign_splits
+    from nextclass.training.defaults import amp_dtype_for, resolve
+    from nextclass.training.setup import split_rows
+    from nextclass.utils import configure_threads
 
-    Args:
-        data: anything ``nextclass train`` accepts (folder, CSV, ``digits``, ``fashion-mnist``).
-        model, pretrained, img_size, batch_size, augment, channels_last, device, threads: as for
-            training; ``None`` picks (and reports) the same automatic default training would.
-        steps: timed steps per measurement (after ``warmup`` untimed ones).
-        compile: also measure ``torch.compile`` (compile time and compiled step rate).
-        decode_files: files decoded one by one for the per-file decode rate (file-backed data only).
-        overrides: any other training config field (e.g. ``optimizer="sgd"``, ``in_chans=3``).
-    """
-    from .config import make_config
-    from .data.cache import decode_all
-    from .data.sources import load_source
-    from .data.splits import assign_splits
-    from .train.fit import build_model, train_batches
-    from .train.loop import train_one_epoch
-    from .train.optim import Schedule, build_optimizer, param_groups
-    from .train.setup import Context, amp_dtype_for, resolve, split_rows
-    from .utils import configure_threads
-
-    cfg = make_config(data=data, model=model, pretrained=pretrained, img_size=img_size, batch_size=batch_size,
-                      augment=augment, channels_last=channels_last, device=device, threads=threads,
-                      cache_dir=cache_dir, compile=compile, **overrides)
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
     assign_splits(source, cfg.split, cfg.seed)
-    n_train_all = sum(1 for s in source.samples if s.split == "train")
-    cfg, pp, notes = resolve(cfg, source, n_train_all)
+    res = resolve(cfg, source, sum(1 for s in source.samples if s.split == "train"))
+    cfg, pp = res.cfg, res.pp
     configure_threads(cfg.threads)
-    dev = torch.device(cfg.device)
-    out: dict = {"benchmark": "nextclass", "data": source.name, "model": cfg.model, "device": str(dev),
-                 "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                 "img_size": cfg.img_size, "cache_size": pp.size, "channels": pp.channels,
-                 "batch_size": cfg.batch_size, "channels_last": bool(cfg.channels_last), "amp": bool(cfg.amp),
-                 "augment": cfg.augment, "steps": steps, "warmup": warmup, "auto": notes}
-
-    # 1. decoding: the cache (built once, then hit), and what per-file decoding would cost each epoch
     t = time.perf_counter()
     images = decode_all(source, list(range(len(source.samples))), size=pp.size, channels=pp.channels,
                         interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress)
-    sec = time.perf_counter() - t
-    out["decode"] = {"cache": "hit" if images.hit else "built", "images": len(source.samples), "seconds": sec,
-                     "images_per_second": _rate(len(source.samples), sec), "skipped": len(images.errors),
-                     "per_file": _per_file_decode(source, pp.size, pp.channels, pp.interpolation, decode_files)}
+    decode_s = time.perf_counter() - t
     rows, labels = split_rows(source, images)
     if len(rows["train"]) < cfg.batch_size:
-        raise ValueError(f"{data}: {len(rows['train'])} training images - fewer than one batch of {cfg.batch_size}; "
+        raise ValueError(f"{cfg.data}: {len(rows['train'])} training images - fewer than one batch of {cfg.batch_size}; "
                          f"pass a smaller --batch-size")
-    amp_dtype = amp_dtype_for(cfg.amp, dev)
-    ctx = Context(cfg, Path("."), source, pp, images, rows, labels, dev, amp_dtype, data_hash="")
-    steps_per_epoch = len(rows["train"]) // cfg.batch_size
-    out["train_images"], out["steps_per_epoch"] = len(rows["train"]), steps_per_epoch
-    n_batches = min(steps_per_epoch, warmup + steps)
-    if n_batches < warmup + steps:
-        steps = max(1, n_batches - warmup)
-        warmup = n_batches - steps
-        out["steps"], out["warmup"] = steps, warmup
+    dev = torch.device(cfg.device)
+    ctx = Context(cfg, Path("."), source, pp, images, rows, labels, dev, amp_dtype_for(cfg.amp, dev), "", res.model)
+    head = {"benchmark": "nextclass", "data": source.name, "model": cfg.model, "device": str(dev),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "img_size": cfg.img_size, "cache_size": pp.size, "channels": pp.channels,
+            "batch_size": cfg.batch_size, "channels_last": bool(cfg.channels_last), "amp": bool(cfg.amp),
+            "augment": cfg.augment, "auto": res.notes}
+    return ctx, head, decode_s
 
-    # 2. loader + batched augmentation alone
-    loader, batch_tf = train_batches(ctx, epoch=0)
-    it = iter(_Take(loader, warmup + steps))
-    for _ in range(warmup):
-        x, _y = next(it)
-        if batch_tf is not None:
-            batch_tf(x.to(dev, non_blocking=True))
-    _sync(dev)
-    t, seen = time.perf_counter(), 0
-    for x, _y in it:
-        x = x.to(dev, non_blocking=True)
-        if batch_tf is not None:
-            x = batch_tf(x)
-        seen += len(x)
-    _sync(dev)
-    out["loader"] = {"images_per_second": _rate(seen, time.perf_counter() - t),
-                     "kind": "uint8 batches + one batched augmentation" if batch_tf is not None else
-                             "DataLoader with per-sample transforms.v2 (auto_augment has no batched version)"}
 
-    # 3. the model alone: one batch held in memory
-    def fresh_model():
-        torch.manual_seed(cfg.seed)
-        m = build_model(ctx).to(dev)
-        if cfg.channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        return m
+class _Bench:
+    """The measurements of :func:`benchmark`, each a method writing its block into ``out``."""
 
-    net = fresh_model()
-    opt = build_optimizer(cfg.optimizer, param_groups(net, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
-    x = torch.randn(cfg.batch_size, pp.channels, cfg.img_size, cfg.img_size, device=dev)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, len(source.classes), (cfg.batch_size,), device=dev)
+    def __init__(self, ctx: Context, out: dict, steps: int, warmup: int):
+        self.ctx, self.cfg, self.out, self.dev = ctx, ctx.cfg, out, ctx.device
+        self.steps_per_epoch = len(ctx.rows["train"]) // self.cfg.batch_size
+        n_batches = min(self.steps_per_epoch, warmup + steps)
+        if n_batches < warmup + steps:  # a small dataset: fewer timed steps
+            steps = max(1, n_batches - warmup)
+            warmup = n_batches - steps
+        self.steps, self.warmup = steps, warmup
+        out.update(steps=steps, warmup=warmup, train_images=len(ctx.rows["train"]), steps_per_epoch=self.steps_per_epoch)
 
-    def make_step(m):
+    def loader(self) -> None:
+        """The loader and batched augmentation alone (no model)."""
+        from nextclass.training.batches import train_batches
+
+        loader, batch_tf = train_batches(self.ctx, epoch=0)
+        put = self.ctx.runtime.put
+        it = iter(_Take(loader, self.warmup + self.steps))
+        for _ in range(self.warmup):
+            put(next(it)[0], batch_tf)
+        _sync(self.dev)
+        t, seen = time.perf_counter(), 0
+        for x, _y in it:
+            seen += len(put(x, batch_tf))
+        _sync(self.dev)
+        self.out["loader"] = {"images_per_second": _rate(seen, time.perf_counter() - t),
+                              "kind": "uint8 batches + one batched augmentation" if batch_tf is not None else
+                                      "DataLoader with per-sample transforms.v2 (auto_augment has no batched version)"}
+
+    def fresh_model(self):
+        from nextclass.training.defaults import build_model
+
+        torch.manual_seed(self.cfg.seed)
+        m = build_model(self.cfg, len(self.ctx.classes)).to(self.dev)
+        return m.to(memory_format=torch.channels_last) if self.cfg.channels_last else m
+
+    def model_alone(self) -> None:
+        """The training step and inference alone, on one batch held in memory."""
+        from nextclass.engine.optim import build_optimizer, param_groups
+
+        cfg, rt = self.cfg, self.ctx.runtime
+        net = self.fresh_model()
+        opt = build_optimizer(cfg.optimizer, param_groups(net, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
+        x = rt.put(torch.randn(cfg.batch_size, self.ctx.pp.channels, cfg.img_size, cfg.img_size))
+        y = torch.randint(0, len(self.ctx.classes), (cfg.batch_size,), device=self.dev)
+
         def step():
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = F.cross_entropy(m(x), y, label_smoothing=cfg.label_smoothing)
+            with rt.autocast():
+                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return step
 
-    net.train()
-    step_s = _time_steps(make_step(net), steps, warmup, dev)
-    net.eval()
+        @torch.no_grad()
+        def infer():
+            with rt.autocast():
+                net(x)
 
-    @torch.no_grad()
-    def infer():
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            net(x)
+        net.train()
+        step_s = _time_steps(step, self.steps, self.warmup, self.dev)
+        net.eval()
+        infer_s = _time_steps(infer, self.steps, self.warmup, self.dev)
+        self.out["model_alone"] = {"train_step_images_per_second": _rate(cfg.batch_size, step_s),
+                                   "inference_images_per_second": _rate(cfg.batch_size, infer_s),
+                                   "parameters": sum(p.numel() for p in net.parameters())}
 
-    infer_s = _time_steps(infer, steps, warmup, dev)
-    out["model_alone"] = {"train_step_images_per_second": _rate(cfg.batch_size, step_s),
-                    "inference_images_per_second": _rate(cfg.batch_size, infer_s),
-                    "parameters": sum(p.numel() for p in net.parameters())}
+    def epoch_rate(self, model, n_steps: int, epoch: int) -> float:
+        """img/s of ``n_steps`` steps through the training loop itself (loader, augmentation, step)."""
+        from nextclass.engine.loop import StepParts, train_one_epoch
+        from nextclass.engine.optim import Schedule, build_optimizer, param_groups
+        from nextclass.training.batches import train_batches
 
-    # 4. the whole training step, through the training loop itself
-    def full_epoch(m, n_steps: int, epoch: int) -> float:
-        o = build_optimizer(cfg.optimizer, param_groups(m, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
-        ld, tf = train_batches(ctx, epoch=epoch)
-        sched = Schedule(cfg.scheduler, steps_per_epoch * max(1, cfg.epochs))
-        res = train_one_epoch(m, _Take(ld, n_steps), o, lambda out_, y_: F.cross_entropy(out_, y_), sched,
-                              device=dev, step0=0, amp_dtype=amp_dtype, channels_last=bool(cfg.channels_last),
-                              batch_transform=tf)
-        _sync(dev)
+        cfg = self.cfg
+        opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
+        ld, tf = train_batches(self.ctx, epoch=epoch)
+        parts = StepParts(model, opt, lambda out_, y_: F.cross_entropy(out_, y_),
+                          Schedule(cfg.scheduler, self.steps_per_epoch * max(1, cfg.epochs or 10)), self.ctx.runtime)
+        res = train_one_epoch(parts, _Take(ld, n_steps), step0=0, batch_transform=tf)
+        _sync(self.dev)
         return _rate(res.images, res.seconds)
 
-    net = fresh_model()
-    full_epoch(net, warmup, epoch=1) if warmup else None
-    full_rate = full_epoch(net, steps, epoch=2)
-    out["step"] = {"images_per_second": full_rate, "epoch_seconds_estimate": len(rows["train"]) / full_rate}
+    def whole_step(self) -> None:
+        net = self.fresh_model()
+        if self.warmup:
+            self.epoch_rate(net, self.warmup, epoch=1)
+        rate = self.epoch_rate(net, self.steps, epoch=2)
+        self.out["step"] = {"images_per_second": rate, "epoch_seconds_estimate": len(self.ctx.rows["train"]) / rate}
 
-    # 5. torch.compile (opt-in): compile time, compiled rate, when it pays back
-    if compile:
-        cnet = fresh_model()
-        compiled = torch.compile(cnet)
+    def compiled(self) -> None:
+        """torch.compile: compile time, compiled step rate, and after how many epochs it pays back."""
+        compiled = torch.compile(self.fresh_model())
         t = time.perf_counter()
-        full_epoch(compiled, 1, epoch=1)  # the first step compiles
+        self.epoch_rate(compiled, 1, epoch=1)  # the first step compiles
         first = time.perf_counter() - t
-        full_epoch(compiled, max(warmup, 1), epoch=1)
-        c_rate = full_epoch(compiled, steps, epoch=2)
-        per_epoch_saved = len(rows["train"]) / full_rate - len(rows["train"]) / c_rate
-        out["compile"] = {"first_step_seconds": first, "images_per_second": c_rate, "speedup": c_rate / full_rate,
-                          "pays_back_after_epochs": (first / per_epoch_saved) if per_epoch_saved > 0 else None}
+        self.epoch_rate(compiled, max(self.warmup, 1), epoch=1)
+        c_rate = self.epoch_rate(compiled, self.steps, epoch=2)
+        n, full_rate = len(self.ctx.rows["train"]), self.out["step"]["images_per_second"]
+        saved = n / full_rate - n / c_rate
+        self.out["compile"] = {"first_step_seconds": first, "images_per_second": c_rate, "speedup": c_rate / full_rate,
+                               "pays_back_after_epochs": (first / saved) if saved > 0 else None}
 
+
+def benchmark(data: str = "digits", *, compile: bool = False, steps: int = 20, warmup: int = 3,
+              decode_files: int = 200, progress: bool = True, **fields) -> dict:
+    """Measure images/s of each part of a training step. Returns a JSON-able dict (see module doc).
+
+    Args:
+        data: anything ``nextclass train`` accepts (folder, CSV, ``digits``, ``fashion-mnist``).
+        compile: also measure ``torch.compile`` (compile time and compiled step rate).
+        steps: timed steps per measurement (after ``warmup`` untimed ones).
+        decode_files: files decoded one by one for the per-file decode rate (file-backed data only).
+        fields: training config fields (``model``, ``img_size``, ``batch_size``, ``augment``, ``device``...);
+            unset ones get (and report) the same automatic defaults training would.
+
+    Example:
+        >>> r = benchmark("digits", model="simple_cnn", steps=5)  # doctest: +SKIP
+        >>> r["step"]["images_per_second"] > 0                    # doctest: +SKIP
+        True
+    """
+    from nextclass.config import coerce_config
+
+    cfg = coerce_config({"data": data, "augment": "standard", "compile": compile, **fields})
+    ctx, out, decode_s = _setup(cfg, progress)
+    src = ctx.source
+    out["decode"] = {"cache": "hit" if ctx.images.hit else "built", "images": len(src.samples), "seconds": decode_s,
+                     "images_per_second": _rate(len(src.samples), decode_s), "skipped": len(ctx.images.errors),
+                     "per_file": _per_file_decode(src, ctx.pp.size, ctx.pp.channels, ctx.pp.interpolation, decode_files)}
+    bench = _Bench(ctx, out, steps, warmup)
+    bench.loader()
+    bench.model_alone()
+    bench.whole_step()
+    if compile:
+        bench.compiled()
     out["verdict"] = _verdict(out)
     return out
 

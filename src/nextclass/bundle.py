@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.transforms import Preprocess
-from .utils import atomic_write_json
+from nextclass.data.transforms import Preprocess
+from nextclass.utils import atomic_write_json
 
 __all__ = ["save_bundle", "read_meta", "load_model", "resolve_bundle_dir", "BundleError", "FORMAT"]
 
@@ -34,7 +34,7 @@ def versions() -> dict:
     import timm
     import torchvision
 
-    from . import __version__
+    from nextclass.utils import VERSION as __version__
 
     return {"nextclass": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "python": platform.python_version()}
@@ -94,13 +94,13 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 def build_model(meta: dict) -> nn.Module:
     """Rebuild the architecture described by ``meta['arch']`` (random weights)."""
-    from .models.factory import create
+    from nextclass.models.factory import create
 
     arch = meta["arch"]
     model = create(arch["name"], pretrained=None, **arch.get("kwargs", {}))
     head = arch.get("head", "linear")
     if head != "linear":
-        from .models.heads import attach_head
+        from nextclass.models.heads import attach_head
 
         model = attach_head(model, head, arch["kwargs"]["num_classes"], **arch.get("head_kwargs", {}))
     return model

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-__all__ = ["app", "main", "run_guarded"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="nextclass",
@@ -24,23 +24,8 @@ app = typer.Typer(
 )
 
 
-def run_guarded(fn, *args, **kwargs):
-    """Call ``fn``; turn user errors (bad config, data, model, bundle) into a red line and exit code 2."""
-    from rich.console import Console
-
-    user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
-    try:
-        return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/] - resume a training run with `nextclass train --resume RUN`")
-        raise typer.Exit(130)
-    except user_errors as e:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2)
-
-
 def _register_all() -> None:
-    from . import commands
+    from nextclass import commands
 
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

@@ -1,7 +1,7 @@
 """Typed training configuration.
 
 One pydantic model, validated once: unknown keys are rejected and every error names its field.
-``None`` means "choose for me"; :func:`nextclass.train.fit.resolve` fills each such field from the
+``None`` means "choose for me"; :func:`nextclass.training.defaults.resolve` fills each such field from the
 data, the model and the machine, logs what it chose, and the *resolved* config is what the run
 saves as ``config.yaml`` (so the saved file never lies about what ran).
 """
@@ -14,7 +14,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "save_config"]
+__all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "make_config", "coerce_config",
+           "read_run_config"]
 
 
 class ConfigError(ValueError):
@@ -42,7 +43,7 @@ class TrainConfig(BaseModel):
     drop_rate: Optional[float] = Field(None, ge=0, lt=1, description="dropout before the classifier")
     drop_path: Optional[float] = Field(None, ge=0, lt=1, description="stochastic depth rate (timm models that support it)")
     # --- optimisation -----------------------------------------------------------------------
-    epochs: int = Field(10, ge=1, le=10000)
+    epochs: Optional[int] = Field(None, ge=1, le=10000, description="None: 10, or planned to fit max_minutes")
     batch_size: Optional[int] = Field(None, ge=1, le=65536, description="None: chosen from the image size")
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: Optional[float] = Field(None, gt=0, lt=10, description="peak learning rate; None: by recipe and batch size")
@@ -80,19 +81,22 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the model (costs 10-50 s up front)")
     workers: Optional[int] = Field(None, ge=0, description="data loader processes; None: by core count")
     threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; None: all cores")
-    max_minutes: Optional[float] = Field(None, gt=0, description="stop after this wall time (the run still evaluates)")
+    max_minutes: Optional[float] = Field(None, gt=0, description="wall-time budget of the whole job (data, training, "
+                                         "evaluation, report): epochs are planned to fit it (epochs, if given, caps them)")
     # --- output -----------------------------------------------------------------------------
     output: str = Field("runs", description="parent folder of run directories")
     name: Optional[str] = Field(None, description="run directory name; None: <model>-<data>[-N]")
     evaluate_test: bool = Field(True, description="evaluate on the test split after training")
     report: bool = Field(True, description="write plots and report.html into the run")
     track: Literal["none", "mlflow", "tensorboard"] = "none"
+    tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; None: MLflow's own default "
+                                        "($MLFLOW_TRACKING_URI, else a sqlite file in the run's parent folder)")
 
     @field_validator("split", mode="before")
     @classmethod
     def _split(cls, v):
         if isinstance(v, str):
-            from .data.splits import parse_ratios
+            from nextclass.utils import parse_ratios
 
             try:
                 return parse_ratios(v)
@@ -151,9 +155,40 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    from .utils import atomic_write_text
+    from nextclass.utils import atomic_write_text
 
     atomic_write_text(path, cfg.to_yaml())
 
 
-__all__.append("make_config")
+
+def coerce_config(config: "TrainConfig | dict | str | Path | None" = None, **overrides) -> TrainConfig:
+    """The one way in: a TrainConfig, a dict or a YAML path, with keyword ``overrides`` on top.
+
+    Every entry point (``nextclass.train``, the DDP launcher, ``tune``, ``benchmark``, the CLI) builds
+    its config here, so validation and error messages are the same everywhere. ``None`` overrides are
+    ignored for a YAML path (a CLI flag left unset) and kept for dicts and configs (an explicit None).
+
+    Example:
+        >>> coerce_config({"data": "digits"}, epochs=3).epochs
+        3
+    """
+    if isinstance(config, TrainConfig):
+        return make_config(**{**config.model_dump(), **overrides})
+    if isinstance(config, dict):
+        return make_config(**{**config, **overrides})
+    if config is not None and not isinstance(config, (str, Path)):
+        raise ConfigError(f"config: expected a TrainConfig, a dict or a YAML path (got {type(config).__name__})")
+    return load_config(config, **overrides)
+
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config a run saved (``<run>/config.yaml``): the one way to read it back.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run directory.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    return load_config(path)

@@ -18,8 +18,16 @@ __all__ = [
     "sha1_of",
     "log",
     "default_cache_dir",
+    "default_data_home",
     "configure_threads",
+    "parse_ratios",
+    "file_sha256",
+    "progress_bar",
+    "VERSION",
 ]
+
+VERSION = "0.1.0"  # the library's version (``nextclass.__version__``), written into every bundle
+
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -89,12 +97,23 @@ def log(msg: str, *, style: str | None = None) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(msg, style=style)
 
 
+# NOTE: the two functions below are the only places that read the environment outside the torchrun
+# variables in nextclass.dist: they follow the XDG base-directory convention for *where files live by
+# default* (as pip and matplotlib do); every run setting travels in the typed config (cache_dir, ...).
 def default_cache_dir() -> Path:
     """``$NEXTCLASS_CACHE`` or ``$XDG_CACHE_HOME/nextclass`` (never beside the user's images)."""
     env = os.environ.get("NEXTCLASS_CACHE")
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nextclass"
+
+
+def default_data_home() -> Path:
+    """``$NEXTCLASS_HOME`` or ``$XDG_DATA_HOME/nextclass`` (the model store lives in ``models/`` there)."""
+    if os.environ.get("NEXTCLASS_HOME"):
+        return Path(os.environ["NEXTCLASS_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "nextclass"
 
 
@@ -106,3 +125,42 @@ def configure_threads(threads: int | None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
+    """``"70/20/10"``, ``"0.7,0.2,0.1"`` or a 3-sequence → fractions summing to 1 (ValueError otherwise).
+
+    Example:
+        >>> parse_ratios("80/10/10")
+        (0.8, 0.1, 0.1)
+    """
+    if isinstance(spec, str):
+        parts = [p for p in spec.replace("/", ",").replace(":", ",").split(",") if p.strip()]
+    else:
+        parts = list(spec)
+    try:
+        vals = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise ValueError(f"split {spec!r}: expected three numbers like 70/20/10") from None
+    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] <= 0:
+        raise ValueError(f"split {spec!r}: expected three non-negative numbers train/val/test with train > 0")
+    s = sum(vals)
+    return (vals[0] / s, vals[1] / s, vals[2] / s)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file, read in 1 MiB chunks (bundles and the model store record it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def progress_bar(enabled: bool = True):
+    """The Rich progress bar every long loop uses: count, elapsed, ETA and a free ``metrics`` field."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
+                    disable=not enabled, transient=True)

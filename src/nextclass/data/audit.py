@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
-from .hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
-from .label_suspects import attach_label_suspects, label_suspects
-from .sources import DataError, DataSource, load_source
+from nextclass.utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
+from nextclass.data.hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
+from nextclass.data.label_suspects import attach_label_suspects, label_suspects
+from nextclass.data.sources import DataError, DataSource, load_source
 
 __all__ = ["audit", "audit_decoded", "label_suspects", "attach_label_suspects", "NEAR_THRESHOLD",
            "PIXEL_TOLERANCE", "FEW_IMAGES"]
@@ -52,7 +52,7 @@ _RANK = {"train": 0, "val": 1, "test": 2}
 
 def _assign(source: DataSource, splits, seed: int) -> dict:
     """Give every sample the split a run would use; return how the splits were obtained."""
-    from .splits import assign_splits, parse_ratios
+    from nextclass.data.splits import assign_splits, parse_ratios
 
     if isinstance(splits, str) and splits.lower() == "none" or splits is False:
         given = source.has_splits
@@ -345,7 +345,7 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
                   near_threshold: int = NEAR_THRESHOLD, pixel_tolerance: float = PIXEL_TOLERANCE) -> dict | None:
     """Quick audit of a run's already-decoded images (cache resolution) -> ``path``; never raises.
 
-    Called by :func:`nextclass.train.setup.prepare`. Sizes and formats are not probed here (the cache
+    Called by :func:`nextclass.training.setup.prepare`. Sizes and formats are not probed here (the cache
     holds resized pixels), so two originals that differ only below the cache resolution count as
     exact duplicates. ``nextclass audit DATA`` reads the original files.
     """

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .transforms import Augment, Preprocess
+from nextclass.data.transforms import Augment, Preprocess
 
 __all__ = ["BatchAugment", "BatchEval"]
 
@@ -55,7 +55,7 @@ class BatchEval:
     """
 
     def __init__(self, pp: Preprocess):
-        from .transforms import eval_transform
+        from nextclass.data.transforms import eval_transform
 
         self.tf = eval_transform(pp)
 

@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..utils import default_cache_dir, log
-from .folders import from_folder
-from .samples import DataError, DataSource, Sample
+from nextclass.utils import default_cache_dir, log
+from nextclass.data.folders import from_folder
+from nextclass.data.samples import DataError, DataSource, Sample
 
 __all__ = ["BUILTINS", "digits", "fashion_mnist", "read_idx", "FASHION_CLASSES"]
 

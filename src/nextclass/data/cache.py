@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, default_cache_dir, sha1_of
-from .decode import DecodeError, open_image
-from .samples import DataSource
-from .transforms import to_square
+from nextclass.utils import atomic_write_json, default_cache_dir, sha1_of
+from nextclass.data.decode import DecodeError, open_image
+from nextclass.data.samples import DataSource
+from nextclass.data.transforms import to_square
 
 __all__ = ["DecodedImages", "decode_all", "CACHE_VERSION", "RAM_LIMIT_BYTES"]
 
@@ -85,31 +85,48 @@ def decode_all(source: DataSource, positions: list[int], *, size: int, channels:
     npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
     n = len(samples)
     if use_cache and npy.exists() and meta.exists():
-        info = json.loads(meta.read_text())
-        arr = np.load(npy, mmap_mode="r")
-        if arr.nbytes <= RAM_LIMIT_BYTES:
-            arr = np.array(arr)  # into RAM, writable
-        errors = {int(k): v for k, v in info["errors"].items()}
-        ok = np.ones(n, dtype=bool)
-        ok[list(errors)] = False
-        return DecodedImages(arr, ok, errors, key, hit=True)
-
+        errors = {int(k): v for k, v in json.loads(meta.read_text())["errors"].items()}
+        return DecodedImages(_open_cached(npy), _ok_mask(n, errors), errors, key, hit=True)
     shape = (n, size, size, channels)
-    nbytes = int(np.prod(shape))
-    to_disk = use_cache
-    if to_disk:
+    if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key}.{os.getpid()}.npy"
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     else:
         arr = np.zeros(shape, dtype=np.uint8)
+    errors = _decode_into(arr, source, samples, (size, channels, interpolation), workers, progress)
+    if use_cache:
+        arr.flush()
+        del arr
+        os.replace(tmp, npy)
+        atomic_write_json(meta, {"version": CACHE_VERSION, "n": n, "size": size, "channels": channels,
+                                 "interpolation": interpolation, "errors": {str(k): v for k, v in errors.items()}})
+        arr = _open_cached(npy)
+    return DecodedImages(arr, _ok_mask(n, errors), errors, key, hit=False)
+
+
+def _ok_mask(n: int, errors: dict) -> np.ndarray:
+    ok = np.ones(n, dtype=bool)
+    ok[list(errors)] = False
+    return ok
+
+
+def _open_cached(npy: Path) -> np.ndarray:
+    """The cache file memory-mapped, or read into RAM (writable) when small enough."""
+    arr = np.load(npy, mmap_mode="r")
+    return np.array(arr) if arr.nbytes <= RAM_LIMIT_BYTES else arr
+
+
+def _decode_into(arr: np.ndarray, source: DataSource, samples: list, spec: tuple, workers: int | None,
+                 progress: bool) -> dict[int, str]:
+    """Fill ``arr`` row by row (array-backed rows in-process, files in a process pool); returns errors by row."""
+    from nextclass.utils import progress_bar
+
+    size, channels, interpolation = spec
     errors: dict[int, str] = {}
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    cols = [TextColumn("decode"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    with Progress(*cols, disable=not progress, transient=True) as bar:
-        task = bar.add_task("decode", total=n)
+    n = len(samples)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("decode", total=n, metrics="")
         if source.array is not None and all(s.index is not None for s in samples):
             for j, s in enumerate(samples):
                 arr[j] = _array_item(source.array[s.index], size, channels, interpolation)
@@ -129,18 +146,7 @@ def decode_all(source: DataSource, positions: list[int], *, size: int, channels:
                     _store(arr, errors, j, *_decode_one(job))
                     bar.advance(task)
         bar.update(task, completed=n)
-    ok = np.ones(n, dtype=bool)
-    ok[list(errors)] = False
-    if to_disk:
-        arr.flush()
-        del arr
-        os.replace(tmp, npy)
-        atomic_write_json(meta, {"version": CACHE_VERSION, "n": n, "size": size, "channels": channels,
-                                 "interpolation": interpolation, "errors": {str(k): v for k, v in errors.items()}})
-        arr = np.load(npy, mmap_mode="r")
-        if nbytes <= RAM_LIMIT_BYTES:
-            arr = np.array(arr)  # into RAM, writable
-    return DecodedImages(arr, ok, errors, key, hit=False)
+    return errors
 
 
 def _store(arr, errors, j, img, err):

@@ -55,6 +55,48 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img
 
 
+def _file_or_buffer(src: str | os.PathLike | bytes) -> io.BytesIO | str:
+    """What PIL should open; empty or unreadable input fails here with the reason."""
+    if isinstance(src, (bytes, bytearray)):
+        if len(src) == 0:
+            raise DecodeError("empty file (0 bytes)")
+        return io.BytesIO(src)
+    p = Path(src)
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror or e}") from None
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    return str(p)
+
+
+def _decode(fp: io.BytesIO | str) -> Image.Image:
+    """Open and fully decode (truncated files fail now, not mid-epoch), refusing decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise DecodeError(f"too many pixels ({w}x{h} > {MAX_PIXELS}); possible decompression bomb")
+            img.load()
+            return img
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unknown format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DecodeError(f"decompression bomb refused: {e}") from None
+    except OSError as e:
+        msg = str(e)
+        if "truncated" in msg.lower():
+            raise DecodeError("truncated image") from None
+        raise DecodeError(f"cannot decode: {msg}") from None
+    except Exception as e:  # any other decoder failure is data, not a crash
+        raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from None
+
+
 def open_image(src: str | os.PathLike | bytes | Image.Image, channels: int = 3) -> Image.Image:
     """Open, fully decode and normalise one image.
 
@@ -71,43 +113,7 @@ def open_image(src: str | os.PathLike | bytes | Image.Image, channels: int = 3) 
     Example:
         >>> img = open_image("cat.jpg", channels=3)  # doctest: +SKIP
     """
-    if isinstance(src, Image.Image):
-        img = src
-    else:
-        if isinstance(src, (bytes, bytearray)):
-            if len(src) == 0:
-                raise DecodeError("empty file (0 bytes)")
-            fp: io.BytesIO | str = io.BytesIO(src)
-        else:
-            p = Path(src)
-            try:
-                size = p.stat().st_size
-            except OSError as e:
-                raise DecodeError(f"cannot read file: {e.strerror or e}") from None
-            if size == 0:
-                raise DecodeError("empty file (0 bytes)")
-            fp = str(p)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(fp)
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise DecodeError(f"too many pixels ({w}x{h} > {MAX_PIXELS}); possible decompression bomb")
-                img.load()  # force the decode here: truncated files fail now, not mid-epoch
-        except DecodeError:
-            raise
-        except UnidentifiedImageError:
-            raise DecodeError("not an image (unknown format)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DecodeError(f"decompression bomb refused: {e}") from None
-        except OSError as e:
-            msg = str(e)
-            if "truncated" in msg.lower():
-                raise DecodeError("truncated image") from None
-            raise DecodeError(f"cannot decode: {msg}") from None
-        except Exception as e:  # any other decoder failure is data, not a crash
-            raise DecodeError(f"cannot decode: {type(e).__name__}: {e}") from None
+    img = src if isinstance(src, Image.Image) else _decode(_file_or_buffer(src))
     try:
         img = ImageOps.exif_transpose(img) or img
     except Exception:  # a broken EXIF block should not lose the image

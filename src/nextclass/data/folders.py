@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..utils import natural_key
-from .decode import IMAGE_EXTENSIONS
-from .samples import SPLIT_ALIASES, DataError, DataSource, Sample
+from nextclass.utils import natural_key
+from nextclass.data.decode import IMAGE_EXTENSIONS
+from nextclass.data.samples import SPLIT_ALIASES, DataError, DataSource, Sample
 
 __all__ = ["from_folder", "from_csv", "list_images"]
 

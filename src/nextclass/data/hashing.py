@@ -150,7 +150,7 @@ def hash_one_file(path: str) -> tuple:
     """Read one file once -> (exact, phash, thumb, width, height, mode, format, error)."""
     from PIL import Image
 
-    from .decode import DecodeError, open_image
+    from nextclass.data.decode import DecodeError, open_image
 
     try:
         with open(path, "rb") as f:

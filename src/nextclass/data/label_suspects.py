@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, log
+from nextclass.utils import atomic_write_json, log
 
 __all__ = ["label_suspects", "attach_label_suspects"]
 

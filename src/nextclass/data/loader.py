@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from ..distributed import is_distributed, train_sampler
+from nextclass.data.samplers import train_sampler
+from nextclass.dist import is_distributed
 
 __all__ = ["ArrayDataset", "make_loader"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..utils import sha1_of
+from nextclass.utils import sha1_of
 
 __all__ = ["Sample", "DataSource", "DataError", "SPLIT_ALIASES"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import builtin
-from .folders import from_csv, from_folder
-from .samples import SPLIT_ALIASES, DataError, DataSource, Sample
+from nextclass.data import builtin
+from nextclass.data.folders import from_csv, from_folder
+from nextclass.data.samples import SPLIT_ALIASES, DataError, DataSource, Sample
 
 __all__ = ["Sample", "DataSource", "load_source", "SPLIT_ALIASES", "DataError"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_text, log
-from .samples import DataError, DataSource
+from nextclass.utils import parse_ratios as _parse_ratios, atomic_write_text, log
+from nextclass.data.samples import DataError, DataSource
 
 __all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "SPLITS"]
 
@@ -22,19 +22,11 @@ SPLITS = ("train", "val", "test")
 
 
 def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
-    """``"70/20/10"``, ``"0.7,0.2,0.1"`` or a 3-sequence → fractions summing to 1."""
-    if isinstance(spec, str):
-        parts = [p for p in spec.replace("/", ",").replace(":", ",").split(",") if p.strip()]
-    else:
-        parts = list(spec)
+    """:func:`nextclass.utils.parse_ratios`, raising :class:`DataError` for a bad spec."""
     try:
-        vals = [float(p) for p in parts]
-    except ValueError:
-        raise DataError(f"split {spec!r}: expected three numbers like 70/20/10") from None
-    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] <= 0:
-        raise DataError(f"split {spec!r}: expected three non-negative numbers train/val/test with train > 0")
-    s = sum(vals)
-    return (vals[0] / s, vals[1] / s, vals[2] / s)
+        return _parse_ratios(spec)
+    except ValueError as e:
+        raise DataError(str(e)) from None
 
 
 def _stratified(labels: np.ndarray, fractions: list[float], names: list[str], seed: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Models: timm backbones by name, nextclass' own ``simple_cnn``, pretrained-weight loading."""
 
-from .factory import create, data_config, count_params
+from nextclass.models.factory import create, data_config, count_params
 
 __all__ = ["create", "data_config", "count_params"]

@@ -15,16 +15,12 @@ The classifier is always reset to ``num_classes``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import torch
 from torch import nn
 
+from nextclass.models.errors import ModelError
+
 __all__ = ["create", "data_config", "count_params", "ModelError", "register_local_models", "config_name"]
-
-
-class ModelError(ValueError):
-    """A model name, weight file or head that cannot be used; the message says which."""
 
 
 _REGISTERED = False
@@ -38,7 +34,7 @@ def register_local_models() -> None:
     import timm
     from timm.models import register_model
 
-    from . import simple_cnn as mod
+    from nextclass.models import simple_cnn as mod
 
     if not timm.is_model("simple_cnn"):
         register_model(mod.simple_cnn)
@@ -104,7 +100,7 @@ def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.
         return timm.create_model(hub_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if pre is not None:
-        from .pretrained import load_pretrained
+        from nextclass.models.pretrained import load_pretrained
 
         load_pretrained(model, name, pre)
     return model

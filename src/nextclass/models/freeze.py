@@ -16,9 +16,9 @@ from typing import Iterator
 
 from torch import nn
 
-from .heads import head_prefixes
+from nextclass.models.heads import head_prefixes
 
-__all__ = ["frozen_backbone", "freeze_backbone", "unfreeze", "trainable_names", "bn_stats_frozen"]
+__all__ = ["frozen_backbone", "freeze_backbone", "unfreeze", "trainable_names", "bn_stats_frozen", "default_layer_decay"]
 
 
 def _is_head(name: str, heads: tuple[str, ...]) -> bool:
@@ -121,3 +121,25 @@ def bn_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 def trainable_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def default_layer_decay(model: nn.Module, stem_ratio: float = 0.1) -> float | None:
+    """Layer-wise lr decay that gives the first layer group ``stem_ratio`` x the head's rate.
+
+    Uses timm's ``group_matcher`` (the grouping timm's ``param_groups_layer_decay`` uses).
+    ``None`` for a model without one.
+
+    Example:
+        >>> import timm
+        >>> 0 < default_layer_decay(timm.create_model("test_resnet")) < 1
+        True
+    """
+    if not hasattr(model, "group_matcher"):
+        return None
+    from timm.models import group_parameters
+
+    layer_map = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    layer_max = max(layer_map.values())  # the head (unmatched names) is the last group, at scale 1
+    if layer_max < 1:
+        return None
+    return float(f"{stem_ratio ** (1 / layer_max):.3f}")

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .factory import ModelError
+from nextclass.models.errors import ModelError
 
 __all__ = ["attach_head", "AttentionBlock", "HEADS", "head_prefixes", "trunk_features", "head_from_trunk"]
 

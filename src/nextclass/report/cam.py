@@ -116,7 +116,7 @@ def cam_maps(model: nn.Module, batch: torch.Tensor, class_indices: Sequence[int]
 
 def display_image(img: Image.Image, preprocess) -> np.ndarray:
     """What the model sees, before normalisation: the eval resize + centre crop, as RGB uint8 ``HxWx3``."""
-    from ..data.transforms import to_square
+    from nextclass.data.transforms import to_square
 
     sq = to_square(img, preprocess.size, preprocess.interpolation)
     off = (preprocess.size - preprocess.crop) // 2
@@ -143,7 +143,7 @@ def cam_overlays(model: nn.Module, images: Sequence[Image.Image], preprocess, cl
 
     ``class_indices`` defaults to each image's predicted class.
     """
-    from ..data.transforms import image_to_tensor
+    from nextclass.data.transforms import image_to_tensor
 
     if not images:
         return [], np.zeros((0, 0), np.float32)
@@ -162,7 +162,7 @@ def _cam_model(predictor) -> nn.Module:
     if model is None:
         base = getattr(predictor, "model", None)
         if not isinstance(base, nn.Module):  # e.g. an ONNX Runtime predictor: Grad-CAM needs the torch weights
-            from ..bundle import load_model
+            from nextclass.bundle import load_model
 
             if not getattr(predictor, "path", None):
                 raise CamError("Grad-CAM needs the torch model, and this predictor has no bundle path to load it from")
@@ -177,7 +177,7 @@ def _cam_model(predictor) -> nn.Module:
 def cam_overlay(predictor, pil_image, class_index: int | None = None, size: int = 224) -> Image.Image:
     """Grad-CAM overlay for one image, for ``class_index`` (default: the predicted class).
 
-    ``predictor`` is a :class:`nextclass.predictor.Predictor` (or anything with ``preprocess`` and
+    ``predictor`` is a :class:`nextclass.deploy.predictor.Predictor` (or anything with ``preprocess`` and
     a torch ``model`` or a bundle ``path``); ``pil_image`` may be a PIL image, a path or bytes.
     Thread-safe: one overlay at a time per predictor, on a private copy of the model.
 
@@ -186,7 +186,7 @@ def cam_overlay(predictor, pil_image, class_index: int | None = None, size: int 
         >>> img = cam_overlay(load("runs/demo-digits"), "digit.png")  # doctest: +SKIP
         >>> img.save("digit_cam.png")                                    # doctest: +SKIP
     """
-    from ..data.decode import open_image
+    from nextclass.data.decode import open_image
 
     pp = predictor.preprocess
     img = open_image(pil_image, pp.channels)
@@ -209,8 +209,8 @@ def explain_files(predictor, files: Sequence[str], output: str | os.PathLike, cl
         >>> rows[0]["output"]                                              # doctest: +SKIP
         'cams/a_cam.png'
     """
-    from ..data.decode import DecodeError, open_image
-    from ..utils import atomic_write_bytes
+    from nextclass.data.decode import DecodeError, open_image
+    from nextclass.utils import atomic_write_bytes
 
     classes = list(predictor.classes)
     if class_name is not None and class_name not in classes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import log, natural_key
+from nextclass.utils import log, natural_key
 
 __all__ = ["read_rows", "read_json", "RunImages", "dataset_summary", "audit_summary", "model_info"]
 
@@ -51,7 +51,7 @@ class RunImages:
             self._source = ctx.source
         else:
             try:
-                from ..data.sources import load_source
+                from nextclass.data.sources import load_source
 
                 cfg = config or {}
                 self._source = load_source(cfg["data"], cache_dir=cfg.get("cache_dir"))
@@ -65,8 +65,8 @@ class RunImages:
         """The image at ``path`` (a sample path from split.csv / predictions.csv), or None if it cannot be read."""
         from PIL import Image
 
-        from ..data.decode import DecodeError, open_image
-        from ..data.transforms import to_square
+        from nextclass.data.decode import DecodeError, open_image
+        from nextclass.data.transforms import to_square
 
         pos = self._pos.get(path)
         if pos is None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_bytes, atomic_write_text, log
-from . import plots
-from .collect import RunImages, audit_summary, dataset_summary, model_info, read_json, read_rows
+from nextclass.utils import atomic_write_bytes, atomic_write_text, log
+from nextclass.report import plots
+from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_json, read_rows
 
 __all__ = ["build_report", "SECTIONS"]
 
@@ -92,7 +92,7 @@ def _cam_plot(model, images: RunImages | None, rows: list[dict], classes: list[s
     """Grad-CAM overlays for n/2 right and n/2 wrong predictions (explaining the predicted class)."""
     if model is None or images is None or not rows:
         return None, "Grad-CAM needs the model and the images" if model is None or images is None else "no predictions"
-    from .cam import CamError, cam_overlays
+    from nextclass.report.cam import CamError, cam_overlays
 
     rng = np.random.default_rng(seed + 1)
     wrong = _pick([r for r in rows if r.get("correct") == "0"], n // 2, rng)
@@ -138,7 +138,7 @@ def _thumbs(images: RunImages | None, audit: dict | None) -> None:
 def _load_model(run_dir: Path, model, meta):
     if model is not None or meta is None:
         return model
-    from ..bundle import load_model
+    from nextclass.bundle import load_model
 
     try:
         return load_model(run_dir / "model")[0]
@@ -147,13 +147,55 @@ def _load_model(run_dir: Path, model, meta):
         return None
 
 
+def _read_run(run_dir: Path) -> tuple[str, dict, dict, dict | None]:
+    """The run's config (text and fields), metrics.json and the bundle's model.json (None without a bundle)."""
+    from nextclass.bundle import BundleError, read_meta
+    from nextclass.config import ConfigError, read_run_config
+
+    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    try:
+        cfg = read_run_config(run_dir).model_dump(mode="json") if cfg_text else {}
+    except (ConfigError, OSError):  # a config from another version: the report still builds without it
+        cfg = {}
+    try:
+        meta = read_meta(run_dir / "model")
+    except (BundleError, OSError):
+        meta = None
+    return cfg_text, cfg, read_json(run_dir / "metrics.json") or {}, meta
+
+
+def _metric_plots(history: list[dict], block: dict, split: str | None, classes: list[str]) -> dict[str, bytes | None]:
+    """Learning curves, confusion matrix, per-class F1, reliability diagram and robustness (PNG bytes)."""
+    png: dict[str, bytes | None] = {"curves": plots.learning_curves(history)}
+    if block:
+        title = f"{split}: {block['n']} images"
+        png["confusion"] = plots.confusion_matrix(block["confusion_matrix"], classes, title)
+        png["f1"] = plots.per_class_f1(block["per_class"], title)
+        if block.get("calibration"):
+            png["reliability"] = plots.reliability_diagram(block["calibration"], title)
+        if block.get("robustness"):
+            png["robustness"] = plots.robustness_plot(block["robustness"])
+    return png
+
+
+def _model_info(model, run_dir: Path, pp) -> dict | None:
+    """Size, parameters and measured speed of the model (None without a model or preprocessing)."""
+    if model is None or pp is None:
+        return None
+    import torch
+
+    with torch.no_grad():
+        return model_info(model, run_dir / "model", pp, device=next(model.parameters()).device)
+
+
 def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images: int = 8, seed: int = 0) -> Path:
     """Write ``<run_dir>/report.html`` (and ``<run_dir>/plots/*.png``); returns the HTML path.
 
     Args:
         run_dir: a run directory.
         model: the trained model (else the run's bundle is loaded) - for Grad-CAM and the speed figure.
-        ctx: the training context when called from :func:`nextclass.evaluate.run.finish_run`
+        ctx: the training context (anything with ``source``, ``images``, ``pp``) when called from
+            :func:`nextclass.training.finish.finish_run`
             (decoded images are taken from memory instead of re-reading the data).
         cam_images: how many test images get a Grad-CAM overlay (half right, half wrong).
 
@@ -165,18 +207,9 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
-    import yaml
+    from nextclass.data.transforms import Preprocess
 
-    from ..bundle import BundleError, read_meta
-    from ..data.transforms import Preprocess
-
-    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
-    cfg = yaml.safe_load(cfg_text) or {}
-    metrics = read_json(run_dir / "metrics.json") or {}
-    try:
-        meta = read_meta(run_dir / "model")
-    except (BundleError, OSError):
-        meta = None
+    cfg_text, cfg, metrics, meta = _read_run(run_dir)
     pp = ctx.pp if ctx is not None else (Preprocess.from_dict(meta["preprocess"]) if meta else None)
     split, block = _main_block(metrics)
     classes = list(block.get("classes") or (meta or {}).get("classes") or [])
@@ -184,28 +217,14 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     model = _load_model(run_dir, model, meta)
     rows = _pred_rows(run_dir, split)
     history = read_rows(run_dir / "history.csv")
-    png: dict[str, bytes | None] = {"curves": plots.learning_curves(history)}
-    if block:
-        title = f"{split}: {block['n']} images"
-        png["confusion"] = plots.confusion_matrix(block["confusion_matrix"], classes, title)
-        png["f1"] = plots.per_class_f1(block["per_class"], title)
-        if block.get("calibration"):
-            png["reliability"] = plots.reliability_diagram(block["calibration"], title)
-        if block.get("robustness"):
-            png["robustness"] = plots.robustness_plot(block["robustness"])
+    png = _metric_plots(history, block, split, classes)
     png.update(_prediction_plots(images, rows, classes, split or "", seed))
     png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
     (run_dir / "plots").mkdir(exist_ok=True)
     for name, data in png.items():
         if data is not None:
             atomic_write_bytes(run_dir / "plots" / f"{name}.png", data)
-    info = None
-    if model is not None and pp is not None:
-        import torch
-
-        dev = next(model.parameters()).device
-        with torch.no_grad():
-            info = model_info(model, run_dir / "model", pp, device=dev)
+    info = _model_info(model, run_dir, pp)
     audit = audit_summary(run_dir)
     _thumbs(images, audit)
     page = _render(run_dir=run_dir, cfg=cfg, cfg_text=cfg_text, metrics=metrics, split=split, block=block,
@@ -222,7 +241,7 @@ def _render(**ctx) -> str:
 
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .. import __version__
+    from nextclass.utils import VERSION as __version__
 
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)

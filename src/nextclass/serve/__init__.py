@@ -13,6 +13,6 @@ __all__ = ["create_app"]
 
 def create_app(model: Any, **kwargs: Any):
     """See :func:`nextclass.serve.app.create_app`."""
-    from .app import create_app as _create_app
+    from nextclass.serve.app import create_app as _create_app
 
     return _create_app(model, **kwargs)

@@ -20,10 +20,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .batching import MicroBatcher
-from .metrics import Metrics
-from .middleware import Guard
-from .routes import STATIC, register_routes
+from nextclass.serve.batching import MicroBatcher
+from nextclass.serve.metrics import Metrics
+from nextclass.serve.middleware import Guard
+from nextclass.serve.routes import STATIC, register_routes
 
 __all__ = ["create_app", "load_for_serving", "ServeConfig", "serve"]
 
@@ -47,8 +47,8 @@ class ServeConfig:
 
 def load_for_serving(model: Any, cfg: ServeConfig):
     """``model`` (Predictor, path, NAME or NAME@vN) → (predictor, identity dict with name/version/ref)."""
-    from ..bundle import resolve_bundle_dir
-    from ..predictor import Predictor
+    from nextclass.bundle import resolve_bundle_dir
+    from nextclass.deploy.predictor import Predictor
 
     if isinstance(model, Predictor):
         folder = Path(model.path) if model.path else None
@@ -56,7 +56,7 @@ def load_for_serving(model: Any, cfg: ServeConfig):
     else:
         p = Path(str(model)).expanduser()
         if not p.exists():
-            from ..store import resolve
+            from nextclass.deploy.store import resolve
 
             p = resolve(str(model), store=cfg.store)
         folder = resolve_bundle_dir(p)
@@ -72,8 +72,8 @@ def load_for_serving(model: Any, cfg: ServeConfig):
 
 
 def _open(folder: Path, cfg: ServeConfig):
-    from ..bundle import load_model
-    from ..predictor import Predictor
+    from nextclass.bundle import load_model
+    from nextclass.deploy.predictor import Predictor
 
     if cfg.backend not in ("torch", "onnx", "auto"):
         raise ValueError(f"backend {cfg.backend!r}: choose torch, onnx or auto")
@@ -84,7 +84,7 @@ def _open(folder: Path, cfg: ServeConfig):
     if cfg.backend == "torch":
         model, meta = load_model(folder)
         return Predictor(model, meta, path=str(folder))
-    from ..export.runtime import OnnxPredictor
+    from nextclass.deploy.runtime import OnnxPredictor
 
     return OnnxPredictor.from_bundle(folder, fallback_torch=cfg.backend == "auto", int8=cfg.int8, threads=cfg.threads)
 
@@ -99,7 +99,7 @@ def _warm_up(pred) -> None:
 
 def _explain_fn():
     try:
-        from ..report.cam import cam_overlay
+        from nextclass.report.cam import cam_overlay
     except ImportError:
         return None
     return cam_overlay
@@ -109,7 +109,7 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
     """Build the FastAPI app; the model is loaded when the app starts (lifespan), not here.
 
     Args:
-        model: a :class:`~nextclass.predictor.Predictor`, a run or bundle folder, ``NAME`` or ``NAME@vN``.
+        model: a :class:`~nextclass.deploy.predictor.Predictor`, a run or bundle folder, ``NAME`` or ``NAME@vN``.
         backend: ``torch`` | ``onnx`` | ``auto``.
         **options: fields of :class:`ServeConfig` (``max_batch``, ``max_upload_mb``, ``max_images``...).
 
@@ -129,7 +129,7 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
         await batcher.start()
         app.state.pred, app.state.ident, app.state.batcher = pred, ident, batcher
         app.state.explain = _explain_fn()
-        from ..utils import log
+        from nextclass.utils import log
 
         log(f"serving {ident['ref']}: {pred.meta.get('arch', {}).get('name')}, {len(pred.classes)} classes, "
             f"backend {pred.backend}, micro-batches of up to {cfg.max_batch}"
@@ -150,7 +150,7 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
 
 
 def _version() -> str:
-    from .. import __version__
+    from nextclass.utils import VERSION as __version__
 
     return __version__
 

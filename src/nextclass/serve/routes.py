@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .schemas import ErrorResponse, Health, ModelsResponse, PredictResponse
+from nextclass.serve.schemas import ErrorResponse, Health, ModelsResponse, PredictResponse
 
 __all__ = ["register_routes"]
 
@@ -40,7 +40,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 async def decode_uploads(pred, files: list[UploadFile]) -> tuple[list, list[dict]]:
     """Read and preprocess every upload in a worker thread; returns (tensors, errors)."""
-    from ..data.decode import DecodeError
+    from nextclass.data.decode import DecodeError
 
     datas = [await f.read() for f in files]
 
@@ -83,7 +83,7 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
 async def explain(request: Request, file: UploadFile = File(..., description="One image."),
                   class_index: Optional[int] = Form(None, description="Class to explain (default: predicted).")):
     """Grad-CAM overlay (PNG) for one image; 404 when Grad-CAM is not installed."""
-    from ..data.decode import DecodeError, open_image
+    from nextclass.data.decode import DecodeError, open_image
 
     st = request.app.state
     if st.explain is None:

@@ -1,0 +1,1 @@
+"""The training engine: the inner loops, optimisers and schedules, checkpoints, the time budget."""

@@ -1,0 +1,1 @@
+"""Numbers from logits: classification metrics, calibration, test-time augmentation, robustness."""

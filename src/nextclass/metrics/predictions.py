@@ -1,0 +1,46 @@
+"""Writing a split's numbers: ``predictions*.csv``, blocks merged into ``metrics.json``, a summary line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nextclass.utils import atomic_write_json, atomic_write_text
+
+__all__ = ["write_predictions", "summary_line", "merge_metrics", "predictions_name"]
+
+
+def write_predictions(path: Path, paths: list[str], split: str, labels: np.ndarray, probs: np.ndarray,
+                      classes: list[str], k: int = 5) -> None:
+    """One row per image: path, split, true, predicted, probability, correct, true-class probability, top-k."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "split", "true", "predicted", "probability", "correct", "true_probability", "topk"])
+    k = min(k, len(classes))
+    for p, y, pr in zip(paths, labels, probs):
+        order = np.argsort(-pr)[:k]
+        top = ";".join(f"{classes[j]}:{pr[j]:.4f}" for j in order)
+        w.writerow([p, split, classes[y], classes[order[0]], f"{pr[order[0]]:.5f}", int(order[0] == y), f"{pr[y]:.5f}", top])
+    atomic_write_text(path, buf.getvalue())
+
+
+def predictions_name(split: str) -> str:
+    """``predictions.csv`` for the test split, ``predictions_<split>.csv`` otherwise (file-name safe)."""
+    return "predictions.csv" if split == "test" else f"predictions_{split.replace(':', '_').replace('/', '_')}.csv"
+
+
+def summary_line(m: dict) -> str:
+    return (f"{m['split']} ({m['n']} images): top-1 {m['accuracy']:.4f}, top-5 {m['top5']:.4f}, "
+            f"macro F1 {m['macro']['f1']:.4f}")
+
+
+def merge_metrics(path: Path, blocks: dict) -> dict:
+    """Merge ``blocks`` (one per split) into the JSON file at ``path``, atomically; returns the whole file."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(blocks)
+    atomic_write_json(path, data)
+    return data

@@ -1,0 +1,51 @@
+"""The run's data as batches: the training loader of an epoch and the logits of a split."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from nextclass.data.batch_aug import BatchAugment, BatchEval
+from nextclass.data.loader import ArrayDataset, BatchLoader, make_loader
+from nextclass.data.transforms import train_transform
+from nextclass.dist import all_gather_object, shard, unshard, world_size
+from nextclass.engine.loop import predict_logits
+from nextclass.training.context import Context
+from nextclass.training.defaults import augment_for
+
+__all__ = ["train_batches", "split_logits"]
+
+
+def split_logits(ctx: Context, model: nn.Module, split: str = "val", progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a split, in split order (batched eval preprocessing on the device).
+
+    Under DDP rank r evaluates ``rows[r::world]`` and the shards are gathered back on every rank.
+    """
+    rows, labels = shard(ctx.rows[split]), shard(ctx.labels[split])
+    loader = BatchLoader(ctx.images.array, rows, labels, max(ctx.cfg.batch_size, 64),
+                         train=False, pin_memory=ctx.device.type == "cuda")
+    lg, y = predict_logits(model, loader, ctx.runtime, batch_transform=BatchEval(ctx.pp), progress=progress, desc=split)
+    if world_size() > 1:
+        parts, n = all_gather_object((lg, y)), len(ctx.rows[split])
+        lg, y = unshard([p[0] for p in parts], n), unshard([p[1] for p in parts], n)
+    return lg, y
+
+
+def train_batches(ctx: Context, epoch: int, shard: tuple[int, int] = (0, 1)):
+    """The training loader for ``epoch`` and the transform to run on each batch (None: done per sample).
+
+    The fast path gathers uint8 batches and augments them in one batched op (:mod:`nextclass.data.batch_aug`);
+    RandAugment/TrivialAugment have no batched version and use per-sample ``transforms.v2`` in a DataLoader.
+    """
+    cfg = ctx.cfg
+    aug = augment_for(cfg)
+    pin = ctx.device.type == "cuda"
+    if aug is None or aug.auto == "none":
+        loader = BatchLoader(ctx.images.array, ctx.rows["train"], ctx.labels["train"], cfg.batch_size, train=True,
+                             seed=cfg.seed, epoch=epoch, balance=cfg.balance == "sampler", drop_last=True, shard=shard,
+                             pin_memory=pin)
+        return loader, (BatchAugment(ctx.pp, aug) if aug is not None else BatchEval(ctx.pp))
+    ds = ArrayDataset(ctx.images.array, ctx.rows["train"], ctx.labels["train"], train_transform(ctx.pp, aug))
+    loader = make_loader(ds, cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
+                         balance=cfg.balance == "sampler", pin_memory=pin, drop_last=True)
+    return loader, None

@@ -1,0 +1,51 @@
+"""What a training run carries from preparation to the finish: :class:`Context`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from nextclass.config import TrainConfig
+from nextclass.data.cache import DecodedImages
+from nextclass.data.samples import DataSource
+from nextclass.data.transforms import Preprocess
+from nextclass.engine.loop import Device
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    """A prepared run: the resolved config, its folder, the decoded data and the model, built once.
+
+    Made by :func:`nextclass.training.setup.prepare`; every later step (phases, probe, finish, report)
+    reads it and none rebuilds what it holds.
+    """
+
+    cfg: TrainConfig  # resolved: every "auto" field filled in (what config.yaml says)
+    run_dir: Path
+    source: DataSource
+    pp: Preprocess  # eval preprocessing (also the bundle's)
+    images: DecodedImages  # the decoded uint8 cache, all splits
+    rows: dict[str, np.ndarray]  # split -> positions of decodable images
+    labels: dict[str, np.ndarray]  # split -> their labels
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    data_hash: str  # sha256 of the training pixels and labels (written into the bundle)
+    model: nn.Module  # built once per run, in resolve()
+    resumed: bool = False
+    callbacks: list = field(default_factory=list)  # per-epoch hooks: callback(history_row, state)
+    train_seconds: float | None = None  # wall time the training phases may use (from the --max-minutes plan)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
+    @property
+    def runtime(self) -> Device:
+        """Where tensors run during training and evaluation."""
+        return Device(self.device, self.amp_dtype, bool(self.cfg.channels_last))

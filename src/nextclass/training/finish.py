@@ -1,0 +1,99 @@
+"""The finish step of a training run: final numbers, the bundle, label suspects and the report.
+
+Order: logits of the selected model on val and test → temperature fitted on val only → metrics and
+``predictions*.csv`` per split (the test split is measured here, once, after model selection) →
+robustness on the last split (part of the report) → ``metrics.json`` → the bundle → label suspects
+into ``audit.json`` → ``report.html``. The bundle is saved before the report, so a report failure
+never costs the user the run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from nextclass.bundle import save_bundle
+from nextclass.metrics.calibration import calibration_block, fit_temperature
+from nextclass.metrics.classification import classification_metrics, softmax
+from nextclass.metrics.predictions import merge_metrics, predictions_name, summary_line, write_predictions
+from nextclass.metrics.tta import views_from_config
+from nextclass.training.batches import split_logits
+from nextclass.training.context import Context
+from nextclass.training.defaults import arch_kwargs
+from nextclass.utils import log, progress_bar
+
+__all__ = ["finish_run", "score_splits"]
+
+
+def _final_logits(ctx: Context, model: nn.Module, progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Logits and labels of val and (unless ``evaluate_test`` is off) test, for non-empty splits."""
+    out = {}
+    with progress_bar(progress) as bar:
+        for split in ("val", "test"):
+            if (split == "test" and not ctx.cfg.evaluate_test) or len(ctx.rows[split]) == 0:
+                continue
+            out[split] = split_logits(ctx, model, split, bar)
+    return out
+
+
+def score_splits(ctx: Context, logits: dict, temperature: float) -> dict:
+    """Metrics blocks (with calibration) per split, and their ``predictions*.csv`` in the run."""
+    blocks = {}
+    for split, (lg, y) in logits.items():
+        probs = softmax(lg, temperature)
+        m = classification_metrics(probs, y, ctx.classes, split)
+        m["temperature"] = temperature
+        m.update(calibration_block(lg, y, temperature))
+        blocks[split] = m
+        paths = [ctx.source.samples[r].path for r in ctx.rows[split]]
+        write_predictions(ctx.run_dir / predictions_name(split), paths, split, y, probs, ctx.classes)
+        log(summary_line(m))
+    return blocks
+
+
+def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: float) -> None:
+    cfg = ctx.cfg
+    arch = {"name": cfg.model, "kwargs": arch_kwargs(cfg, len(ctx.classes)), "head": cfg.head,
+            "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
+    short = {s: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": s}
+             for s, b in blocks.items() if isinstance(b, dict)}
+    save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
+                metrics=short, data_hash=ctx.data_hash, temperature=temperature,
+                extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
+                       "tta": {"views": views_from_config(cfg)}})
+    model.to(ctx.device)
+
+
+def _render_report(ctx: Context, model: nn.Module) -> None:
+    from nextclass.report.html import build_report
+
+    try:  # the bundle is saved: a report failure must not cost the user the run
+        log(f"report: {build_report(ctx.run_dir, model=model, ctx=ctx)}")
+    except Exception as e:  # noqa: BLE001
+        log(f"[red]report failed[/]: {type(e).__name__}: {e} (rebuild with `nextclass report {ctx.run_dir}`)")
+
+
+def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
+    """Evaluate the selected model on val and test, write metrics/predictions, the bundle and the report.
+
+    Returns:
+        The whole ``metrics.json`` after the merge.
+    """
+    from nextclass.data.audit import attach_label_suspects
+
+    logits = _final_logits(ctx, model, progress)
+    temperature = fit_temperature(*logits["val"]) if "val" in logits else 1.0
+    blocks = score_splits(ctx, logits, temperature)
+    last = "test" if "test" in blocks else ("val" if "val" in blocks else None)
+    if ctx.cfg.report and last is not None:  # robustness is part of the report: skipped with --no-report (tune trials)
+        from nextclass.metrics.robustness import model_logits_fn, robustness
+
+        blocks[last]["robustness"] = robustness(model_logits_fn(model, ctx.device), ctx.images.array, ctx.labels[last],
+                                                ctx.pp, rows=ctx.rows[last], split=last, seed=ctx.cfg.seed)
+    blocks["skipped"] = len(ctx.images.errors)
+    metrics = merge_metrics(ctx.run_dir / "metrics.json", blocks)
+    _save_bundle(ctx, model, blocks, temperature)
+    attach_label_suspects(ctx.run_dir)  # confident-learning label suspects -> audit.json (never raises)
+    if ctx.cfg.report:
+        _render_report(ctx, model)
+    return metrics

@@ -1,0 +1,205 @@
+"""A training phase: a stretch of epochs with one optimiser setup (``scratch`` or ``finetune``).
+
+:func:`build_parts` makes every part of the step in one place (optimiser, schedule, loss, EMA, mixup,
+grad scaler, DDP wrapper, torch.compile); :class:`TrainPhase` runs the epochs: resume from
+``checkpoints/last``, one epoch, validation, history row, best/last checkpoints, early stopping and
+the time budget. ``state`` is the run's JSON state (``epoch``, ``best``, ``best_epoch``, ``stopped``...)
+that lives in the checkpoint, so a killed run resumes at the next epoch and ends where an
+uninterrupted one would: each epoch's data order and augmentation depend only on ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from nextclass.config import TrainConfig
+from nextclass.dist import is_main, rank, world_size, wrap_ddp
+from nextclass.engine.budget import Budget
+from nextclass.engine.checkpoint import load_checkpoint, save_checkpoint
+from nextclass.engine.loop import EpochResult, StepParts, loss_and_acc, reduce_epoch, train_one_epoch
+from nextclass.engine.optim import Schedule, build_optimizer, param_groups
+from nextclass.training.batches import split_logits, train_batches
+from nextclass.training.context import Context
+from nextclass.training.history import epoch_row, read_history, write_history
+from nextclass.utils import log, progress_bar
+
+__all__ = ["Phase", "TrainPhase", "build_parts", "make_criterion", "make_schedule", "is_better"]
+
+
+@dataclass
+class Phase:
+    """A stretch of epochs with one optimiser setup (``scratch``/``finetune``; ``probe`` is separate)."""
+
+    name: str
+    epochs: int
+    lr: float
+    epoch_offset: int = 0  # global epoch index of this phase's first epoch
+    layer_decay: float | None = None
+
+
+def is_better(monitor: str, new: float, best: float | None) -> bool:
+    """Whether ``new`` improves on ``best`` for ``monitor`` (val_acc: higher; val_loss: lower)."""
+    if best is None or (isinstance(best, float) and math.isnan(best)):
+        return not math.isnan(new)
+    return new > best if monitor == "val_acc" else new < best
+
+
+def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device, soft_targets: bool = False):
+    """Cross-entropy with the config's label smoothing and (``balance: loss``) class weights.
+
+    With ``soft_targets`` (mixup/cutmix) 2-d targets go through timm's soft-target cross-entropy.
+    """
+    weight = None
+    if cfg.balance == "loss":
+        counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
+        weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
+    ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    if not soft_targets:
+        return ce
+    from timm.loss import SoftTargetCrossEntropy
+
+    soft = SoftTargetCrossEntropy()
+    return lambda out, y: soft(out, y) if y.ndim == 2 else ce(out, y)
+
+
+def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> Schedule:
+    """The config's lr schedule over ``epochs`` epochs (warm-up in epochs, converted to steps)."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch) if cfg.scheduler in ("cosine", "plateau", "none") else 0
+    return Schedule(cfg.scheduler, epochs * steps_per_epoch, warm, cfg.min_lr_ratio)
+
+
+def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
+    """Optimiser steps in an epoch of ``n_train`` images (per rank under DDP; drop_last batches)."""
+    n = -(-n_train // world_size())
+    return math.ceil(max(1, n // cfg.batch_size if n > cfg.batch_size else 1) / cfg.accumulate)
+
+
+def build_parts(ctx: Context, model: nn.Module, phase: Phase, budget: Budget | None) -> StepParts:
+    """Every part of the training step for ``phase``, built once."""
+    cfg = ctx.cfg
+    optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, phase.lr, phase.layer_decay),
+                                phase.lr, cfg.momentum)
+    ema = mixup = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay, device=ctx.device)
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                      num_classes=len(ctx.classes))
+    criterion = make_criterion(cfg, ctx.labels["train"], len(ctx.classes), ctx.device, soft_targets=mixup is not None)
+    net = wrap_ddp(model, ctx.device)  # DDP all-reduces gradients; `model` stays the plain module for saving
+    if cfg.compile:  # the training step only; evaluation and checkpoints use the plain module (shared weights)
+        if is_main():
+            log("torch.compile: the first training step compiles (10-50 s on a CPU); `nextclass benchmark --compile` "
+                "measures whether it pays back")
+        net = torch.compile(net)
+    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])))
+    scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
+    return StepParts(net, optimizer, criterion, schedule, ctx.runtime, cfg.accumulate, cfg.clip_grad, scaler, mixup,
+                     ema, budget)
+
+
+class TrainPhase:
+    """Runs one :class:`Phase` of a run on ``model`` (see the module docstring).
+
+    Example:
+        >>> best = TrainPhase(ctx, model, Phase("scratch", 10, 2e-3), state={}).run()  # doctest: +SKIP
+    """
+
+    def __init__(self, ctx: Context, model: nn.Module, phase: Phase, state: dict):
+        self.ctx, self.model, self.phase, self.state = ctx, model, phase, state
+        self.cfg = ctx.cfg
+        model.to(ctx.device)
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        left = None if ctx.train_seconds is None else (ctx.train_seconds - float(state.get("elapsed", 0.0))) / 60
+        self.budget = Budget(left, synced=True)
+        self.parts = build_parts(ctx, model, phase, self.budget)
+        self.steps = steps_per_epoch(self.cfg, len(ctx.rows["train"]))
+        self.last = ctx.run_dir / "checkpoints" / "last.safetensors"
+        self.forward_model = self.parts.ema.module if self.parts.ema is not None else model  # what is evaluated
+
+    def _resume(self) -> int:
+        """The epoch to start at: after the last checkpoint of this phase, else the phase's first."""
+        start, st = self.phase.epoch_offset, self.state
+        if st.get("phase") == self.phase.name and self.last.exists() and st.get("epoch", 0) > start:
+            ema = self.parts.ema.module if self.parts.ema is not None else None
+            saved = load_checkpoint(self.last, self.model, self.parts.optimizer, ema)
+            self.parts.schedule.state.update(saved.get("schedule", {}))
+            st.update(saved)
+            start = saved["epoch"]
+            log(f"resumed {self.phase.name} at epoch {start} from {self.last}")
+        return start
+
+    def run(self, progress: bool = True) -> nn.Module:
+        """Train the phase's remaining epochs; returns the model to evaluate (the EMA copy when on)."""
+        start = self._resume()
+        hist_path = self.ctx.run_dir / "history.csv"
+        self.history = [r for r in read_history(hist_path) if int(r["epoch"]) <= start]
+        self.t0 = time.time() - float(self.state.get("elapsed", 0.0))
+        with progress_bar(progress and is_main()) as bar:
+            for epoch in range(start, self.phase.epoch_offset + self.phase.epochs):
+                if self.state.get("stopped"):
+                    break
+                res, val = self._epoch(epoch, bar)
+                self._record(epoch, res, val)
+                if is_main():
+                    write_history(hist_path, self.history)
+                for callback in self.ctx.callbacks:  # tracking, Optuna pruning (may raise to stop the run)
+                    callback(self.history[-1], self.state)
+        return self.forward_model
+
+    def _epoch(self, epoch: int, bar) -> tuple[EpochResult, tuple[float, float]]:
+        """Train one epoch, then evaluate on val: (train result, (val loss, val accuracy))."""
+        cfg, ctx = self.cfg, self.ctx
+        torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * rank())  # dropout etc.: (seed, epoch, rank) only
+        loader, batch_tf = train_batches(ctx, epoch, shard=(rank(), world_size()))
+        end = self.phase.epoch_offset + self.phase.epochs
+        res = train_one_epoch(self.parts, loader, step0=(epoch - self.phase.epoch_offset) * self.steps,
+                              batch_transform=batch_tf, progress=bar, desc=f"{self.phase.name} {epoch + 1}/{end}")
+        res = reduce_epoch(res)  # DDP: global loss/acc/images over all ranks
+        if not len(ctx.rows["val"]):
+            return res, (float("nan"), float("nan"))
+        return res, loss_and_acc(*split_logits(ctx, self.forward_model, "val", bar))
+
+    def _record(self, epoch: int, res: EpochResult, val: tuple[float, float]) -> None:
+        """Schedule, history, best/last checkpoints, early stopping and budget verdict for one epoch."""
+        cfg, st = self.cfg, self.state
+        metric = val[1] if cfg.monitor == "val_acc" else val[0]
+        self.parts.schedule.epoch_end(metric, cfg.monitor == "val_acc")
+        lr = self.parts.optimizer.param_groups[0]["lr"]
+        self.history.append(epoch_row(epoch + 1, self.phase.name, res, val, lr, time.time() - self.t0))
+        st.update(epoch=epoch + 1, phase=self.phase.name, schedule=dict(self.parts.schedule.state),
+                  elapsed=time.time() - self.t0)
+        improved = is_better(cfg.monitor, metric, st.get("best")) or not len(self.ctx.rows["val"])
+        if improved:
+            st.update(best=metric, best_epoch=epoch + 1, bad_epochs=0)
+            if is_main():
+                save_checkpoint(self.ctx.run_dir / "checkpoints" / "best.safetensors", self.forward_model, None, dict(st))
+        else:
+            st["bad_epochs"] = st.get("bad_epochs", 0) + 1
+        if cfg.patience and st["bad_epochs"] >= cfg.patience:
+            st["stopped"] = f"early stop: no {cfg.monitor} improvement for {cfg.patience} epochs"
+        if res.stopped_early or self.budget.exceeded():
+            st["stopped"] = f"time budget reached (--max-minutes {cfg.max_minutes:g}: training ends here to leave time for the evaluation)"
+        if is_main():  # DDP: every rank holds the same state (metrics are reduced); rank 0 writes
+            ema = self.parts.ema.module if self.parts.ema is not None else None
+            save_checkpoint(self.last, self.model, self.parts.optimizer, dict(st), ema)
+            self._log(epoch, res, val, improved)
+
+    def _log(self, epoch: int, res: EpochResult, val: tuple[float, float], improved: bool) -> None:
+        end = self.phase.epoch_offset + self.phase.epochs
+        log(f"{self.phase.name} epoch {epoch + 1}/{end}: train loss {res.loss:.4f} acc {res.acc:.4f} | val loss "
+            f"{val[0]:.4f} acc {val[1]:.4f} | {self.history[-1]['images_per_second']} img/s, {res.seconds:.1f}s"
+            + (" [green]*best*[/]" if improved else ""))
+        if self.state.get("stopped"):
+            log(f"[yellow]{self.state['stopped']}[/]")
