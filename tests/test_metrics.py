@@ -108,13 +108,22 @@ def test_temperature_fits_nll_minimum_and_keeps_top1(scale, noise, direction):
 def test_temperature_degenerate_inputs():
     assert fit_temperature(np.zeros((0, 3)), np.zeros(0, int)) == 1.0
     lg = np.array([[9.0, 0.0], [0.0, 9.0]])
-    # no mistakes: the NLL would fall all the way to T -> 0 (certainty on no evidence); T stays 1
-    assert fit_temperature(lg, np.array([0, 1])) == 1.0
-    # one mistake among confident rights: a real optimum inside the bounds, and never worse than T = 1
+    # no mistakes: the NLL would fall all the way to T -> 0 (certainty on no evidence); two right answers
+    # support a mean confidence of (2 + 1) / (2 + 2) = 0.75 only, so this confident model is softened
+    t = fit_temperature(lg, np.array([0, 1]))
+    assert t > 1 and softmax(lg, t).max(1).mean() == pytest.approx(0.75, abs=1e-3)
+    # no mistakes but clearly under-confident (the digits demo's case): sharpened up to (n + 1) / (n + 2)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 359)
+    under = 1.5 * np.eye(10)[y] + rng.uniform(0, 0.3, (359, 10))
+    t_u = fit_temperature(under, y)
+    assert t_u < 1 and softmax(under, t_u).max(1).mean() == pytest.approx(360 / 361, abs=1e-3)
+    assert expected_calibration_error(softmax(under, t_u), y) < expected_calibration_error(softmax(under, 1.0), y)
+    # one mistake among confident rights: inside the bounds, confidence capped at (4 + 1) / (5 + 2)
     lg3 = np.array([[9.0, 0.0], [0.0, 9.0], [4.0, 0.0], [0.0, 5.0], [1.0, 0.0]])
     y3 = np.array([0, 1, 0, 1, 1])
     t3 = fit_temperature(lg3, y3)
-    assert 0.05 < t3 < 50 and nll(lg3, y3, t3) <= nll(lg3, y3, 1.0)
+    assert 0.05 < t3 < 20 and softmax(lg3, t3).max(1).mean() <= 5 / 7 + 1e-6
 
 
 def test_tta_views():

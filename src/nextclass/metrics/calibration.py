@@ -7,8 +7,13 @@ the confidence moves. ``T > 1`` softens an over-confident model, ``T < 1`` sharp
 under-confident one (label smoothing, used by default in training, tends to give ``T < 1``).
 
 The fit is a bounded 1-D search over ``log T`` (the NLL is convex in ``1/T``, so unimodal in
-``log T``). ``T`` is kept in ``[0.05, 20]``: on a validation split with no mistakes the NLL keeps
-falling as ``T`` goes to 0, and the bound stops that at a finite, logged value.
+``log T``), within ``[0.05, 20]``. With few or no mistakes on val the NLL keeps falling as ``T`` goes
+to 0, which would make every future prediction look certain on no evidence. So the fit is also
+bounded by what the validation split can support: the mean top-1 confidence after scaling may not
+exceed Laplace's estimate of the accuracy, ``(correct + 1) / (n + 2)`` (with 359 right out of 359 that
+is 0.9972, not 1.0). An under-confident model with no mistakes is therefore still sharpened, up to
+that cap; a calibrated model with some mistakes is rarely affected (its NLL optimum already has mean
+confidence near its accuracy).
 """
 
 from __future__ import annotations
@@ -39,11 +44,31 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
     return float((lse - z[np.arange(len(labels)), labels]).mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Fit the temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on these (validation) logits.
+def _confidence_cap(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Laplace's rule of succession: the accuracy the validation split supports, ``(correct + 1) / (n + 2)``."""
+    return (int((logits.argmax(1) == labels).sum()) + 1) / (len(labels) + 2)
 
-    Returns 1.0 when there is nothing to fit (no rows, or no mistakes: the NLL would then push ``T``
-    towards 0 and make every prediction look certain). Never changes the argmax of any row.
+
+def _mean_confidence(logits: np.ndarray, t: float) -> float:
+    return float(softmax(logits, t).max(axis=1).mean())
+
+
+def _lowest_t_within_cap(logits: np.ndarray, cap: float) -> float:
+    """The smallest T whose mean top-1 confidence is at most ``cap`` (confidence falls as T grows)."""
+    lo, hi = math.log(T_MIN), math.log(T_MAX)
+    if _mean_confidence(logits, T_MIN) <= cap:
+        return T_MIN
+    for _ in range(60):  # bisection on log T
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if _mean_confidence(logits, math.exp(mid)) <= cap else (mid, hi)
+    return math.exp(hi)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Fit the temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on these (validation) logits,
+    with the mean confidence capped at ``(correct + 1) / (n + 2)`` (see the module docstring).
+
+    Returns 1.0 when there is nothing to fit (no rows). Never changes the argmax of any row.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -58,23 +83,19 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=int)
     if len(labels) == 0 or logits.ndim != 2:
         return 1.0
-    mistakes = int((logits.argmax(1) != labels).sum())
-    if mistakes == 0:
-        # With no wrong prediction the NLL keeps falling as T -> 0: the fit would make every future prediction
-        # look certain on no evidence. Keep the model's own confidence instead.
-        log(f"[yellow]NOTE[/]: no mistakes on {len(labels)} validation images: nothing to calibrate against, "
-            f"temperature kept at 1")
-        return 1.0
     res = minimize_scalar(lambda t: nll(logits, labels, math.exp(t)), bounds=(math.log(T_MIN), math.log(T_MAX)),
                           method="bounded", options={"xatol": 1e-4})
     t = float(math.exp(res.x))
-    # The bounded search never evaluates the bounds exactly: snap, and never return worse than T = 1.
-    for cand in (T_MIN, T_MAX, 1.0):
+    for cand in (T_MIN, T_MAX, 1.0):  # the bounded search never evaluates the bounds exactly
         if nll(logits, labels, cand) < nll(logits, labels, t):
             t = cand
-    if t <= T_MIN * 1.01 or t >= T_MAX * 0.99:
-        log(f"[yellow]NOTE[/]: temperature {t:.3g} fitted on {len(labels)} validation images with {mistakes} "
-            f"mistakes (bounds [{T_MIN}, {T_MAX}]): too little evidence to calibrate well")
+    cap = _confidence_cap(logits, labels)
+    floor = _lowest_t_within_cap(logits, cap)
+    if t < floor:
+        mistakes = int((logits.argmax(1) != labels).sum())
+        log(f"[dim]note[/] temperature {t:.3g} would claim more confidence than {len(labels)} validation images "
+            f"with {mistakes} mistake(s) support; using T = {floor:.3g} (mean confidence {cap:.4f})")
+        t = floor
     return round(t, 5)
 
 

@@ -40,6 +40,7 @@ class Context:
     resumed: bool = False
     callbacks: list = field(default_factory=list)  # per-epoch hooks: callback(history_row, state)
     train_seconds: float | None = None  # wall time the training phases may use (from the --max-minutes plan)
+    features: object = None  # training.features.Features when the backbone stayed frozen (linear probe)
 
     @property
     def classes(self) -> list[str]:

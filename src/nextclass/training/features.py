@@ -1,14 +1,14 @@
-"""Embed once: a frozen backbone's features for every train/val image, cached on disk.
+"""Embed once: a frozen backbone's features for every train/val/test image, cached on disk.
 
 A linear probe re-running a frozen backbone on every image in every epoch (what the seed notebooks
-do) spends > 99 % of its time recomputing the same numbers. Here every training and validation
-image goes through the backbone once, batched and in eval mode; the head then trains on the cached
+do) spends > 99 % of its time recomputing the same numbers. Here every training, validation and
+test image goes through the backbone once, batched and in eval mode; the head then trains on the cached
 tensors in seconds. Optionally ``tta_views`` augmented views of each training image are embedded
 too (the probe draws one view per image per epoch, a cheap stand-in for per-epoch augmentation).
 
 The cache file is ``<cache_dir>/features/<key>.safetensors``; the key hashes everything the
 numbers depend on: model name, head kind (pooled vector or feature map), the backbone's actual
-weights, the preprocessing, the decoded-image cache key, the train/val rows, the number of views
+weights, the preprocessing, the decoded-image cache key, the train/val/test rows, the number of views
 and, when there are views, the augmentation and seed. Change any of them and the features are
 recomputed.
 """
@@ -33,7 +33,7 @@ from nextclass.utils import default_cache_dir, log, progress_bar, sha1_of
 
 __all__ = ["Features", "cached_features", "embed", "feature_key", "weights_digest", "FEATURE_VERSION"]
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: the test split is embedded too (its logits come from the cache)
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Features:
 
     train: torch.Tensor  # (1 + tta_views, N_train, *feature_shape)
     val: torch.Tensor  # (N_val, *feature_shape)
+    test: torch.Tensor  # (N_test, *feature_shape)
     key: str
     hit: bool
     seconds: float  # time spent embedding (0 on a cache hit)
@@ -65,7 +66,7 @@ def _rows_digest(rows: np.ndarray) -> str:
 
 
 def feature_key(ctx, model: nn.Module) -> str:
-    """The cache key of ``model``'s features on ``ctx``'s train/val images (see module docstring)."""
+    """The cache key of ``model``'s features on ``ctx``'s train/val/test images (see module docstring)."""
     from nextclass.training.defaults import augment_for
 
     cfg = ctx.cfg
@@ -73,7 +74,7 @@ def feature_key(ctx, model: nn.Module) -> str:
     views = cfg.tta_views
     aug = repr(augment_for(cfg)) if views else None
     return sha1_of([FEATURE_VERSION, cfg.model, kind, weights_digest(model), ctx.pp.to_dict(), ctx.images.key,
-                    _rows_digest(ctx.rows["train"]), _rows_digest(ctx.rows["val"]), views, aug,
+                    _rows_digest(ctx.rows["train"]), _rows_digest(ctx.rows["val"]), _rows_digest(ctx.rows["test"]), views, aug,
                     cfg.seed if views else None])
 
 
@@ -111,7 +112,7 @@ def embed(model: nn.Module, array: np.ndarray, rows: np.ndarray, transform, *, b
     return torch.cat(out)
 
 
-def _embed_all(ctx, model: nn.Module, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed_all(ctx, model: nn.Module, progress: bool) -> dict[str, torch.Tensor]:
     from nextclass.training.defaults import augment_for
 
     cfg = ctx.cfg
@@ -131,16 +132,16 @@ def _embed_all(ctx, model: nn.Module, progress: bool) -> tuple[torch.Tensor, tor
                 tf = train_transform(ctx.pp, augment_for(cfg))
                 views.append(embed(model, ctx.images.array, ctx.rows["train"], tf, seed=cfg.seed + v + 1,
                                    progress=bar, desc=f"embed view {v + 1}/{cfg.tta_views}", **kw))
-            val = embed(model, ctx.images.array, ctx.rows["val"], eval_transform(ctx.pp), progress=bar,
-                        desc="embed val", **kw)
+            out = {split: embed(model, ctx.images.array, ctx.rows[split], eval_transform(ctx.pp), progress=bar,
+                                desc=f"embed {split}", **kw) for split in ("val", "test")}
     finally:
         if cl and not cfg.channels_last:
             model.to(memory_format=torch.contiguous_format)
-    return torch.stack(views), val
+    return {"train": torch.stack(views), **out}
 
 
 def cached_features(ctx, model: nn.Module, progress: bool = True) -> Features:
-    """Features of ``ctx``'s train (with views) and val images, from the cache or embedded now.
+    """Features of ``ctx``'s train (with views), val and test images, from the cache or embedded now.
 
     Example:
         >>> feats = cached_features(ctx, model)  # doctest: +SKIP
@@ -156,22 +157,23 @@ def cached_features(ctx, model: nn.Module, progress: bool = True) -> Features:
     if path.exists():
         try:
             with safe_open(str(path), framework="pt") as f:
-                train, val = f.get_tensor("train"), f.get_tensor("val")
-            log(f"features: cache hit {path.name[:12]} ({tuple(train.shape)} train, {len(val)} val) - no backbone pass")
-            return Features(train, val, key, True, 0.0, path)
+                t = {k: f.get_tensor(k) for k in ("train", "val", "test")}
+            log(f"features: cache hit {path.name[:12]} ({tuple(t['train'].shape)} train, {len(t['val'])} val, "
+                f"{len(t['test'])} test) - no backbone pass")
+            return Features(t["train"], t["val"], t["test"], key, True, 0.0, path)
         except Exception as e:  # a damaged cache file is rebuilt, never trusted
             log(f"[yellow]features: unreadable cache {path} ({type(e).__name__}); recomputing[/]")
     t0 = time.time()
-    train, val = _embed_all(ctx, model, progress)
+    t = _embed_all(ctx, model, progress)
     seconds = time.time() - t0
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{key}.{os.getpid()}.tmp"
     meta = {"model": ctx.cfg.model, "views": str(ctx.cfg.tta_views), "seconds": f"{seconds:.2f}",
             "preprocess": json.dumps(ctx.pp.to_dict())}
-    save_file({"train": train.contiguous(), "val": val.contiguous()}, str(tmp), metadata=meta)
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
-    n = train.shape[0] * train.shape[1] + len(val)
-    mb = (train.numel() * train.element_size() + val.numel() * val.element_size()) / 2**20
+    n = t["train"].shape[0] * t["train"].shape[1] + len(t["val"]) + len(t["test"])
+    mb = sum(v.numel() * v.element_size() for v in t.values()) / 2**20
     log(f"features: embedded {n} images in {seconds:.1f}s ({n / max(seconds, 1e-9):.1f} img/s), "
         f"{mb:.1f} MB cached at {path}")
-    return Features(train, val, key, False, seconds, path)
+    return Features(t["train"], t["val"], t["test"], key, False, seconds, path)

@@ -26,13 +26,25 @@ __all__ = ["finish_run", "score_splits"]
 
 
 def _final_logits(ctx: Context, model: nn.Module, progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Logits and labels of val and (unless ``evaluate_test`` is off) test, for non-empty splits."""
+    """Logits and labels of val and (unless ``evaluate_test`` is off) test, for non-empty splits.
+
+    After a linear probe the backbone never changed: the head runs on the cached features instead of
+    passing every image through the backbone again.
+    """
+    from nextclass.training.probe import head_logits
+
+    cached = ctx.features if ctx.cfg.recipe == "linear-probe" else None
     out = {}
     with progress_bar(progress) as bar:
         for split in ("val", "test"):
             if (split == "test" and not ctx.cfg.evaluate_test) or len(ctx.rows[split]) == 0:
                 continue
-            out[split] = split_logits(ctx, model, split, bar)
+            if cached is not None:
+                out[split] = (head_logits(model, getattr(cached, split), ctx.device), ctx.labels[split])
+            else:
+                out[split] = split_logits(ctx, model, split, bar)
+    if cached is not None:
+        log("final val/test logits from the cached features (the frozen backbone is not run again)")
     return out
 
 

@@ -145,6 +145,7 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     from nextclass.training.features import cached_features
 
     feats = cached_features(ctx, model, progress)
+    ctx.features = feats  # the finish step scores val/test from these too (no second backbone pass)
     model.to(ctx.device)
     undo = freeze_backbone(model, bn=False)  # only head parameters reach the optimiser
     try:
