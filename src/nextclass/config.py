@@ -88,6 +88,10 @@ class TrainConfig(BaseModel):
     name: Optional[str] = Field(None, description="run directory name; None: <model>-<data>[-N]")
     evaluate_test: bool = Field(True, description="evaluate on the test split after training")
     report: bool = Field(True, description="write plots and report.html into the run")
+    target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="abstain below the confidence threshold "
+                                             "chosen on val for this accuracy of the accepted predictions; None: never")
+    neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "
+                                "index (a seeded per-class subsample above it); 0: no index")
     track: Literal["none", "mlflow", "tensorboard"] = "none"
     tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; None: MLflow's own default "
                                         "($MLFLOW_TRACKING_URI, else a sqlite file in the run's parent folder)")

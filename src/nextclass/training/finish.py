@@ -2,8 +2,9 @@
 
 Order: logits of the selected model on val and test → temperature fitted on val only → metrics and
 ``predictions*.csv`` per split (the test split is measured here, once, after model selection) →
-robustness on the last split (part of the report) → ``metrics.json`` → the bundle → label suspects
-into ``audit.json`` → ``report.html``. The bundle is saved before the report, so a report failure
+selective metrics and the abstain threshold (val), the nearest-neighbour index of the training images
+(:mod:`nextclass.training.trust`) → robustness on the last split (part of the report) → ``metrics.json`` →
+the bundle → label suspects into ``audit.json`` → the model card ``README.md`` → ``report.html``. The bundle is saved before the report, so a report failure
 never costs the user the run.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from nextclass.bundle import save_bundle
+from nextclass.card import write_card
 from nextclass.metrics.calibration import calibration_block, fit_temperature
 from nextclass.metrics.classification import classification_metrics, softmax
 from nextclass.metrics.predictions import merge_metrics, predictions_name, summary_line, write_predictions
@@ -20,6 +22,7 @@ from nextclass.metrics.tta import views_from_config
 from nextclass.training.batches import split_logits
 from nextclass.training.context import Context
 from nextclass.training.defaults import arch_kwargs
+from nextclass.training.trust import build_neighbors, selective_results
 from nextclass.utils import log, progress_bar
 
 __all__ = ["finish_run", "score_splits"]
@@ -63,7 +66,7 @@ def score_splits(ctx: Context, logits: dict, temperature: float) -> dict:
     return blocks
 
 
-def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: float) -> None:
+def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: float, trust: dict) -> None:
     cfg = ctx.cfg
     arch = {"name": cfg.model, "kwargs": arch_kwargs(cfg, len(ctx.classes)), "head": cfg.head,
             "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
@@ -72,7 +75,7 @@ def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: floa
     save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=temperature,
                 extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
-                       "tta": {"views": views_from_config(cfg)}})
+                       "tta": {"views": views_from_config(cfg)}, **trust})
     model.to(ctx.device)
 
 
@@ -96,6 +99,8 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     logits = _final_logits(ctx, model, progress)
     temperature = fit_temperature(*logits["val"]) if "val" in logits else 1.0
     blocks = score_splits(ctx, logits, temperature)
+    trust = {"abstain": selective_results(ctx, logits, temperature, blocks),  # threshold on val, AUROCs per split
+             "neighbors": build_neighbors(ctx, model, logits, blocks, progress)}  # <run>/model/neighbors.safetensors
     last = "test" if "test" in blocks else ("val" if "val" in blocks else None)
     if ctx.cfg.report and last is not None:  # robustness is part of the report: skipped with --no-report (tune trials)
         from nextclass.metrics.robustness import model_logits_fn, robustness
@@ -104,8 +109,9 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
                                                 ctx.pp, rows=ctx.rows[last], split=last, seed=ctx.cfg.seed)
     blocks["skipped"] = len(ctx.images.errors)
     metrics = merge_metrics(ctx.run_dir / "metrics.json", blocks)
-    _save_bundle(ctx, model, blocks, temperature)
+    _save_bundle(ctx, model, blocks, temperature, trust)
     attach_label_suspects(ctx.run_dir)  # confident-learning label suspects -> audit.json (never raises)
+    write_card(ctx.run_dir)  # <run>/model/README.md, the model card (after audit.json: it quotes the findings)
     if ctx.cfg.report:
         _render_report(ctx, model)
     return metrics

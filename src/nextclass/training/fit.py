@@ -15,16 +15,16 @@ from pathlib import Path
 
 from torch import nn
 
-from nextclass.config import TrainConfig, save_config
-from nextclass.dist import broadcast_object, finish_training, is_main
+from nextclass.config import TrainConfig
+from nextclass.dist import broadcast_object, finish_training
 from nextclass.engine.checkpoint import load_checkpoint
 from nextclass.training.context import Context
 from nextclass.training.defaults import PLANNED_RECIPES
 from nextclass.training.finish import finish_run
-from nextclass.training.plan import plan_run
+from nextclass.training.plan import plan_run, save_plan
 from nextclass.training.recipes import run_recipe
 from nextclass.training.setup import prepare
-from nextclass.utils import atomic_write_json, log
+from nextclass.utils import log
 
 __all__ = ["fit"]
 
@@ -74,12 +74,10 @@ def _apply_budget(ctx: Context, started: float) -> None:
         return
     plan = plan_run(ctx, started, cfg.max_minutes, max_epochs=cfg.epochs)
     plan = broadcast_object(plan)  # DDP: every rank trains rank 0's plan
-    ctx.cfg = cfg.model_copy(update={"epochs": plan.epochs})
+    ctx.plan, ctx.started = plan, started
     ctx.train_seconds = plan.train_end_s - plan.spent_s
-    if is_main():
-        save_config(ctx.cfg, ctx.run_dir / "config.yaml")  # the resolved config says how many epochs ran
-        atomic_write_json(path, plan.to_dict())
-        log(f"[bold]plan[/] {plan.describe()}")
+    save_plan(ctx, plan)
+    log(f"[bold]plan[/] {plan.describe()}")
 
 
 def _train_and_finish(ctx: Context, state: dict, progress: bool) -> nn.Module | None:

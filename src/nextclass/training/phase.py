@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nextclass.config import TrainConfig
-from nextclass.dist import is_main, rank, world_size, wrap_ddp
+from nextclass.dist import broadcast_object, is_main, rank, world_size, wrap_ddp
 from nextclass.engine.budget import Budget
 from nextclass.engine.checkpoint import load_checkpoint, save_checkpoint
 from nextclass.engine.loop import EpochResult, StepParts, loss_and_acc, reduce_epoch, train_one_epoch
@@ -27,6 +27,7 @@ from nextclass.engine.optim import Schedule, build_optimizer, param_groups
 from nextclass.training.batches import split_logits, train_batches
 from nextclass.training.context import Context
 from nextclass.training.history import epoch_row, read_history, write_history
+from nextclass.training.plan import replan, save_plan
 from nextclass.utils import log, progress_bar
 
 __all__ = ["Phase", "TrainPhase", "build_parts", "make_criterion", "make_schedule", "is_better"]
@@ -146,17 +147,31 @@ class TrainPhase:
         hist_path = self.ctx.run_dir / "history.csv"
         self.history = [r for r in read_history(hist_path) if int(r["epoch"]) <= start]
         self.t0 = time.time() - float(self.state.get("elapsed", 0.0))
+        epoch, t_start = start, time.time()
         with progress_bar(progress and is_main()) as bar:
-            for epoch in range(start, self.phase.epoch_offset + self.phase.epochs):
-                if self.state.get("stopped"):
-                    break
+            while epoch < self.phase.epoch_offset + self.phase.epochs and not self.state.get("stopped"):
                 res, val = self._epoch(epoch, bar)
                 self._record(epoch, res, val)
                 if is_main():
                     write_history(hist_path, self.history)
+                if self.ctx.plan is not None:
+                    self._replan(epoch + 1 - self.phase.epoch_offset, (time.time() - t_start) / (epoch + 1 - start))
                 for callback in self.ctx.callbacks:  # tracking, Optuna pruning (may raise to stop the run)
                     callback(self.history[-1], self.state)
+                epoch += 1
         return self.forward_model
+
+    def _replan(self, done: int, epoch_s: float) -> None:
+        """--max-minutes: correct the planned epochs with the measured time per epoch (see training.plan.replan)."""
+        plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started))
+        self.ctx.plan = plan
+        if plan.epochs == self.phase.epochs:
+            return
+        self.phase.epochs = plan.epochs
+        self.parts.schedule.total = max(1, plan.epochs * self.steps)  # still in warm-up: the cosine is unchanged
+        save_plan(self.ctx, plan)
+        self.cfg = self.ctx.cfg
+        log(f"[bold]plan[/] re-planned: {plan.replanned}")
 
     def _epoch(self, epoch: int, bar) -> tuple[EpochResult, tuple[float, float]]:
         """Train one epoch, then evaluate on val: (train result, (val loss, val accuracy))."""

@@ -13,6 +13,8 @@ loop (at the planned end of training), so a slower-than-measured machine still f
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -22,12 +24,16 @@ import torch.nn.functional as F
 
 from nextclass.data.batch_aug import BatchEval
 from nextclass.data.loader import BatchLoader
+from nextclass.config import save_config
+from nextclass.dist import is_main, world_size
+from nextclass.engine.checkpoint import save_checkpoint
 from nextclass.engine.loop import StepParts, predict_logits, train_one_epoch
 from nextclass.engine.optim import Schedule, build_optimizer, param_groups
 from nextclass.training.batches import train_batches
 from nextclass.training.context import Context
+from nextclass.utils import atomic_write_json
 
-__all__ = ["Plan", "plan_run", "measure_rates", "FINISH_OVERHEAD_S", "ROBUSTNESS_S"]
+__all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "FINISH_OVERHEAD_S", "ROBUSTNESS_S"]
 
 FINISH_OVERHEAD_S = 15.0  # bundle + report rendering (plots, Grad-CAM, speed figure): measured 3-12 s on 2 cores
 ROBUSTNESS_S = 20.0  # the robustness pass is capped at ~20 s (metrics.robustness time_budget_s)
@@ -42,10 +48,12 @@ class Plan:
     spent_s: float  # before training: decode, audit, model build, this measurement
     train_images_per_s: float
     eval_images_per_s: float
-    epoch_s: float  # one training epoch plus its validation pass
+    epoch_s: float  # one training epoch plus its validation pass and checkpoints
     reserve_s: float  # the finish step: final evaluation, robustness, bundle, report
     epochs: int
     train_end_s: float  # seconds after the job started at which training must stop
+    max_epochs: int | None = None  # the user's --epochs, a cap on the plan
+    replanned: str | None = None  # set when the first real epoch corrected the estimate
 
     def describe(self) -> str:
         return (f"budget {self.budget_s / 60:g} min: {self.epochs} epochs at {self.train_images_per_s:,.0f} img/s "
@@ -61,22 +69,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_rate(ctx: Context, steps: int, warmup: int) -> float:
-    """img/s of the real training step (loader, augmentation, forward, backward, optimiser) on a model copy."""
+def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
+    """img/s of the real training step (loader, augmentation, forward, backward, optimiser) on a model copy,
+    and the seconds an epoch's two checkpoints (last, best) take to write."""
     cfg = ctx.cfg
     model = copy.deepcopy(ctx.model).to(ctx.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
     parts = StepParts(model, opt, lambda o, y: F.cross_entropy(o, y), Schedule("none", 1), ctx.runtime)
-    loader, tf = train_batches(ctx, epoch=0)
-    batches = iter(loader)
-    take = [next(batches) for _ in range(min(len(loader), warmup + steps))]
+    take, epoch = [], 0
+    while len(take) < warmup + steps:  # a small training set: several (cheap) passes of its loader
+        loader, tf = train_batches(ctx, epoch=epoch)
+        take += list(itertools.islice(iter(loader), warmup + steps - len(take)))
+        epoch += 1
     train_one_epoch(parts, take[:warmup], step0=0, batch_transform=tf)
     _sync(ctx.device)
     res = train_one_epoch(parts, take[warmup:], step0=0, batch_transform=tf)
     _sync(ctx.device)
-    return res.images / max(res.seconds, 1e-9)
+    tmp = ctx.run_dir / "checkpoints" / ".plan-timing.safetensors"
+    t = time.perf_counter()
+    save_checkpoint(tmp, model, opt, {})
+    save_checkpoint(tmp, model, None, {})
+    ckpt_s = time.perf_counter() - t
+    tmp.unlink(missing_ok=True)
+    return res.images / max(res.seconds, 1e-9), ckpt_s
 
 
 def _eval_rate(ctx: Context, batches: int = 4) -> float:
@@ -93,11 +110,12 @@ def _eval_rate(ctx: Context, batches: int = 4) -> float:
     return len(lg) / max(time.perf_counter() - t, 1e-9)
 
 
-def measure_rates(ctx: Context, steps: int = 8, warmup: int = 2) -> tuple[float, float]:
-    """(training img/s, evaluation img/s) on this machine for this run."""
+def measure_rates(ctx: Context, steps: int = 8, warmup: int = 2) -> tuple[float, float, float]:
+    """(training img/s, evaluation img/s, checkpoint seconds per epoch) on this machine for this run."""
     rng = torch.get_rng_state()
     try:
-        return _train_rate(ctx, steps, warmup), _eval_rate(ctx)
+        train, ckpt = _train_rate(ctx, steps, warmup)
+        return train, _eval_rate(ctx), ckpt
     finally:
         torch.set_rng_state(rng)  # measuring must not change what the run draws afterwards
 
@@ -113,10 +131,11 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
         >>> plan.describe()                                # doctest: +SKIP
         'budget 10 min: 19 epochs at 2,700 img/s (...)'
     """
-    train_rate, eval_rate = measure_rates(ctx)
+    train_rate, eval_rate, ckpt_s = measure_rates(ctx)
     n = {s: len(r) for s, r in ctx.rows.items()}
-    per_rank = math.ceil(n["train"] / max(1, ctx.cfg.batch_size)) * ctx.cfg.batch_size
-    epoch_s = per_rank / train_rate + n["val"] / eval_rate
+    per_rank, bs = math.ceil(n["train"] / world_size()), ctx.cfg.batch_size
+    images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
+    epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
     finish_eval = (n["val"] + (n["test"] if ctx.cfg.evaluate_test else 0)) / eval_rate
     reserve = finish_eval + (ROBUSTNESS_S + FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
     budget = 60.0 * minutes
@@ -131,4 +150,34 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
                          f"a smaller --img-size or a smaller model")
     if max_epochs is not None:
         epochs = min(epochs, max_epochs)
-    return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end)
+    return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs)
+
+
+def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float) -> Plan:
+    """Correct the planned epochs with the measured wall time per epoch (every per-epoch cost included).
+
+    Called after each epoch with ``done`` epochs finished. After the first one the plan may grow or
+    shrink: with the default one-epoch warm-up the cosine part of the schedule has not started, so the
+    learning-rate curve is the one a perfect first estimate would have given. Later it only shrinks
+    when the remaining epochs would not fit, so the schedule still *completes* inside the budget (the
+    rest of its cosine is compressed) instead of being cut off by the hard stop.
+    """
+    left = max(0, int((plan.train_end_s - elapsed_s) // max(epoch_s, 1e-9)))
+    epochs = done + left
+    if done > 1:
+        epochs = min(epochs, plan.epochs)
+    if plan.max_epochs is not None:
+        epochs = min(epochs, plan.max_epochs)
+    epochs = max(epochs, done)
+    if epochs == plan.epochs:
+        return plan
+    note = f"after epoch {done} ({epoch_s:.1f} s per epoch, estimated {plan.epoch_s:.1f} s): {epochs} epochs"
+    return dataclasses.replace(plan, epochs=epochs, replanned=note)
+
+
+def save_plan(ctx: Context, plan: Plan) -> None:
+    """Record the plan: ``plan.json`` and the planned epochs in ``config.yaml`` (it says what ran)."""
+    ctx.cfg = ctx.cfg.model_copy(update={"epochs": plan.epochs})
+    if is_main():
+        save_config(ctx.cfg, ctx.run_dir / "config.yaml")
+        atomic_write_json(ctx.run_dir / "plan.json", plan.to_dict())

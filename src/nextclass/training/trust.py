@@ -1,0 +1,90 @@
+"""Trust at the end of a run: when to abstain, and which training images a prediction resembles.
+
+Called by :func:`nextclass.training.finish.finish_run` after the metrics of each split:
+
+* :func:`selective_results`: the abstain threshold chosen on *val* (only with ``target_accuracy``), and per
+  split the AUROC of telling right from wrong predictions per score plus the risk-coverage curve
+  (``metrics.json`` → ``<split>.selective``);
+* :func:`build_neighbors`: the bundle's nearest-neighbour index of the training images
+  (:mod:`nextclass.neighbors`), the kNN classifier's accuracy on the last split beside the head's, and the
+  nearest training images of its wrong predictions for the report (``<split>.neighbors``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from nextclass.data.batch_aug import BatchEval
+from nextclass.data.loader import BatchLoader
+from nextclass.engine.loop import predict_logits
+from nextclass.metrics.selective import abstain_entry, selective_block
+from nextclass.neighbors import INDEX_FILE, THUMB, Embedder, NeighborIndex, save_index, subsample, thumbnails
+from nextclass.training.context import Context
+from nextclass.utils import log, progress_bar
+
+__all__ = ["selective_results", "build_neighbors", "KNN_K", "WRONG_SHOWN"]
+
+KNN_K = 5  # voters of the kNN second opinion
+WRONG_SHOWN = 12  # wrong predictions whose neighbours the report shows
+
+
+def selective_results(ctx: Context, logits: dict, temperature: float, blocks: dict) -> dict | None:
+    """Add ``selective`` to each split's block; return the bundle's ``abstain`` entry (None without val)."""
+    abstain = abstain_entry(*logits["val"], temperature, ctx.cfg.target_accuracy) if "val" in logits else None
+    for split, (lg, y) in logits.items():
+        blocks[split]["selective"] = selective_block(lg, y, temperature, abstain)
+    if abstain and abstain["threshold"] is not None:
+        log(f"abstain below {abstain['score']} {abstain['threshold']:.4f}: val coverage {abstain['val_coverage']:.1%} "
+            f"for target accuracy {ctx.cfg.target_accuracy:.1%}")
+    return abstain
+
+
+def _embed(ctx: Context, model: nn.Module, rows: np.ndarray, labels: np.ndarray, bar, desc: str) -> np.ndarray:
+    loader = BatchLoader(ctx.images.array, rows, labels, max(ctx.cfg.batch_size, 64), train=False,
+                         pin_memory=ctx.device.type == "cuda")
+    emb, _ = predict_logits(Embedder(model), loader, ctx.runtime, batch_transform=BatchEval(ctx.pp), progress=bar,
+                            desc=desc)
+    return emb
+
+
+def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split: str, logits, bar) -> dict:
+    """kNN accuracy on ``split`` beside the head's, and the neighbours of the head's wrong predictions."""
+    lg, y = logits
+    emb = _embed(ctx, model, ctx.rows[split], ctx.labels[split], bar, f"{split} embeddings")
+    knn = index.knn_predict(emb, KNN_K)
+    pred = lg.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y)[:WRONG_SHOWN]
+    dist, pos = index.search(emb[wrong], KNN_K) if len(wrong) else (np.zeros((0, 0)), np.zeros((0, 0), int))
+    shown = [{"path": ctx.source.samples[ctx.rows[split][i]].path, "true": ctx.classes[int(y[i])],
+              "predicted": ctx.classes[int(pred[i])],
+              "neighbors": [[int(p), round(float(d), 6)] for p, d in zip(prow, drow)]}
+             for i, prow, drow in zip(wrong, pos, dist)]
+    return {"k": KNN_K, "knn_accuracy": float((knn == y).mean()), "head_accuracy": float((pred == y).mean()),
+            "wrong": shown, "wrong_total": int((pred != y).sum())}
+
+
+def build_neighbors(ctx: Context, model: nn.Module, logits: dict, blocks: dict, progress: bool = True) -> dict | None:
+    """Write ``<run>/model/neighbors.safetensors``; return the bundle's ``neighbors`` entry (None: no index)."""
+    cap, train_rows = ctx.cfg.neighbor_index, ctx.rows["train"]
+    if cap == 0 or len(train_rows) == 0:
+        return None
+    keep = subsample(ctx.labels["train"], cap, ctx.cfg.seed)
+    rows, labels = train_rows[keep], ctx.labels["train"][keep]
+    folder = ctx.run_dir / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    with progress_bar(progress) as bar:
+        emb = _embed(ctx, model, rows, labels, bar, "train embeddings")
+        size = save_index(folder, emb, labels, [ctx.source.samples[r].path for r in rows], thumbnails(ctx.images.array[rows]))
+        info = {"file": INDEX_FILE, "n": int(len(rows)), "of": int(len(train_rows)), "dim": int(emb.shape[1]),
+                "bytes": int(size), "thumbnail": THUMB, "seed": ctx.cfg.seed}
+        last = "test" if "test" in logits else ("val" if "val" in logits else None)
+        if last is not None:
+            index = NeighborIndex(emb.astype(np.float16), labels, [], np.zeros((0,)))
+            blocks[last]["neighbors"] = {**_second_opinion(ctx, model, index, last, logits[last], bar),
+                                         "index_n": info["n"], "index_bytes": info["bytes"]}
+            info[f"knn_{last}_accuracy"] = blocks[last]["neighbors"]["knn_accuracy"]
+    log(f"neighbour index: {info['n']} training images, {size / 2 ** 20:.2f} MB"
+        + (f"; kNN {last} accuracy {info[f'knn_{last}_accuracy']:.1%} (head {blocks[last]['neighbors']['head_accuracy']:.1%})"
+           if last else ""))
+    return info

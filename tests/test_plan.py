@@ -1,0 +1,70 @@
+"""--max-minutes: the planner measures the machine, plans epochs so the schedule completes inside the
+budget, refuses a budget that cannot fit one epoch, and a budgeted run resumes to the planned end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import nextclass
+from conftest import make_folder
+
+
+def _history(run: Path) -> list[dict]:
+    with open(run / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("plan") / "data", n=20, size=16)
+
+
+def test_budget_too_small_fails_before_training(data, tmp_path):
+    with pytest.raises(ValueError, match=r"max_minutes: a budget of 0.05 min cannot fit one epoch.*give at least"):
+        nextclass.train(data=str(data), max_minutes=0.05, output=str(tmp_path), name="small", progress=False)
+    assert not (tmp_path / "small" / "history.csv").exists()  # nothing trained
+
+
+@pytest.mark.slow
+def test_budget_plans_epochs_and_the_whole_job_fits(data, tmp_path):
+    budget_min = 0.5
+    t0 = time.time()
+    run = Path(nextclass.train(data=str(data), max_minutes=budget_min, report=False, output=str(tmp_path),
+                               name="fit", progress=False, lr=3e-3))
+    wall = time.time() - t0
+    plan = json.loads((run / "plan.json").read_text())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    hist = _history(run)
+    assert plan["epochs"] >= 2 and cfg["epochs"] == plan["epochs"] == len(hist)  # the plan ran to its end
+    assert plan["budget_s"] == 60 * budget_min and plan["reserve_s"] > 0 and plan["train_images_per_s"] > 0
+    assert wall <= 60 * budget_min * 1.05, f"overran the budget: {wall:.1f} s"
+    # the learning-rate schedule completed: the last epoch ran at the cosine floor
+    assert float(hist[-1]["lr"]) <= 3e-3 * (cfg["min_lr_ratio"] + 0.05)
+    assert json.loads((run / "metrics.json").read_text())["test"]["n"] > 0  # evaluation fitted in too
+
+
+def test_epochs_cap_the_plan_and_a_budgeted_run_resumes(data, tmp_path):
+    def stop_after_two(row, state):
+        if int(row["epoch"]) == 2:
+            raise KeyboardInterrupt  # as a user's Ctrl-C after the epoch's checkpoint
+
+    from nextclass.config import make_config
+    from nextclass.training.fit import fit
+
+    cfg = make_config(data=str(data), max_minutes=5, epochs=4, report=False, output=str(tmp_path), name="cap", lr=3e-3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, progress=False, callbacks=(stop_after_two,))
+    run = tmp_path / "cap"
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["epochs"] == 4  # 5 minutes fit far more: --epochs caps the plan
+    assert [r["epoch"] for r in _history(run)] == ["1", "2"]
+    nextclass.train(resume=str(run), progress=False)
+    assert [r["epoch"] for r in _history(run)] == ["1", "2", "3", "4"]
+    assert json.loads((run / "plan.json").read_text()) == plan  # resume keeps the plan, does not re-plan
+    assert (run / "model" / "model.safetensors").exists()
