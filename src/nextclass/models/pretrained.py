@@ -78,13 +78,13 @@ def _read_spec(spec: str, name: str) -> dict[str, torch.Tensor]:
     return read_state_dict(p)
 
 
-def _match(k: str, v: torch.Tensor, own: dict, head: tuple, first_conv: str | None, what: str, name: str):
+def _match(k: str, v: torch.Tensor, own: dict, head: tuple, first_conv: str | None, what: str):
     """The tensor to load for key ``k`` (the first conv adapted to the input channels), or None for a head
     tensor that does not fit; raises for any other mismatch."""
     if k not in own:
         if k.startswith(head):
             return None
-        raise ModelError(f"{what} {tuple(v.shape)} does not exist in {name}")
+        raise ModelError(f"{what} {tuple(v.shape)} does not exist in the model")
     if own[k].shape == v.shape:
         return v
     if k.startswith(head):
@@ -93,7 +93,7 @@ def _match(k: str, v: torch.Tensor, own: dict, head: tuple, first_conv: str | No
         from timm.models import adapt_input_conv
 
         return adapt_input_conv(own[k].shape[1], v)
-    raise ModelError(f"{what} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in {name}")
+    raise ModelError(f"{what} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} in the model")
 
 
 def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
@@ -120,7 +120,7 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
     first_conv = (getattr(model, "pretrained_cfg", {}) or {}).get("first_conv")
     loaded, skipped_head = {}, []
     for k, v in sd.items():
-        v = _match(k, v, own, head, first_conv, f"{spec}: layer {k!r}", name)
+        v = _match(k, v, own, head, first_conv, f"{spec}: layer {k!r} of {name}")
         if v is None:
             skipped_head.append(k)
         else:
