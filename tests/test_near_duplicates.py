@@ -65,12 +65,12 @@ def test_same_picture_scores_copies_pass_and_look_alikes_do_not():
 
 
 def test_groups_do_not_chain():
-    from nextclass.data.audit import _centres
+    from nextclass.data.groups import centre_groups
 
     # a chain 0-1-2-3-4-5 and a star around 7: the chain is cut, the star stays one group
     i = np.array([0, 1, 2, 3, 4, 7, 7, 7])
     j = np.array([1, 2, 3, 4, 5, 8, 9, 10])
-    c = _centres(11, i, j, np.zeros(11, int))
+    c = centre_groups(11, i, j, np.zeros(11, int))
     groups = {}
     for node, centre in enumerate(c.tolist()):
         groups.setdefault(centre, set()).add(node)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
+from .groups import centre_groups
 from .hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
 from .label_suspects import attach_label_suspects, label_suspects
 from .same_picture import PICTURE_TOLERANCE, same_picture_scores
@@ -77,30 +78,6 @@ def _assign(source: DataSource, splits, seed: int) -> dict:
     carved = sorted(set(_RANK) - given)
     note = "splits as given" + (f"; {' and '.join(carved)} carved from train as a run does (seed {seed})" if carved else "")
     return {"mode": "given", "carved": carved, "seed": seed, "note": note}
-
-
-def _centres(n: int, i: np.ndarray, j: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Group id (its centre) per node, without chaining: the node with the most links not yet taken
-    becomes a centre (ties: lower ``rank``, then position) and takes its untaken neighbours, so every
-    member of a group is linked to its centre (connected components would join A-B-C-...-Z)."""
-    deg = np.bincount(np.concatenate([i, j]), minlength=n)
-    src, dst = np.concatenate([i, j]), np.concatenate([j, i])
-    by = np.argsort(src, kind="stable")
-    src, dst = src[by], dst[by]
-    start = np.searchsorted(src, np.arange(n + 1))
-    centre = np.arange(n)
-    taken = np.zeros(n, bool)
-    for v in np.lexsort((np.arange(n), rank, -deg)):
-        if deg[v] == 0:
-            break  # sorted by degree: the rest are alone
-        if taken[v]:
-            continue
-        nb = dst[start[v]:start[v + 1]]
-        nb = nb[~taken[nb]]
-        taken[v] = True
-        taken[nb] = True
-        centre[nb] = v
-    return centre
 
 
 def _image_stats(fp: Fingerprints) -> dict:
@@ -165,11 +142,12 @@ def _split_links(split, group, ng, gi, gj) -> tuple[dict, dict]:
 
 
 def _clusters(source: DataSource, okidx, split, label, group, ng, gi, gj, gd) -> list[dict]:
-    """Duplicate groups (an image and its exact and near copies, see :func:`_centres`), label
+    """Duplicate groups (an image and its exact and near copies, see
+    :func:`~nextclass.data.groups.centre_groups`), label
     conflicts and leaks first."""
     grank = np.full(ng, 3, np.int64)
     np.minimum.at(grank, group, split)  # train-first centres among equally linked ones
-    comp = _centres(ng, gi, gj, grank)
+    comp = centre_groups(ng, gi, gj, grank)
     ccomp = comp[group]  # cluster id per readable image
     csize = np.bincount(ccomp, minlength=ng)
     dmax = np.zeros(len(csize), np.int64)
