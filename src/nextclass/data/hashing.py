@@ -9,9 +9,10 @@ Three fingerprints per image, computed in one pass over the files:
   Lanczos, 2-D DCT, the 8x8 lowest frequencies compared with their median). Files go through
   ``imagehash.phash``'s exact preprocessing; in-memory arrays (built-ins, the decoded-image cache)
   go through :func:`phash_batch`, the same algorithm batched in numpy.
-* ``thumb``: the 16x16 luma thumbnail (2x2 means of the 32x32 one), used to *verify* a candidate
-  pair: on small, similar-looking images (Fashion-MNIST) the hash alone calls thousands of different
-  garments "near duplicates".
+* ``gray``: the 32x32 luma image itself (uint8, 1 KiB per image), kept for the pixel check of
+  :mod:`nextclass.data.same_picture`, which decides whether a candidate pair is the same picture;
+* ``thumb``: the 16x16 luma thumbnail (2x2 means of ``gray``), a cheap filter on candidate pairs:
+  on small, similar-looking images (Fashion-MNIST) the hash alone calls millions of pairs near.
 
 :func:`near_pairs` finds every pair within ``threshold`` bits by multi-index hashing (Norouzi et al.,
 "Fast search in Hamming space with multi-index hashing", CVPR 2012): the hash is cut into 4 bands of
@@ -47,6 +48,7 @@ class Fingerprints:
     exact: np.ndarray  # (N,) bytes16 ('S16')
     phash: np.ndarray  # (N,) uint64
     thumb: np.ndarray  # (N, 256) uint8
+    gray: np.ndarray  # (N, 32, 32) uint8: the luma image the hash and thumbnail come from
     width: np.ndarray  # (N,) int32, 0 if unknown
     height: np.ndarray  # (N,) int32
     mode: list[str]
@@ -60,7 +62,8 @@ def save_fingerprints(path: str | os.PathLike, fp: Fingerprints) -> None:
 
     path = str(path)
     tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, ok=fp.ok, exact=fp.exact, phash=fp.phash, thumb=fp.thumb, width=fp.width, height=fp.height,
+    np.savez(tmp, ok=fp.ok, exact=fp.exact, phash=fp.phash, thumb=fp.thumb, gray=fp.gray, width=fp.width,
+             height=fp.height,
              mode=np.array(fp.mode, dtype=str), fmt=np.array(fp.fmt, dtype=str),
              errors=np.array(json.dumps({str(k): v for k, v in fp.errors.items()})))
     os.replace(tmp, path)
@@ -71,7 +74,7 @@ def load_fingerprints(path: str | os.PathLike) -> Fingerprints:
     import json
 
     with np.load(path, allow_pickle=False) as z:
-        return Fingerprints(z["ok"], z["exact"], z["phash"], z["thumb"], z["width"], z["height"],
+        return Fingerprints(z["ok"], z["exact"], z["phash"], z["thumb"], z["gray"], z["width"], z["height"],
                             z["mode"].tolist(), z["fmt"].tolist(),
                             {int(k): v for k, v in json.loads(str(z["errors"])).items()})
 
@@ -108,7 +111,7 @@ def phash_batch(gray32: np.ndarray) -> np.ndarray:
 
 
 def _thumb16(gray32: np.ndarray) -> np.ndarray:
-    g = gray32.reshape(-1, 16, 2, 16, 2).mean(axis=(2, 4))
+    g = gray32.astype(np.float32).reshape(-1, 16, 2, 16, 2).mean(axis=(2, 4))
     return np.clip(np.rint(g), 0, 255).astype(np.uint8).reshape(len(gray32), 256)
 
 
@@ -147,7 +150,7 @@ def gray32_batch(images: np.ndarray, rows: np.ndarray | None = None, chunk_bytes
 
 
 def hash_one_file(path: str) -> tuple:
-    """Read one file once -> (exact, phash, thumb, width, height, mode, format, error)."""
+    """Read one file once -> (exact, phash, 32x32 luma bytes, width, height, mode, format, error)."""
     from PIL import Image
 
     from nextclass.data.decode import DecodeError, open_image
@@ -170,13 +173,13 @@ def hash_one_file(path: str) -> tuple:
     except Exception as e:  # one bad file never stops the pass
         return None, 0, None, 0, 0, mode, fmt, f"cannot decode: {type(e).__name__}: {e}"
     g = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32)[None]
-    return (exact_hash(np.asarray(img)), int(phash_batch(g)[0]), _thumb16(g)[0].tobytes(),
+    return (exact_hash(np.asarray(img)), int(phash_batch(g)[0]), g.astype(np.uint8)[0].tobytes(),
             img.width, img.height, mode, fmt, None)
 
 
 def _empty(n: int) -> Fingerprints:
     return Fingerprints(np.zeros(n, bool), np.zeros(n, "S16"), np.zeros(n, np.uint64), np.zeros((n, 256), np.uint8),
-                        np.zeros(n, np.int32), np.zeros(n, np.int32), [""] * n, [""] * n, {})
+                        np.zeros((n, 32, 32), np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32), [""] * n, [""] * n, {})
 
 
 def hash_files(paths: list[str], *, workers: int | None = None,
@@ -197,7 +200,8 @@ def hash_files(paths: list[str], *, workers: int | None = None,
                 fp.errors[i] = err
             else:
                 fp.ok[i], fp.exact[i], fp.phash[i] = True, ex_h, ph
-                fp.thumb[i] = np.frombuffer(th, np.uint8)
+                fp.gray[i] = np.frombuffer(th, np.uint8).reshape(32, 32)
+                fp.thumb[i] = _thumb16(fp.gray[i][None])[0]
                 fp.width[i], fp.height[i] = w, h
             if advance is not None:
                 advance(1)
@@ -225,7 +229,8 @@ def hash_arrays(images: np.ndarray, rows: np.ndarray | None = None, *, fmt: str 
         fp.exact[s:s + len(part)] = [exact_hash(x) for x in block]
         g = gray32_batch(block)
         fp.phash[s:s + len(part)] = phash_batch(g)
-        fp.thumb[s:s + len(part)] = _thumb16(g)
+        fp.gray[s:s + len(part)] = np.rint(g).astype(np.uint8)  # gray32_batch clips to 0..255
+        fp.thumb[s:s + len(part)] = _thumb16(fp.gray[s:s + len(part)])
         if advance is not None:
             advance(len(part))
     return fp

@@ -7,7 +7,9 @@ Layouts recognised for a folder ``root``:
 
 A CSV manifest has a header ``path,label`` and optionally ``split``; relative paths are
 resolved against the CSV's folder. Built-ins are ``digits`` and ``fashion-mnist`` (see
-:mod:`nextclass.data.builtin`). Class names are sorted naturally (``2`` before ``10``).
+:mod:`nextclass.data.builtin`). ``hf:DIR`` (a ``save_to_disk`` folder or parquet files) and
+``hf:OWNER/NAME[:CONFIG]`` read Hugging Face datasets (see :mod:`nextclass.data.hf`). Class names
+are sorted naturally (``2`` before ``10``), except a ``ClassLabel``'s names, which keep their order.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ def load_source(spec: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
     """Resolve a data spec to a :class:`DataSource`.
 
     Args:
-        spec: a folder, a ``.csv`` manifest, ``digits``, or ``fashion-mnist[:DIR]``.
-        cache_dir: where built-ins are materialised (default: the user cache).
+        spec: a folder, a ``.csv`` manifest, ``digits``, ``fashion-mnist[:DIR]``, ``hf:DIR`` or
+            ``hf:OWNER/NAME[:CONFIG]``.
+        cache_dir: where built-ins and Hugging Face images are materialised (default: the user cache).
         download: allow ``fashion-mnist`` to be downloaded when its files are absent.
 
     Example:
@@ -37,14 +40,18 @@ def load_source(spec: str | os.PathLike, *, cache_dir: str | os.PathLike | None 
         ['0', '1', '2']
     """
     s = str(spec)
+    if s.lower().startswith("hf:") and not Path(s).exists():
+        from nextclass.data.hf import from_hf  # imports `datasets` only when asked for
+
+        return from_hf(s, cache_dir=cache_dir, download=download)
     name = s.split(":", 1)[0].lower()
     if name in builtin.BUILTINS and not Path(s).exists():
         arg = s.split(":", 1)[1] if ":" in s else None
         return builtin.BUILTINS[name](arg, cache_dir=cache_dir, download=download)
     p = Path(s).expanduser()
     if not p.exists():
-        raise DataError(f"{s}: no such folder or file; give a folder, a .csv manifest, or one of "
-                        f"{', '.join(sorted(builtin.BUILTINS))}")
+        raise DataError(f"{s}: no such folder or file; give a folder, a .csv manifest, hf:DIR, hf:OWNER/NAME, or "
+                        f"one of {', '.join(sorted(builtin.BUILTINS))}")
     if p.is_file():
         if p.suffix.lower() != ".csv":
             raise DataError(f"{s}: a data file must be a .csv manifest (path,label[,split])")

@@ -1,0 +1,200 @@
+"""Label issues: which given labels are probably wrong, from out-of-sample predicted probabilities.
+
+The pure part of issue 16's label audit (no model, no files but the CSV): :func:`cross_val_probs`
+turns cached embeddings into out-of-sample probabilities with k-fold cross-validated logistic
+regression heads (the backbone ran once; each head trains in well under a second), and
+:func:`find_label_issues` hands them to cleanlab's confident learning (Northcutt, Jiang & Chuang,
+"Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021). cleanlab estimates, per
+class, how sure the model is on images of that class, and flags an image when the model is as sure
+of another class as it typically is of that class's own images (``prune_by_noise_rate``: the number
+flagged per pair of classes follows the estimated noise, not a fixed count).
+
+One guard of our own: a flag needs the model to *prefer* the suggested class, probability >= 0.5
+(``min_suggested_probability``). cleanlab cannot tell a model's errors from label errors, so on
+features with no signal (near-uniform probabilities) it flags about half the images; with the guard
+such a model flags none, and a model that is right 94 % of the time is unaffected (measured on
+synthetic blobs with 5 % flipped labels; see tests/test_label_issues.py).
+
+Nothing here is wired into training or the CLI yet: ``nextclass audit --labels`` will call
+:func:`cross_val_probs` on a run's cached features, then :func:`find_label_issues` and
+:func:`write_label_issues_csv`. :mod:`nextclass.data.label_suspects` (a run's val/test predictions)
+stays until then.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from nextclass.utils import atomic_write_text, log
+
+__all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "write_label_issues_csv"]
+
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
+
+
+@dataclass(frozen=True)
+class LabelIssue:
+    """One suspected wrong label: ``position`` indexes the inputs; ``score`` is the model's
+    probability of the given label (lower: more likely wrong); ``rank`` 1 is the most suspicious."""
+
+    position: int
+    given: int
+    suggested: int
+    score: float
+    rank: int
+
+
+def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probs must be (N, K) with K >= 2 classes, got shape {probs.shape}")
+    if labels.shape != (len(probs),):
+        raise ValueError(f"labels must be ({len(probs)},) to match probs, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise ValueError(f"labels must be class indices 0..{probs.shape[1] - 1}, got values "
+                         f"{sorted(set(np.unique(labels).tolist()))[:10]}")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or (probs < 0).any():
+        raise ValueError("each row of probs must be a probability distribution (>= 0, summing to 1)")
+    return probs, labels.astype(np.int64)
+
+
+def find_label_issues(probs, labels, *, filter_by: str = "prune_by_noise_rate",
+                      min_suggested_probability: float = 0.5) -> list[LabelIssue]:
+    """Suspected label errors, most suspicious first.
+
+    Args:
+        probs: (N, K) *out-of-sample* predicted probabilities (a model never trained on row i
+            predicted row i: :func:`cross_val_probs`, or a run's val/test predictions).
+        labels: (N,) given class indices.
+        filter_by: cleanlab's rule, one of ``prune_by_noise_rate`` (default), ``prune_by_class``,
+            ``both``, ``confident_learning``.
+        min_suggested_probability: a flag also needs the model's probability of the suggested class
+            to reach this (0 keeps every cleanlab flag).
+
+    Returns:
+        :class:`LabelIssue` per flagged image, ranked by the probability of its given label
+        (lowest first). ``suggested`` is the most probable class other than the given one.
+
+    Example:
+        >>> probs = np.array([[0.9, 0.1]] * 9 + [[0.1, 0.9]] * 9 + [[0.95, 0.05]])
+        >>> [(i.position, i.given, i.suggested) for i in find_label_issues(probs, [0] * 9 + [1] * 10)]
+        [(18, 1, 0)]
+    """
+    from cleanlab.filter import find_label_issues as _cleanlab_find
+
+    if filter_by not in FILTERS:
+        raise ValueError(f"filter_by={filter_by!r}: choose one of {', '.join(FILTERS)}")
+    probs, labels = _check(probs, labels)
+    missing = sorted(set(range(probs.shape[1])) - set(labels.tolist()))
+    if missing:  # cleanlab needs every class present among the given labels
+        log(f"[yellow]NOTE[/]: classes {missing[:10]} have no labelled example: nothing is suggested for them")
+        probs = probs.copy()
+        probs[:, missing] = 0.0
+        present = [c for c in range(probs.shape[1]) if c not in missing]
+        probs = probs[:, present] / np.maximum(probs[:, present].sum(axis=1, keepdims=True), 1e-12)
+        labels = np.searchsorted(present, labels)
+    else:
+        present = list(range(probs.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cleanlab warns about tiny classes; the guard below handles them
+        flagged = _cleanlab_find(labels, probs, filter_by=filter_by, n_jobs=1)
+    others = probs.copy()
+    others[np.arange(len(labels)), labels] = -1.0
+    suggested = others.argmax(axis=1)
+    flagged &= probs[np.arange(len(labels)), suggested] >= min_suggested_probability
+    score = probs[np.arange(len(labels)), labels]
+    pos = np.flatnonzero(flagged)
+    pos = pos[np.lexsort((pos, score[pos]))]
+    return [LabelIssue(int(p), int(present[labels[p]]), int(present[suggested[p]]), float(score[p]), r + 1)
+            for r, p in enumerate(pos)]
+
+
+def _folds(labels: np.ndarray, folds: int) -> int:
+    """Folds usable with stratification: at most the size of the smallest class (at least 2)."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    usable = int(max(2, min(folds, counts.min())))
+    if usable < folds:
+        log(f"[yellow]NOTE[/]: the smallest class has {counts.min()} example(s): {usable}-fold cross-validation "
+            f"instead of {folds}" + (" (a class with one example is never seen by the head that judges it)"
+                                     if counts.min() < 2 else ""))
+    return usable
+
+
+def cross_val_probs(features, labels, *, folds: int = 5, seed: int = 0, C: float = 1.0,
+                    num_classes: int | None = None) -> np.ndarray:
+    """Out-of-sample class probabilities from k-fold cross-validated logistic-regression heads.
+
+    Each row's probabilities come from a head (standardised features, multinomial logistic
+    regression) trained on the other folds only, so they can judge that row's label. Folds are
+    stratified and seeded; with a class smaller than ``folds`` the number of folds drops to it.
+
+    Args:
+        features: (N, D) embeddings (e.g. a run's cached backbone features), or any numeric features.
+        labels: (N,) class indices.
+        folds: number of folds (5: each head sees 80 % of the data).
+        seed: shuffling seed of the folds.
+        C: inverse L2 strength of the heads (scikit-learn's ``C``).
+        num_classes: K, when some classes may have no example (default: ``labels.max() + 1``).
+
+    Returns:
+        (N, K) float array; rows sum to 1. A class missing from a head's training folds gets 0.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = np.r_[rng.normal(0, 1, (20, 2)), rng.normal(4, 1, (20, 2))], np.repeat([0, 1], 20)
+        >>> (cross_val_probs(x, y, folds=4).argmax(axis=1) == y).mean() > 0.9
+        np.True_
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"features ({len(x)} rows) and labels ({len(y)}) differ in length")
+    k = int(num_classes or y.max() + 1)
+    out = np.zeros((len(y), k))
+    split = StratifiedKFold(n_splits=_folds(y, folds), shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "least populated class has only n members": said in _folds
+        for train, held in split.split(x, y):
+            head = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+            head.fit(x[train], y[train])
+            out[np.ix_(held, head.classes_)] = head.predict_proba(x[held])
+    return out
+
+
+def write_label_issues_csv(path: str | os.PathLike, issues: Sequence[LabelIssue], paths: Sequence[str],
+                           classes: Sequence[str]) -> int:
+    """Write ``label_issues.csv`` (path, given_label, suggested_label, score, rank) atomically.
+
+    Args:
+        path: output file.
+        issues: from :func:`find_label_issues`; ``position`` indexes ``paths``.
+        paths: the image path of each input row.
+        classes: class names by index.
+
+    Returns:
+        The number of rows written.
+
+    Example:
+        >>> write_label_issues_csv("runs/x/label_issues.csv", issues, paths, source.classes)  # doctest: +SKIP
+        12
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "given_label", "suggested_label", "score", "rank"])
+    for it in sorted(issues, key=lambda i: i.rank):
+        w.writerow([paths[it.position], classes[it.given], classes[it.suggested], f"{it.score:.6f}", it.rank])
+    atomic_write_text(path, buf.getvalue())
+    return len(issues)
