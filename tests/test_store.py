@@ -34,7 +34,7 @@ def test_add_creates_immutable_numbered_versions(tiny_run: Path, store: Path, tm
     assert m["data_hash"] == meta["data_hash"] and m["data_hash"].startswith("sha256:")
     assert m["metrics"]["val"]["accuracy"] == meta["metrics"]["val"]["accuracy"]
     assert m["classes"] == meta["classes"] and m["arch"] == "simple_cnn"
-    assert set(m["files"]) == {"model.safetensors", "model.json"}
+    assert set(m["files"]) == {"model.safetensors", "model.json", "README.md", "neighbors.safetensors"}  # card + index travel
     assert json.loads((v2 / "manifest.json").read_text())["note"] == "second"
     for f in v1.iterdir():
         assert not f.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), f

@@ -39,10 +39,16 @@ def predict(
     batch_size: int = typer.Option(32),
     backend: str = typer.Option("torch", help="torch | onnx | auto."),
     nproc: int = typer.Option(1, help="Processes for sharded prediction (torch.distributed, gloo)."),
+    target_accuracy: Optional[float] = typer.Option(
+        None, "--target-accuracy", help="Abstain below the threshold that gave this accuracy of the accepted "
+        "predictions on validation (default: the bundle's threshold, if it was trained with one)."),
+    neighbors: int = typer.Option(0, "--neighbors", min=0, help="Also show the K nearest training images."),
 ):
     """Predict images with a trained model. Unreadable files are reported, never fatal."""
     files = input_files(paths)
     opts = {"topk": topk, "batch_size": batch_size, "tta": tta}
+    if nproc > 1 and (neighbors or target_accuracy is not None):
+        raise typer.BadParameter("--neighbors and --target-accuracy work with --nproc 1 only")
     if nproc > 1:
         from nextclass.deploy.sharded import predict_distributed
 
@@ -51,7 +57,8 @@ def predict(
         from nextclass import load
 
         pred = run_guarded(load, model, backend=backend)
-        rows = [r.to_dict() for r in pred.predict(files, **opts)]
+        rows = [r.to_dict() for r in run_guarded(pred.predict, files, target_accuracy=target_accuracy,
+                                                 neighbors=neighbors, **opts)]
     _print_predictions(rows, fmt, topk, output)
 
 

@@ -24,6 +24,9 @@ def serve(
     max_upload_mb: float = typer.Option(20.0, help="Request body limit (413 above it)."),
     topk: int = typer.Option(5, help="Default top-k per image."),
     threads: Optional[int] = typer.Option(None, help="Inference threads (default: all cores)."),
+    target_accuracy: Optional[float] = typer.Option(
+        None, "--target-accuracy", help="Abstain below the threshold that gave this accuracy of the accepted "
+        "predictions on validation (default: the bundle's threshold, if it was trained with one)."),
     log_level: str = typer.Option("info"),
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs and a web page at /."""
@@ -34,9 +37,11 @@ def serve(
     if backend not in ("torch", "onnx", "auto"):
         raise typer.BadParameter(f"--backend {backend!r}: choose torch, onnx or auto")
     opts = dict(int8=int8, store=store, max_batch=max_batch, max_wait_ms=max_wait_ms, max_images=max_images,
-                max_upload_mb=max_upload_mb, topk=topk, threads=threads)
+                max_upload_mb=max_upload_mb, topk=topk, threads=threads,
+                target_accuracy=target_accuracy)
     # Load once here so a bad MODEL is a red line and exit 2, not a traceback from the lifespan.
     pred, _ = run_guarded(load_for_serving, model, ServeConfig(backend=backend, **opts))
+    run_guarded(pred.abstain_threshold, target_accuracy)  # a bundle without a val curve: a red line, not a traceback
     log(f"web page: http://{host}:{port}/  API docs: http://{host}:{port}/docs")
     run_guarded(_serve, pred, host=host, port=port, log_level=log_level, backend=backend, **opts)
 

@@ -34,6 +34,7 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience (epochs)."),
     max_minutes: Optional[float] = typer.Option(None, help="Wall-time budget; the run still evaluates and bundles."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Exponential moving average of weights."),
+    target_accuracy: Optional[float] = typer.Option(None, help="Abstain below the val threshold for this accepted accuracy."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
     workers: Optional[int] = typer.Option(None, help="Data loader processes (default by core count)."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
@@ -68,7 +69,7 @@ def train(
                   lr=lr, img_size=img_size, split=split, seed=seed, optimizer=optimizer, scheduler=scheduler,
                   augment=augment, hflip=hflip, head=head, patience=patience, max_minutes=max_minutes, ema=ema,
                   device=device, workers=workers, compile=compile_, cache_dir=cache_dir, output=output, name=name,
-                  download=download or None, track=track, tracking_uri=tracking_uri)
+                  download=download or None, track=track, tracking_uri=tracking_uri, target_accuracy=target_accuracy)
     run = _run_train(config, resume, fields, set_, quiet=quiet, nproc=nproc)
     if is_main():  # under torchrun every rank returns; rank 0 speaks
         typer.echo(f"run: {run}")

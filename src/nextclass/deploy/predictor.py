@@ -17,6 +17,7 @@ import torch
 from nextclass.data.decode import DecodeError, open_image
 from nextclass.data.transforms import Preprocess, image_to_tensor
 from nextclass.metrics.classification import softmax
+from nextclass.metrics.selective import score_from_probs, threshold_from_curve
 
 __all__ = ["Predictor", "Prediction"]
 
@@ -29,10 +30,14 @@ class Prediction:
     probability: float | None = None
     topk: list[tuple[str, float]] | None = None
     error: str | None = None
+    abstained: bool = False  # the score is below the abstain threshold: ``label`` is only the best guess
+    neighbors: list | None = None  # nextclass.neighbors.Neighbor list, nearest first (only when asked for)
 
     def to_dict(self) -> dict:
         d = {"source": self.source, "label": self.label, "index": self.index, "probability": self.probability,
-             "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
+             "abstained": self.abstained, "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
+        if self.neighbors is not None:
+            d["neighbors"] = [n.to_dict() for n in self.neighbors]
         if self.error:
             d["error"] = self.error
         return d
@@ -108,8 +113,82 @@ class Predictor:
             logits = self.logits(batch)
         return softmax(logits, self.temperature)
 
-    def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool = False) -> list[Prediction]:
+    # --- trust: abstain and nearest training images ----------------------------------------------
+    def abstain_threshold(self, target_accuracy: float | None = None) -> float | None:
+        """The score below which predictions abstain: the bundle's (chosen at training with ``target_accuracy``),
+        or one for ``target_accuracy`` from the validation curve the bundle keeps. None: never abstain.
+
+        Raises:
+            ValueError: ``target_accuracy`` is given but the bundle has no validation curve (written before
+                nextclass kept one, or trained without a validation split).
+        """
+        entry = self.meta.get("abstain") or {}
+        if target_accuracy is None:
+            return entry.get("threshold")
+        if not 0 < target_accuracy <= 1:
+            raise ValueError(f"target_accuracy {target_accuracy}: give a number in (0, 1], e.g. 0.99")
+        if not entry.get("curve"):
+            raise ValueError(f"{self.path or 'this bundle'} keeps no validation curve to choose a threshold from "
+                             "(trained before nextclass 'abstain' or without a validation split): retrain it")
+        return threshold_from_curve(entry["curve"], target_accuracy)[0]
+
+    def abstains(self, probs: np.ndarray, threshold: float | None) -> np.ndarray:
+        """True for each row of calibrated probabilities whose abstain score is below ``threshold``."""
+        if threshold is None:
+            return np.zeros(len(probs), bool)
+        return score_from_probs(probs, (self.meta.get("abstain") or {}).get("score", "probability")) < threshold
+
+    def neighbor_index(self):
+        """The bundle's :class:`~nextclass.neighbors.NeighborIndex` (loaded once); ValueError when it has none."""
+        from nextclass.neighbors import NeighborIndex
+
+        if getattr(self, "_index", None) is None:
+            self._index = NeighborIndex.load(self.path) if self.path else None
+            if self._index is None:
+                raise ValueError(f"{self.path or 'this model'} has no nearest-neighbour index (neighbors.safetensors): "
+                                 "it was trained before nextclass kept one, or with neighbor_index=0")
+        return self._index
+
+    @torch.no_grad()
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """L2-normalised trunk features of a preprocessed batch (the vectors the neighbour index holds).
+
+        The ONNX backends have no PyTorch module: the bundle's weights are loaded once for this.
+        """
+        from nextclass.neighbors import Embedder
+
+        model = self.model
+        if model is None:
+            if getattr(self, "_torch", None) is None:
+                from nextclass.bundle import load_model
+
+                self._torch = load_model(self.path)[0]
+            model = self._torch
+        return Embedder(model).eval()(batch.to(next(model.parameters()).device)).cpu().numpy()
+
+    def find_neighbors(self, batch: torch.Tensor, k: int) -> list[list]:
+        """The ``k`` nearest training images (:class:`~nextclass.neighbors.Neighbor`) of each image in ``batch``."""
+        index = self.neighbor_index()
+        return index.neighbors(self.embed(batch), k, self.classes)
+
+    def _fill(self, results: list[Prediction], idx: list[int], probs: np.ndarray, k: int, threshold) -> None:
+        abstained = self.abstains(probs, threshold)
+        for i, pr, ab in zip(idx, probs, abstained):
+            order = np.argsort(-pr)[:k]
+            r = results[i]
+            r.index, r.label, r.probability = int(order[0]), self.classes[order[0]], float(pr[order[0]])
+            r.topk = [(self.classes[j], float(pr[j])) for j in order]
+            r.abstained = bool(ab)
+
+    def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool = False,
+                target_accuracy: float | None = None, neighbors: int = 0) -> list[Prediction]:
         """Predict one input or a list of inputs.
+
+        Args:
+            target_accuracy: abstain (``Prediction.abstained``; the label stays as the best guess) below the
+                threshold that reached this accuracy of the accepted predictions on validation. Default: the
+                bundle's own threshold (set at training with ``--target-accuracy``), else never abstain.
+            neighbors: also return this many nearest training images per input (``Prediction.neighbors``).
 
         Example:
             >>> p = load("runs/digits")            # doctest: +SKIP
@@ -121,6 +200,9 @@ class Predictor:
         images = list(images)
         results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
         k = max(1, min(topk, len(self.classes)))
+        threshold = self.abstain_threshold(target_accuracy)
+        if neighbors:
+            self.neighbor_index()  # fail before any work when the bundle has no index
         chunks = [range(a, min(a + batch_size, len(images))) for a in range(0, len(images), batch_size)]
         # Decoding and resizing run in threads (PIL releases the GIL), one batch ahead of the model.
         with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as ex:
@@ -138,11 +220,8 @@ class Predictor:
                         tensors.append(t)
                 if not tensors:
                     continue
-                probs = self.predict_proba(torch.stack(tensors), tta=tta)
-                for i, pr in zip(idx, probs):
-                    order = np.argsort(-pr)[:k]
-                    results[i].index = int(order[0])
-                    results[i].label = self.classes[order[0]]
-                    results[i].probability = float(pr[order[0]])
-                    results[i].topk = [(self.classes[j], float(pr[j])) for j in order]
+                batch = torch.stack(tensors)
+                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold)
+                for i, nb in zip(idx, self.find_neighbors(batch, neighbors) if neighbors else []):
+                    results[i].neighbors = nb
         return results

@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _REF = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")
 #: Files of a bundle folder copied into the store (others, e.g. temp files, are not).
-_BUNDLE_FILES = ("model.safetensors", "model.json", "model.onnx", "model.int8.onnx")
+_BUNDLE_FILES = ("model.safetensors", "model.json", "model.onnx", "model.int8.onnx", "neighbors.safetensors", "README.md")
 
 
 class StoreError(FileNotFoundError):

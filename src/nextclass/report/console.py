@@ -228,31 +228,42 @@ def predictions_table(rows: Sequence[dict], topk: int) -> Table:
     from rich.table import Table
 
     t = Table(show_lines=False)
-    for c in ("file", "prediction", "prob", f"top-{topk}"):
+    with_nb = any(r.get("neighbors") for r in rows)
+    for c in ("file", "prediction", "prob", f"top-{topk}") + (("nearest training images",) if with_nb else ()):
         t.add_column(c)
     for r in rows:
+        nb = ("",) if with_nb else ()
         if r.get("error"):
-            t.add_row(r["source"], "[red]unreadable", "", r["error"])
-        else:
-            t.add_row(r["source"], r["label"], f"{r['probability']:.3f}",
-                      ", ".join(f"{x['label']} {x['probability']:.2f}" for x in r["topk"][1:]))
+            t.add_row(r["source"], "[red]unreadable", "", r["error"], *nb)
+            continue
+        label = f"[yellow]abstain[/] (best guess {r['label']})" if r.get("abstained") else r["label"]
+        if with_nb:
+            nb = (", ".join(f"{n['label']} d={n['distance']:.3f}" for n in r.get("neighbors") or []),)
+        t.add_row(r["source"], label, f"{r['probability']:.3f}",
+                  ", ".join(f"{x['label']} {x['probability']:.2f}" for x in r["topk"][1:]), *nb)
     return t
 
 
 def predictions_csv(rows: Sequence[dict]) -> str:
-    """CSV text with the header ``path,label,probability,topk,error``; top-k as ``label:p;label:p``.
+    """CSV text with the header ``path,label,probability,abstained,topk,error`` (+ ``neighbors`` when asked for).
+
+    Top-k as ``label:p;label:p``; ``abstained`` is 1 when the label is only a best guess below the abstain
+    threshold; neighbours as ``label:distance:id;...`` (the thumbnails are in the JSON format only).
 
     Example:
-        >>> predictions_csv([{"source": "a.png", "label": "cat", "probability": 0.9,
+        >>> predictions_csv([{"source": "a.png", "label": "cat", "probability": 0.9, "abstained": False,
         ...                   "topk": [{"label": "cat", "probability": 0.9}]}]).splitlines()[1]
-        'a.png,cat,0.90000,cat:0.9000,'
+        'a.png,cat,0.90000,0,cat:0.9000,'
     """
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "label", "probability", "topk", "error"])
+    with_nb = any("neighbors" in r for r in rows)
+    w.writerow(["path", "label", "probability", "abstained", "topk", "error"] + (["neighbors"] if with_nb else []))
     for r in rows:
+        nb = [";".join(f"{n['label']}:{n['distance']:.4f}:{n['id']}" for n in r.get("neighbors") or [])] if with_nb else []
         w.writerow([r["source"], r["label"] or "", f"{r['probability']:.5f}" if r["probability"] is not None else "",
-                    ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r["topk"]), r.get("error", "")])
+                    "" if r.get("error") else int(bool(r.get("abstained"))),
+                    ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r["topk"]), r.get("error", "")] + nb)
     return buf.getvalue()
 
 

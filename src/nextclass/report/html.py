@@ -21,12 +21,13 @@ import numpy as np
 
 from nextclass.utils import atomic_write_bytes, atomic_write_text, log
 from nextclass.report import plots
+from nextclass.report.trust import trust_plots
 from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_json, read_rows
 
 __all__ = ["build_report", "SECTIONS"]
 
 #: Section ids of the page, in order (the browser test checks each one).
-SECTIONS = ("summary", "dataset", "audit", "config", "training", "metrics", "calibration", "robustness",
+SECTIONS = ("summary", "dataset", "audit", "config", "training", "metrics", "calibration", "trust", "robustness",
             "predictions", "gradcam", "model")
 
 
@@ -45,7 +46,8 @@ def _pred_rows(run_dir: Path, split: str | None) -> list[dict]:
 
 def _caption(r: dict, show_true: bool = True) -> str:
     p = float(r.get("probability") or 0)
-    return (f"true: {r['true']}\npred: {r['predicted']} {p:.2f}" if show_true else f"{r['predicted']} {p:.2f}")
+    # "pred: 0 (p 0.97)", not "pred: 0 0.97", which reads as "00.97"
+    return (f"true: {r['true']}\npred: {r['predicted']} (p {p:.2f})" if show_true else f"{r['predicted']} (p {p:.2f})")
 
 
 def _pick(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
@@ -75,7 +77,7 @@ def _prediction_plots(images: RunImages | None, rows: list[dict], classes: list[
 
     def loss_caption(r: dict) -> str:
         loss = -math.log(max(float(r.get("true_probability") or 0), 1e-12))
-        return f"true: {r['true']}\npred: {r['predicted']} {float(r['probability']):.2f}\nloss {loss:.2f}"
+        return f"true: {r['true']}\npred: {r['predicted']} (p {float(r['probability']):.2f})\nloss {loss:.2f}"
 
     top = sorted(wrong, key=lambda r: float(r.get("true_probability") or 0))[:12]
     out["top_losses"] = _grid(images, top, 6, "top losses: the most confidently wrong", loss_caption)
@@ -84,7 +86,7 @@ def _prediction_plots(images: RunImages | None, rows: list[dict], classes: list[
         picked = _pick([r for r in rows if r["true"] == c], 4, rng)
         per_class += picked + [None] * (4 - len(picked)) if picked else []
     out["per_class"] = _grid(images, per_class, 4, "per-class samples (up to 4 per class, one class per row)",
-                             lambda r: f"{r['true']}\npred: {r['predicted']} {float(r['probability']):.2f}")
+                             lambda r: f"{r['true']}\npred: {r['predicted']} (p {float(r['probability']):.2f})")
     return out
 
 
@@ -219,6 +221,7 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     history = read_rows(run_dir / "history.csv")
     png = _metric_plots(history, block, split, classes)
     png.update(_prediction_plots(images, rows, classes, split or "", seed))
+    png.update(trust_plots(run_dir, images, block, split))
     png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
     (run_dir / "plots").mkdir(exist_ok=True)
     for name, data in png.items():

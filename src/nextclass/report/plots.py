@@ -238,3 +238,27 @@ def robustness_plot(block: dict) -> bytes:
     ax.legend(fontsize=8, ncols=2)
     ax.set_title(f"{block['split']}: {block['n']} images")
     return _png(fig)
+
+
+def risk_coverage(selective: dict, title: str = "") -> bytes | None:
+    """Risk (error rate of the accepted predictions) against coverage, with the abstain threshold's point."""
+    rows = selective.get("risk_coverage") or []
+    if not rows:
+        return None
+    a = np.array(rows, dtype=float)
+    fig = _figure(6.5, 3.8)
+    ax = fig.subplots()
+    ax.plot(a[:, 1], a[:, 2], color="#4c78a8", lw=2, drawstyle="steps-post",
+            label=f"accepting {selective.get('curve_score', 'probability')} >= t")
+    at = selective.get("at_threshold")
+    if at and at.get("accuracy") is not None:
+        ax.plot([at["coverage"]], [1 - at["accuracy"]], "o", color=BAD, ms=8,
+                label=f"threshold {at['threshold']:.3f}: coverage {at['coverage']:.1%}")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (share of images accepted)")
+    ax.set_ylabel("risk (error rate of accepted)")
+    ax.legend(loc="upper left", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _png(fig)

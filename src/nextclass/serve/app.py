@@ -42,6 +42,7 @@ class ServeConfig:
     max_upload_mb: float = 20.0  # request body limit
     topk: int = 5
     threads: Optional[int] = None  # ONNX Runtime / torch intra-op threads (default: all cores)
+    target_accuracy: Optional[float] = None  # abstain threshold from the bundle's val curve (None: the bundle's own)
     extra: dict = field(default_factory=dict)
 
 
@@ -61,13 +62,14 @@ def load_for_serving(model: Any, cfg: ServeConfig):
             p = resolve(str(model), store=cfg.store)
         folder = resolve_bundle_dir(p)
         pred = _open(folder, cfg)
-    ident = {"name": folder.parent.name if folder and folder.name == "model" else (folder.name if folder else "model"),
-             "version": None}
+    # The model's name and version, never the server's filesystem path (the page and /healthz show them).
+    fallback = folder.parent.name if folder and folder.name == "model" else (folder.name if folder else "model")
+    ident = {"name": pred.meta.get("run") or fallback, "version": None, "created": pred.meta.get("created")}
     manifest = folder / "manifest.json" if folder else None
     if manifest is not None and manifest.is_file():
         m = json.loads(manifest.read_text())
         ident = {"name": m["name"], "version": f"v{m['version']}", "created": m.get("created")}
-    ident["ref"] = f"{ident['name']}@{ident['version']}" if ident["version"] else str(folder or ident["name"])
+    ident["ref"] = f"{ident['name']}@{ident['version']}" if ident["version"] else ident["name"]
     return pred, ident
 
 
@@ -128,6 +130,7 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
         batcher = MicroBatcher(pred.predict_proba, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, metrics=metrics)
         await batcher.start()
         app.state.pred, app.state.ident, app.state.batcher = pred, ident, batcher
+        app.state.threshold = pred.abstain_threshold(cfg.target_accuracy)
         app.state.explain = _explain_fn()
         from nextclass.utils import log
 

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+import torch
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -57,27 +59,41 @@ async def decode_uploads(pred, files: list[UploadFile]) -> tuple[list, list[dict
 
 
 async def predict(request: Request, files: List[UploadFile] = File(..., description="One or more images."),
-                  topk: Optional[int] = Query(None, ge=1, le=1000, description="Classes per image (default: server's).")):
-    """Top-k classes with calibrated probabilities for each uploaded image (micro-batched)."""
+                  topk: Optional[int] = Query(None, ge=1, le=1000, description="Classes per image (default: server's)."),
+                  target_accuracy: Optional[float] = Query(None, gt=0, le=1, description=(
+                      "Abstain below the threshold that gave this accuracy on validation (default: the server's).")),
+                  neighbors: Optional[int] = Query(None, ge=0, le=100, description="Nearest training images per image."),
+                  neighbors_form: Optional[int] = Form(None, alias="neighbors", ge=0, le=100, include_in_schema=False)):
+    """Top-k classes with calibrated probabilities for each uploaded image (micro-batched), with ``abstained``
+    and, when asked for (query or form field ``neighbors``), the nearest training images."""
     st = request.app.state
     cfg, metrics, pred = st.cfg, st.metrics, st.pred
     if len(files) > cfg.max_images:
         return error(413, f"too many images in one request ({len(files)} > {cfg.max_images}); split the upload")
+    n_nb = neighbors if neighbors is not None else (neighbors_form or 0)
+    try:
+        threshold = st.threshold if target_accuracy is None else pred.abstain_threshold(target_accuracy)
+        if n_nb:
+            pred.neighbor_index()
+    except ValueError as e:
+        return error(422, str(e))
     tensors, errors = await decode_uploads(pred, files)
     if errors:
         metrics.images["rejected"] += len(errors)
         names = ", ".join(f"{e['file']}: {e['reason']}" for e in errors[:5])
         return error(422, f"{len(errors)} of {len(files)} file(s) could not be used as images ({names})", errors)
-    probs = await st.batcher.submit(tensors)
+    probs = np.asarray(await st.batcher.submit(tensors))
     metrics.images["predicted"] += len(tensors)
+    nbs = await st.batcher.run_exclusive(pred.find_neighbors, torch.stack(tensors), n_nb) if n_nb else None
     k = max(1, min(topk or cfg.topk, len(pred.classes)))
     results = []
-    for f, pr in zip(files, probs):
+    for i, (f, pr, ab) in enumerate(zip(files, probs, pred.abstains(probs, threshold))):
         order = pr.argsort()[::-1][:k]
         results.append({"file": f.filename or "", "label": pred.classes[order[0]], "index": int(order[0]),
-                        "probability": float(pr[order[0]]),
-                        "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order]})
-    return {"model": st.ident["ref"], "backend": pred.backend, "results": results}
+                        "probability": float(pr[order[0]]), "abstained": bool(ab),
+                        "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order],
+                        "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None})
+    return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold, "results": results}
 
 
 async def explain(request: Request, file: UploadFile = File(..., description="One image."),
@@ -118,14 +134,23 @@ async def models(request: Request):
         "arch": meta.get("arch", {}).get("name"), "classes": pred.classes, "temperature": pred.temperature,
         "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
         "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
-        "explain": st.explain is not None,
+        "explain": st.explain is not None, "abstain": _abstain_info(pred, st.threshold),
+        "neighbors": {k: v for k, v in (meta.get("neighbors") or {}).items() if k in ("n", "dim", "bytes", "thumbnail")}
+        or None,
         "limits": {"max_images": cfg.max_images, "max_upload_mb": cfg.max_upload_mb, "topk": cfg.topk}}]}
+
+
+def _abstain_info(pred, threshold: float | None) -> dict:
+    a = pred.meta.get("abstain") or {}
+    return {"score": a.get("score", "probability"), "threshold": threshold, "target_accuracy": a.get("target_accuracy"),
+            "val_coverage": a.get("val_coverage"), "curve": bool(a.get("curve"))}
 
 
 async def healthz(request: Request):
     """Liveness/readiness: 200 once the model is loaded."""
     st = request.app.state
-    return {"status": "ok", "model": st.ident["ref"], "backend": st.pred.backend,
+    return {"status": "ok", "model": st.ident["ref"], "name": st.ident["name"], "version": st.ident["version"],
+            "backend": st.pred.backend,
             "uptime_seconds": round(time.time() - st.metrics.started, 3)}
 
 

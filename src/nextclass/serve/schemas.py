@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
-__all__ = ["TopK", "ImageResult", "PredictResponse", "ModelInfo", "ModelsResponse", "Health", "ErrorItem", "ErrorResponse"]
+__all__ = ["TopK", "NeighborResult", "ImageResult", "PredictResponse", "ModelInfo", "ModelsResponse", "Health", "ErrorItem", "ErrorResponse"]
 
 
 class TopK(BaseModel):
@@ -14,17 +14,28 @@ class TopK(BaseModel):
     probability: float = Field(description="Calibrated probability (softmax of logits / temperature).")
 
 
+class NeighborResult(BaseModel):
+    id: str = Field(description="The training image's id (its path when trained).")
+    label: str
+    index: int = Field(description="Its class index.")
+    distance: float = Field(description="Euclidean distance of the unit feature vectors (0 = same direction, 2 = opposite).")
+    thumbnail: str = Field(description="A small copy of the training image, data:image/png;base64,...")
+
+
 class ImageResult(BaseModel):
     file: str = Field(description="The uploaded file name.")
-    label: str = Field(description="Predicted class name.")
+    label: str = Field(description="Predicted class name (when abstained: the best guess).")
     index: int = Field(description="Predicted class index (the model's output order).")
     probability: float
+    abstained: bool = Field(False, description="The confidence is below the abstain threshold: do not trust the label.")
     topk: list[TopK]
+    neighbors: Optional[list[NeighborResult]] = Field(None, description="The nearest training images (when asked for).")
 
 
 class PredictResponse(BaseModel):
-    model: str = Field(description="NAME@vN for a store model, else the bundle's folder.")
+    model: str = Field(description="NAME@vN for a store model, else the model's run name.")
     backend: str
+    threshold: Optional[float] = Field(None, description="The abstain threshold in use (None: never abstain).")
     results: list[ImageResult]
 
 
@@ -41,6 +52,8 @@ class ModelInfo(BaseModel):
     data_hash: str = ""
     created: Optional[str] = None
     explain: bool = Field(description="Whether POST /v1/explain (Grad-CAM) is available.")
+    abstain: Optional[dict] = Field(None, description="Abstain score, threshold in use and its validation coverage.")
+    neighbors: Optional[dict] = Field(None, description="The nearest-training-images index (None: the bundle has none).")
     limits: dict
 
 
@@ -50,7 +63,9 @@ class ModelsResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
-    model: str
+    model: str = Field(description="NAME@vN for a store model, else the model's run name (never a filesystem path).")
+    name: str
+    version: Optional[str] = None
     backend: str
     uptime_seconds: float
 

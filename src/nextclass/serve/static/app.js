@@ -2,14 +2,20 @@
 "use strict";
 const $ = (sel) => document.querySelector(sel);
 let explainAvailable = false;
+let neighborsAvailable = false;
 
 async function loadModel() {
   try {
     const r = await fetch("/v1/models");
     const m = (await r.json()).models[0];
     const acc = m.metrics && m.metrics.val && m.metrics.val.accuracy;
-    $("#model-info").textContent = `${m.ref} · ${m.arch || "model"} · ${m.classes.length} classes · backend ${m.backend}` +
-      (acc !== undefined && acc !== null ? ` · val accuracy ${(100 * acc).toFixed(1)}%` : "");
+    const version = m.version ? ` ${m.version}` : "";
+    const th = m.abstain && m.abstain.threshold !== null && m.abstain.threshold !== undefined
+      ? ` · abstains below ${m.abstain.score} ${m.abstain.threshold.toFixed(3)}` : "";
+    $("#model-info").textContent = `${m.name}${version} · ${m.arch || "model"} · ${m.classes.length} classes · backend ${m.backend}` +
+      (acc !== undefined && acc !== null ? ` · val accuracy ${(100 * acc).toFixed(1)}%` : "") + th;
+    neighborsAvailable = !!m.neighbors;
+    $("#neighbors-option").hidden = !neighborsAvailable;
     explainAvailable = !!m.explain;
     $("#explain-option").hidden = !explainAvailable;
     document.body.dataset.ready = "1";
@@ -26,9 +32,35 @@ function showError(card, text) {
   card.classList.add("failed");
 }
 
+function showNeighbors(card, neighbors) {
+  if (!neighbors || !neighbors.length) return;
+  const box = card.querySelector(".neighbors");
+  const strip = box.querySelector(".strip");
+  for (const n of neighbors) {
+    const fig = document.createElement("figure");
+    fig.className = "neighbor";
+    const img = document.createElement("img");
+    img.src = n.thumbnail;
+    img.alt = n.id;
+    img.title = n.id;
+    const cap = document.createElement("figcaption");
+    cap.textContent = `${n.label} · d ${n.distance.toFixed(3)}`;
+    fig.append(img, cap);
+    strip.appendChild(fig);
+  }
+  box.hidden = false;
+}
+
 function showResult(card, res) {
   card.querySelector(".label").textContent = res.label;
   card.dataset.label = res.label;
+  if (res.abstained) {
+    card.classList.add("abstained");
+    const ab = card.querySelector(".abstain");
+    ab.textContent = `not sure: confidence below the abstain threshold (best guess: ${res.label})`;
+    ab.hidden = false;
+  }
+  showNeighbors(card, res.neighbors);
   const ol = card.querySelector(".bars");
   for (const t of res.topk) {
     const li = document.createElement("li");
@@ -70,7 +102,8 @@ async function classify(file) {
   fd.append("files", file, file.name);
   const k = Math.max(1, parseInt($("#topk").value, 10) || 5);
   try {
-    const r = await fetch(`/v1/predict?topk=${k}`, { method: "POST", body: fd });
+    const nb = neighborsAvailable ? Math.max(0, parseInt($("#neighbors").value, 10) || 0) : 0;
+    const r = await fetch(`/v1/predict?topk=${k}` + (nb ? `&neighbors=${nb}` : ""), { method: "POST", body: fd });
     const body = await r.json();
     if (!r.ok) return showError(card, `${r.status}: ${body.detail || r.statusText}`);
     showResult(card, body.results[0]);

@@ -1,0 +1,170 @@
+"""The model card: ``README.md`` in every bundle, in the Hugging Face model-card format.
+
+YAML front matter (``library_name``, ``tags``, ``pipeline_tag`` and ``model-index`` metrics, as the Hub
+reads them: https://huggingface.co/docs/hub/model-cards), then what a user needs before trusting the model:
+intended use, classes, the data and its audit findings, the test number and how it was obtained, per-class
+weak spots and the most confused pairs, calibration, robustness, the abstain threshold and its coverage,
+limitations, and how to load and call it. Everything is read from the run's files (``metrics.json``,
+``audit.json``, ``config.yaml``) and the bundle's ``model.json``; nothing is made up when a number is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nextclass.utils import atomic_write_text
+
+__all__ = ["write_card", "card_text", "CARD_FILE"]
+
+CARD_FILE = "README.md"
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.2f}%"
+
+
+def _front_matter(meta: dict, block: dict | None, split: str | None, data: str) -> str:
+    import yaml
+
+    tags = ["image-classification", "nextclass", str(meta.get("arch", {}).get("name", "model"))]
+    fm: dict = {"library_name": "nextclass", "pipeline_tag": "image-classification", "tags": tags}
+    if block:
+        fm["model-index"] = [{"name": meta.get("run") or "model", "results": [{
+            "task": {"type": "image-classification", "name": "Image Classification"},
+            "dataset": {"name": data or "unknown", "type": data or "unknown", "split": split},
+            "metrics": [{"type": "accuracy", "name": f"{split} accuracy", "value": round(float(block["accuracy"]), 6)},
+                        {"type": "f1", "name": f"{split} macro F1", "value": round(float(block["macro"]["f1"]), 6)}]}]}]
+    return "---\n" + yaml.safe_dump(fm, sort_keys=False) + "---\n"
+
+
+def _weak_spots(block: dict) -> list[str]:
+    per = sorted(block.get("per_class", {}).items(), key=lambda kv: kv[1]["f1"])[:5]
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |" for c, v in per]
+    pairs = block.get("most_confused") or []
+    lines += ["", "Most confused pairs (true → predicted):", ""]
+    lines += [f"- {p['true']} → {p['predicted']}: {p['count']} image(s), {_pct(p['rate'])} of {p['true']}"
+              for p in pairs[:8]] or ["- none: no confusions on this split"]
+    return lines
+
+
+def _calibration_and_robustness(block: dict) -> list[str]:
+    out = ["## Calibration", ""]
+    c = block.get("calibration")
+    if c:
+        out.append(f"Temperature T = {c['temperature']:.4g} fitted on the validation split ({c['n']} images there); "
+                   f"expected calibration error on {block['split']}: {c['before']['ece']:.4f} before, "
+                   f"{c['after']['ece']:.4f} after. Probabilities returned by `predict` are calibrated.")
+    else:
+        out.append("No temperature fitted (no validation split): probabilities are the raw softmax.")
+    out += ["", "## Robustness", ""]
+    r = block.get("robustness")
+    if r:
+        out.append(f"Accuracy on {r.get('n')} {block['split']} images: clean {_pct(r.get('clean_accuracy'))}, "
+                   f"mean over corruptions {_pct(r.get('mean_corrupted_accuracy'))}.")
+        out += [f"- {name}: " + ", ".join(_pct(a) for a in v.get("accuracy", [])) + f" at {v.get('parameter')} "
+                + ", ".join(str(x) for x in v.get("levels", [])) for name, v in r.get("corruptions", {}).items()]
+    else:
+        out.append("Not measured for this run.")
+    return out
+
+
+def _abstain(meta: dict, block: dict) -> list[str]:
+    a = meta.get("abstain") or {}
+    sel = block.get("selective") or {}
+    out = ["## When the model abstains", ""]
+    if a.get("threshold") is not None:
+        at = sel.get("at_threshold") or {}
+        out.append(f"Target accuracy {_pct(a.get('target_accuracy'))} of the accepted predictions: the model abstains "
+                   f"when its {a['score']} is below {a['threshold']:.4f} (chosen on validation: coverage "
+                   f"{_pct(a.get('val_coverage'))}). On {block['split']}: coverage {_pct(at.get('coverage'))}, "
+                   f"accuracy of the accepted {_pct(at.get('accuracy'))}.")
+    else:
+        out.append("No abstain threshold was set at training (`--target-accuracy`); pass `target_accuracy=` to "
+                   "`predict` (or `--target-accuracy`) to choose one from the validation curve kept in the bundle.")
+    au = sel.get("auroc") or {}
+    if au:
+        out.append("AUROC of telling right from wrong predictions: "
+                   + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in au.items()) + ".")
+    return out
+
+
+def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> list[str]:
+    out = ["## Data", "", f"Trained on `{cfg.get('data', 'unknown')}` (data hash `{meta.get('data_hash', '')[:16]}`), "
+           f"recipe `{meta.get('recipe')}`, pretrained `{meta.get('pretrained')}`."]
+    sizes = [f"{s}: {metrics[s]['n']}" for s in ("val", "test") if isinstance(metrics.get(s), dict) and "n" in metrics[s]]
+    if sizes:
+        out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
+    findings = (audit or {}).get("findings") or []
+    out += ["", "Audit findings:", ""] + ([f"- {f}" for f in findings] or ["- no audit findings recorded"])
+    return out
+
+
+def _usage(meta: dict) -> list[str]:
+    name = meta.get("run") or "MODEL"
+    return ["## How to use", "", "```python", "import nextclass", "",
+            f'model = nextclass.load("{name}")          # this folder, a run folder or a store NAME[@vN]',
+            'p = model.predict(["image.png"], target_accuracy=0.99, neighbors=3)[0]',
+            "print(p.label, p.probability, p.abstained, [n.label for n in p.neighbors])", "```", "",
+            "```bash", f"nextclass predict {name} images/ --target-accuracy 0.99 --neighbors 3 --format json",
+            f"nextclass serve {name}", "```"]
+
+
+def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | None = None) -> str:
+    """The model card as Markdown (front matter included)."""
+    cfg = cfg or {}
+    split = next((s for s in ("test", "val") if isinstance(metrics.get(s), dict) and "accuracy" in metrics[s]), None)
+    block = metrics.get(split) if split else None
+    classes = meta.get("classes", [])
+    lines = [_front_matter(meta, block, split, str(cfg.get("data", ""))),
+             f"# {meta.get('run') or 'nextclass model'}", "",
+             f"A {meta.get('arch', {}).get('name')} image classifier trained with nextclass "
+             f"{meta.get('versions', {}).get('nextclass', '')} on {len(classes)} classes.", "",
+             "## Intended use", "",
+             "Classify images like the training images into one of the classes below. It is not meant for images "
+             "of other kinds or classes: it will still name one of its classes (use the abstain threshold).", "",
+             "## Classes", "", ", ".join(f"`{c}`" for c in classes), ""]
+    lines += _data_section(meta, cfg, audit, metrics) + ["", "## Evaluation", ""]
+    if block:
+        lines.append(f"**{split} accuracy: {_pct(block['accuracy'])}** on {block['n']} held-out {split} images "
+                     f"(macro F1 {block['macro']['f1']:.4f}, top-5 {_pct(block.get('top5'))}). The {split} split was "
+                     "used for this number only: model selection and temperature fitting used the validation split.")
+        nb = block.get("neighbors")
+        if nb:
+            lines.append(f"Second opinion: a {nb['k']}-nearest-neighbour vote over the training images' features "
+                         f"reaches {_pct(nb['knn_accuracy'])} (index of {nb['index_n']} images).")
+        lines += ["", "### Weak spots", ""] + _weak_spots(block) + [""]
+        lines += _calibration_and_robustness(block) + [""] + _abstain(meta, block)
+    else:
+        lines.append("No held-out evaluation was recorded for this model.")
+    lines += ["", "## Limitations", "",
+              "- The numbers hold for images drawn like the evaluation split; other cameras, sizes or classes may do worse.",
+              "- Probabilities are calibrated on the validation split; a shift in the data shifts them too.",
+              "- Images of classes it was not trained on get one of the known labels unless it abstains.", ""]
+    return "\n".join(lines + _usage(meta)) + "\n"
+
+
+def write_card(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> Path | None:
+    """Write ``<bundle>/README.md`` from the run's files; returns its path (None when there is no bundle)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    bundle = Path(bundle_dir) if bundle_dir else run_dir / "model"
+    meta = _read(bundle / "model.json")
+    if meta is None:
+        return None
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        cfg = {}
+    text = card_text(meta, _read(run_dir / "metrics.json") or {}, _read(run_dir / "audit.json"), cfg)
+    return Path(atomic_write_text(bundle / CARD_FILE, text))

@@ -1,0 +1,42 @@
+"""The report's "trust" section: risk-coverage, right-vs-wrong AUROC, and the wrong predictions' nearest
+training images (read from ``metrics.json`` and the bundle's ``neighbors.safetensors``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nextclass.report import plots
+
+__all__ = ["trust_plots"]
+
+SHOWN = 8  # wrong predictions drawn with their neighbours
+
+
+def _neighbor_grid(run_dir: Path, images, block: dict) -> bytes | None:
+    """One row per wrong prediction: the image, then its nearest training images (label and distance)."""
+    from nextclass.neighbors import NeighborIndex
+
+    nb = block.get("neighbors") or {}
+    wrong = (nb.get("wrong") or [])[:SHOWN]
+    if not wrong or images is None:
+        return None
+    index = NeighborIndex.load(run_dir / "model")
+    if index is None:
+        return None
+    classes = block.get("classes") or []
+    items = []
+    for w in wrong:
+        items.append((images.get(w["path"]), f"true: {w['true']}\npred: {w['predicted']}", False))
+        for pos, dist in w["neighbors"]:
+            label = classes[int(index.labels[pos])] if classes else str(int(index.labels[pos]))
+            items.append((index.thumbs[pos], f"{label}\nd = {dist:.3f}", label == w["true"]))
+    cols = 1 + max(len(w["neighbors"]) for w in wrong)
+    return plots.image_grid(items, cols=cols, title="wrong predictions (first column) and their nearest training "
+                            "images (green: of the true class)", cell=96)
+
+
+def trust_plots(run_dir: Path, images, block: dict, split: str | None) -> dict:
+    """PNG bytes: ``risk_coverage`` on the main split and ``neighbors`` of its wrong predictions."""
+    sel = block.get("selective") or {}
+    return {"risk_coverage": plots.risk_coverage(sel, f"{split}: {block.get('n', 0)} images") if sel else None,
+            "neighbors": _neighbor_grid(run_dir, images, block)}

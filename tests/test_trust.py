@@ -1,0 +1,175 @@
+"""Trust (issue 15): abstain, nearest training images, the model card - through the real CLI, API and server."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_folder, run_cli
+
+
+@pytest.fixture(scope="module")
+def trust_run(tmp_path_factory) -> Path:
+    """A tiny run trained with ``target_accuracy`` (the bundle keeps a threshold); no report, to stay fast."""
+    import nextclass
+
+    base = tmp_path_factory.mktemp("trust")
+    data = make_folder(base / "data", n=20)
+    return Path(nextclass.train(data=str(data), model="simple_cnn", epochs=2, output=str(base / "runs"), name="trust",
+                                batch_size=16, lr=3e-3, progress=False, report=False, target_accuracy=0.9))
+
+
+def _files(run: Path, n: int = 6) -> list[str]:
+    files = sorted((run.parent.parent / "data").rglob("*.png"))
+    return [str(f) for f in files[:: max(1, len(files) // n)][:n]]
+
+
+def _bundle_copy(run: Path, dest: Path, **abstain) -> Path:
+    """A copy of the run's bundle with ``abstain`` fields overridden in its model.json."""
+    shutil.copytree(run / "model", dest)
+    meta = json.loads((dest / "model.json").read_text())
+    meta["abstain"].update(abstain)
+    (dest / "model.json").write_text(json.dumps(meta))
+    return dest
+
+
+def test_threshold_meets_the_target_with_the_largest_coverage():
+    from nextclass.metrics.selective import abstain_entry, choose_threshold, scores_from_logits, threshold_from_curve
+
+    rng = np.random.default_rng(0)
+    scores = rng.random(500)
+    correct = rng.random(500) < scores  # confident predictions are right more often
+    t, cov, acc = choose_threshold(scores, correct, 0.9)
+    keep = scores >= t
+    assert correct[keep].mean() >= 0.9 and keep.mean() == pytest.approx(cov) and acc == pytest.approx(correct[keep].mean())
+    lower = scores[scores < t].max()  # the next lower threshold misses the target
+    assert correct[scores >= lower].mean() < 0.9
+    t_none, cov_none, _ = choose_threshold(scores, np.zeros(500, bool), 0.5)
+    assert cov_none == 0.0 and t_none > scores.max()
+    logits = rng.normal(size=(200, 4)) * 3
+    labels = rng.integers(0, 4, 200)
+    entry = abstain_entry(logits, labels, 1.5, 0.6)
+    assert entry["threshold"] == pytest.approx(threshold_from_curve(entry["curve"], 0.6)[0])
+    s = scores_from_logits(logits, 1.5)
+    assert set(s) == {"probability", "margin", "energy"} and (s["margin"] <= s["probability"]).all()
+
+
+def test_run_keeps_threshold_index_and_card(trust_run: Path):
+    meta = json.loads((trust_run / "model" / "model.json").read_text())
+    metrics = json.loads((trust_run / "metrics.json").read_text())
+    a = meta["abstain"]
+    assert a["target_accuracy"] == 0.9 and a["threshold"] is not None and 0 <= a["val_coverage"] <= 1 and a["curve"]
+    for split in ("val", "test"):
+        assert set(metrics[split]["selective"]["auroc"]) == {"probability", "margin", "energy"}
+        assert metrics[split]["selective"]["risk_coverage"]
+    assert "at_threshold" in metrics["test"]["selective"]
+    nb = metrics["test"]["neighbors"]
+    assert 0 <= nb["knn_accuracy"] <= 1 and nb["index_n"] == meta["neighbors"]["n"] > 0
+    assert (trust_run / "model" / "neighbors.safetensors").stat().st_size == meta["neighbors"]["bytes"]
+    card = (trust_run / "model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: nextclass\n")
+    acc = metrics["test"]["accuracy"]
+    assert f"value: {round(acc, 6)}" in card and f"test accuracy: {100 * acc:.2f}%" in card
+
+
+def test_abstain_python_cli_and_http(trust_run: Path, tmp_path: Path):
+    import httpx
+
+    import nextclass
+    from test_serve import LiveServer
+
+    files = _files(trust_run)
+    probs = [p.probability for p in nextclass.load(trust_run).predict(files)]
+    th = float(np.median(probs))  # half the images fall below it
+    bundle = _bundle_copy(trust_run, tmp_path / "bundle", threshold=th)
+    preds = nextclass.load(bundle).predict(files)
+    want = [p < th for p in probs]
+    assert [p.abstained for p in preds] == want and any(want) and not all(want)
+    assert [p.label for p in preds] == [p.label for p in nextclass.load(trust_run).predict(files)]  # best guess kept
+    rows = json.loads(run_cli("predict", str(bundle), *files, "--format", "json").stdout)
+    assert [r["abstained"] for r in rows] == want
+    table = list(csv.DictReader(io.StringIO(run_cli("predict", str(bundle), *files, "--format", "csv").stdout)))
+    assert [r["abstained"] == "1" for r in table] == want
+    # a target given at predict time overrides the bundle's threshold
+    t99 = nextclass.load(bundle).abstain_threshold(0.5)
+    assert [p.abstained for p in nextclass.load(bundle).predict(files, target_accuracy=0.5)] == [p < t99 for p in probs]
+    with LiveServer(str(bundle), backend="torch") as srv:
+        up = [("files", (Path(f).name, open(f, "rb"), "image/png")) for f in files]
+        body = httpx.post(srv.url + "/v1/predict", files=up, timeout=60).json()
+        assert [r["abstained"] for r in body["results"]] == want and body["threshold"] == pytest.approx(th)
+        health = httpx.get(srv.url + "/healthz").json()
+        assert health["name"] == "trust" and "/" not in health["model"]  # the model's name, not a server path
+
+
+def _check_neighbors(items: list[dict], k: int, classes: list[str]) -> None:
+    from PIL import Image
+
+    assert len(items) == k
+    assert [n["distance"] for n in items] == sorted(n["distance"] for n in items)
+    for n in items:
+        assert n["label"] in classes and n["id"].endswith(".png")
+        png = base64.b64decode(n["thumbnail"].split(",", 1)[1])
+        assert Image.open(io.BytesIO(png)).size == (32, 32)
+
+
+def test_neighbors_from_cli_api_and_server(trust_run: Path):
+    import httpx
+
+    import nextclass
+    from test_serve import LiveServer
+
+    files = _files(trust_run, 3)
+    pred = nextclass.load(trust_run)
+    res = pred.predict(files, neighbors=3)
+    for p in res:
+        assert len(p.neighbors) == 3 and p.neighbors[0].thumbnail.shape == (32, 32, 3)
+        _check_neighbors(p.to_dict()["neighbors"], 3, pred.classes)
+    rows = json.loads(run_cli("predict", str(trust_run), *files, "--format", "json", "--neighbors", "3").stdout)
+    for r, p in zip(rows, res):
+        _check_neighbors(r["neighbors"], 3, pred.classes)
+        assert [n["id"] for n in r["neighbors"]] == [n.id for n in p.neighbors]
+    with LiveServer(str(trust_run), backend="torch") as srv:
+        up = [("files", (Path(f).name, open(f, "rb"), "image/png")) for f in files]
+        body = httpx.post(srv.url + "/v1/predict", files=up, data={"neighbors": "3"}, timeout=60).json()
+        for r in body["results"]:
+            _check_neighbors(r["neighbors"], 3, pred.classes)
+        up = [("files", (Path(f).name, open(f, "rb"), "image/png")) for f in files[:1]]
+        assert len(httpx.post(srv.url + "/v1/predict?neighbors=2", files=up, timeout=60).json()["results"][0]["neighbors"]) == 2
+
+
+def test_bundle_without_the_new_fields_still_loads_and_predicts(trust_run: Path, tmp_path: Path):
+    import nextclass
+
+    old = tmp_path / "old"
+    shutil.copytree(trust_run / "model", old)
+    meta = json.loads((old / "model.json").read_text())
+    for key in ("abstain", "neighbors"):
+        del meta[key]
+    (old / "model.json").write_text(json.dumps(meta))
+    (old / "neighbors.safetensors").unlink()
+    (old / "README.md").unlink()
+    files = _files(trust_run, 3)
+    preds = nextclass.load(old).predict(files)
+    assert [p.label for p in preds] == [p.label for p in nextclass.load(trust_run).predict(files)]
+    assert not any(p.abstained for p in preds) and all(p.neighbors is None for p in preds)
+    with pytest.raises(ValueError, match="no nearest-neighbour index"):
+        nextclass.load(old).predict(files, neighbors=3)
+    with pytest.raises(ValueError, match="no validation curve"):
+        nextclass.load(old).predict(files, target_accuracy=0.9)
+    p = run_cli("predict", str(old), files[0], "--neighbors", "2", check=False)
+    assert p.returncode == 2 and "nearest-neighbour index" in p.stderr
+
+
+def test_store_keeps_the_card_and_index(trust_run: Path, tmp_path: Path):
+    from nextclass.deploy import store as st
+
+    v1 = st.add(trust_run, "trusty", store=tmp_path / "store")
+    assert (v1 / "README.md").read_text() == (trust_run / "model" / "README.md").read_text()
+    assert (v1 / "neighbors.safetensors").is_file()
