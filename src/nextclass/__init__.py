@@ -16,7 +16,7 @@ from typing import Any
 
 from nextclass.utils import VERSION as __version__
 
-__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "tune", "__version__"]
+__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "suggest", "tune", "__version__"]
 
 
 def train(config: Any = None, *, resume: str | None = None, progress: bool = True, nproc: int | None = None,
@@ -79,11 +79,34 @@ def export(run: Any, **kwargs: Any):
     return export_onnx(run, **kwargs)
 
 
-def audit(data: Any, **kwargs: Any) -> dict:
-    """Audit a dataset: unreadable files, duplicates, leakage across splits, imbalance."""
-    from nextclass.data.audit import audit as _audit
+def audit(data: Any, *, labels: bool = False, model: Any = None, backbone: str | None = None,
+          pretrained: str | None = None, **kwargs: Any) -> dict:
+    """Audit a dataset: unreadable files, duplicates, leakage across splits, imbalance; with ``labels=True`` also
+    the images whose label looks wrong (``label_issues.csv``, ``rep["label_issues"]``).
 
-    return _audit(data, **kwargs)
+    ``model`` (a run) or ``backbone`` (a timm name, with ``pretrained`` weights) embeds the images for the label
+    check; by default small images are their own pixels and photos go through the offline EfficientNet-Lite0.
+    Other options: see :func:`nextclass.data.audit.audit` and :func:`nextclass.curation.label_audit.audit_dataset`.
+
+    Example:
+        >>> rep = nextclass.audit("photos/", labels=True, output="audit/")  # doctest: +SKIP
+    """
+    from nextclass.curation.label_audit import audit_dataset
+
+    return audit_dataset(data, labels=labels, model=model, backbone=backbone, pretrained=pretrained, **kwargs)
+
+
+def suggest(run: Any, unlabeled: Any, n: int = 100, **kwargs: Any) -> dict:
+    """Which unlabelled images to label next: uncertain under the run's calibrated probabilities, diverse in its
+    embedding space, not near-duplicates of its training images. Returns ``{"rows": [...], ...}``; with
+    ``output=`` also writes the CSV. Options: see :func:`nextclass.curation.suggest.suggest`.
+
+    Example:
+        >>> nextclass.suggest("runs/simple_cnn-photos", "new-photos/", n=50, output="next.csv")  # doctest: +SKIP
+    """
+    from nextclass.curation.suggest import suggest as _suggest
+
+    return _suggest(run, unlabeled, n=n, **kwargs)
 
 
 def tune(config: Any, trials: int = 20, **kwargs: Any):

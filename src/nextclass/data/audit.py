@@ -385,10 +385,9 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
         rep, _ = _report(source, full, info, near_threshold, pixel_tolerance, picture_tolerance, quick=True)
         rep["seconds"] = round(time.time() - t0, 2)
         old = Path(path)
-        if old.exists():  # a resumed run keeps the label suspects found before
+        if old.exists():  # a resumed run keeps the label issues (and suspects) found before
             prev = json.loads(old.read_text())
-            if "label_suspects" in prev:
-                rep["label_suspects"] = prev["label_suspects"]
+            rep.update({k: prev[k] for k in ("label_suspects", "label_issues") if k in prev})
         atomic_write_json(path, rep)
         s = rep["summary"]
         leaks = ", ".join(f"{k} {v['exact'] + v['near']}" for k, v in s["cross_split"].items() if v["exact"] + v["near"])

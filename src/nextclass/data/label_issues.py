@@ -15,26 +15,31 @@ features with no signal (near-uniform probabilities) it flags about half the ima
 such a model flags none, and a model that is right 94 % of the time is unaffected (measured on
 synthetic blobs with 5 % flipped labels; see tests/test_label_issues.py).
 
-Nothing here is wired into training or the CLI yet: ``nextclass audit --labels`` will call
-:func:`cross_val_probs` on a run's cached features, then :func:`find_label_issues` and
-:func:`write_label_issues_csv`. :mod:`nextclass.data.label_suspects` (a run's val/test predictions)
-stays until then.
+Two callers: ``nextclass audit DATA --labels`` (:mod:`nextclass.curation.label_audit`) embeds every
+image, calls :func:`cross_val_probs`, then :func:`find_label_issues` and :func:`write_label_issues_csv`;
+and the end of a training run calls :func:`attach_label_issues`, which judges the run's val/test
+predictions (out-of-sample for the trained model) and writes them into ``<run>/audit.json`` and
+``<run>/label_issues.csv``. It replaces :func:`nextclass.data.label_suspects.attach_label_suspects`
+(per-class mean thresholds, no noise-rate pruning, no probability guard).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from nextclass.utils import atomic_write_text, log
+from nextclass.utils import atomic_write_json, atomic_write_text, log
 
-__all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "write_label_issues_csv"]
+__all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "write_label_issues_csv", "run_label_issues",
+           "attach_label_issues", "issues_block", "read_run_probabilities"]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
@@ -198,3 +203,111 @@ def write_label_issues_csv(path: str | os.PathLike, issues: Sequence[LabelIssue]
         w.writerow([paths[it.position], classes[it.given], classes[it.suggested], f"{it.score:.6f}", it.rank])
     atomic_write_text(path, buf.getvalue())
     return len(issues)
+
+
+def _row_probs(row: dict, index: dict[str, int]) -> np.ndarray:
+    """A class-probability vector from one ``predictions*.csv`` row.
+
+    The file keeps the top-k classes (``topk``: ``name:p;...``, k = 5) and the given class's probability
+    exactly; the mass left over is spread evenly over the other classes (each below the k-th, so tiny).
+    With K <= 5 classes the vector is exact.
+    """
+    k = len(index)
+    p = np.full(k, np.nan)
+    for part in filter(None, (row.get("topk") or "").split(";")):
+        name, _, v = part.rpartition(":")
+        if name in index:
+            p[index[name]] = float(v)
+    p[index[row["predicted"]]] = float(row["probability"])
+    p[index[row["true"]]] = float(row["true_probability"])
+    known = ~np.isnan(p)
+    rest = max(0.0, 1.0 - float(p[known].sum()))
+    p[~known] = rest / max(1, int((~known).sum()))
+    return p / p.sum()
+
+
+def _run_classes(run_dir: Path, rows: list[dict]) -> list[str]:
+    """Class names in the model's order (``model/model.json``), else the names the predictions use."""
+    meta = run_dir / "model" / "model.json"
+    if meta.is_file():
+        return list(json.loads(meta.read_text())["classes"])
+    names = {r["true"] for r in rows} | {r["predicted"] for r in rows}
+    for r in rows:
+        names |= {part.rpartition(":")[0] for part in filter(None, (r.get("topk") or "").split(";"))}
+    return sorted(names)
+
+
+def read_run_probabilities(run_dir: str | os.PathLike) -> tuple[list[dict], np.ndarray, np.ndarray, list[str]]:
+    """A finished run's val and test predictions: ``(rows, probs (N, K), given labels (N,), classes)``.
+
+    Raises:
+        FileNotFoundError: the run has neither ``predictions_val.csv`` nor ``predictions.csv``.
+    """
+    run_dir = Path(run_dir)
+    rows: list[dict] = []
+    for name in ("predictions_val.csv", "predictions.csv"):
+        if (run_dir / name).exists():
+            with open(run_dir / name, newline="", encoding="utf-8") as fh:
+                rows += list(csv.DictReader(fh))
+    if not rows:
+        raise FileNotFoundError(f"{run_dir}: no predictions_val.csv or predictions.csv (has the run finished?)")
+    classes = _run_classes(run_dir, rows)
+    index = {c: i for i, c in enumerate(classes)}
+    probs = np.stack([_row_probs(r, index) for r in rows])
+    return rows, probs, np.array([index[r["true"]] for r in rows], dtype=np.int64), classes
+
+
+def issues_block(issues: Sequence[LabelIssue], paths: Sequence[str], classes: Sequence[str], *, method: str,
+                 checked: int, max_items: int = 100, splits: Sequence[str] | None = None) -> dict:
+    """The ``label_issues`` block of ``audit.json``: counts, the most frequent (given -> suggested) pairs and
+    the top ``max_items`` issues."""
+    from collections import Counter
+
+    pairs = Counter((classes[i.given], classes[i.suggested]) for i in issues)
+    items = [{"rank": i.rank, "path": paths[i.position], **({"split": splits[i.position]} if splits else {}),
+              "label": classes[i.given], "suggested": classes[i.suggested], "score": round(i.score, 5)}
+             for i in issues[:max_items]]
+    return {"method": method, "checked": int(checked), "n": len(issues),
+            "pairs": [{"label": a, "suggested": b, "n": n} for (a, b), n in pairs.most_common(10)], "items": items}
+
+
+def run_label_issues(run_dir: str | os.PathLike, *, max_items: int = 100) -> list[LabelIssue]:
+    """Label issues among a finished run's val/test images -> ``<run>/label_issues.csv`` and ``audit.json``.
+
+    The trained model never fitted val or test, so its predictions there are out-of-sample (val picked
+    the checkpoint and the temperature, which cannot make a wrong label look right). They go through
+    :func:`find_label_issues` (cleanlab, noise-rate pruning, the 0.5 guard). Training images are not
+    judged here: ``nextclass audit DATA --labels`` cross-validates every image.
+
+    Example:
+        >>> [i.rank for i in run_label_issues("runs/simple_cnn-digits")][:3]  # doctest: +SKIP
+        [1, 2, 3]
+    """
+    run_dir = Path(run_dir)
+    rows, probs, labels, classes = read_run_probabilities(run_dir)
+    issues = find_label_issues(probs, labels)
+    paths, splits = [r["path"] for r in rows], [r["split"] for r in rows]
+    write_label_issues_csv(run_dir / "label_issues.csv", issues, paths, classes)
+    method = ("cleanlab confident learning (prune_by_noise_rate) on the run's val/test probabilities, flag needs "
+              "p(suggested) >= 0.5; ranked by p(given label)")
+    block = issues_block(issues, paths, classes, method=method, checked=len(rows), max_items=max_items, splits=splits)
+    f = run_dir / "audit.json"
+    rep = json.loads(f.read_text()) if f.exists() else {"version": 1}
+    rep["label_issues"] = {**block, "csv": "label_issues.csv"}
+    note = f"{len(issues)} val/test image(s) look mislabelled (label_issues.csv)"
+    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x] + ([note] if issues else [])
+    atomic_write_json(f, rep)
+    return issues
+
+
+def attach_label_issues(run_dir: str | os.PathLike) -> list[LabelIssue]:
+    """:func:`run_label_issues` for the end of a run (drop-in for ``attach_label_suspects``): one log line,
+    never raises."""
+    try:
+        found = run_label_issues(run_dir)
+        log(f"label issues: {len(found)} val/test image(s) look mislabelled"
+            + (f" (see {Path(run_dir) / 'label_issues.csv'})" if found else ""))
+        return found
+    except Exception as e:  # informative only: never fail a finished run
+        log(f"[yellow]label-issue check skipped[/]: {type(e).__name__}: {e}")
+        return []

