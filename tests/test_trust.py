@@ -173,3 +173,18 @@ def test_store_keeps_the_card_and_index(trust_run: Path, tmp_path: Path):
     v1 = st.add(trust_run, "trusty", store=tmp_path / "store")
     assert (v1 / "README.md").read_text() == (trust_run / "model" / "README.md").read_text()
     assert (v1 / "neighbors.safetensors").is_file()
+
+
+def test_explain_feature_maps_writes_a_grid_per_stage(trust_run: Path, tmp_path: Path):
+    from PIL import Image
+
+    import nextclass
+    from nextclass.report.feature_maps import stage_activations
+
+    f = _files(trust_run, 1)[0]
+    run_cli("explain", str(trust_run), f, "--feature-maps", "-o", str(tmp_path / "fm"))
+    out = tmp_path / "fm" / f"{Path(f).stem}_features.png"
+    assert Image.open(out).size[0] > 9 * 90  # the input + 8 channels per row
+    pred = nextclass.load(trust_run)
+    stages = stage_activations(pred.model, pred.to_tensor(f).unsqueeze(0))
+    assert [tuple(t.shape[1:]) for _, t in stages] == [(32, 32), (16, 16), (8, 8), (4, 4)]  # simple_cnn at 32 px

@@ -125,7 +125,8 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
     split = next((s for s in ("test", "val") if isinstance(metrics.get(s), dict) and "accuracy" in metrics[s]), None)
     block = metrics.get(split) if split else None
     classes = meta.get("classes", [])
-    lines = [_front_matter(meta, block, split, str(cfg.get("data", ""))),
+    data = str(cfg.get("data", ""))
+    lines = [_front_matter(meta, block, split, Path(data).name if os.sep in data else data),  # never a local path
              f"# {meta.get('run') or 'nextclass model'}", "",
              f"A {meta.get('arch', {}).get('name')} image classifier trained with nextclass "
              f"{meta.get('versions', {}).get('nextclass', '')} on {len(classes)} classes.", "",

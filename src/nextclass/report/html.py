@@ -113,6 +113,23 @@ def _cam_plot(model, images: RunImages | None, rows: list[dict], classes: list[s
                             cell=160), None
 
 
+def _feature_maps_plot(model, images: RunImages | None, rows: list[dict], pp) -> bytes | None:
+    """Activation maps of each backbone stage for the first readable test image (None when not possible)."""
+    if model is None or images is None:
+        return None
+    from nextclass.report.feature_maps import feature_map_grid
+
+    for r in rows[:20]:
+        img = images.pil(r["path"])
+        if img is not None:
+            try:
+                return feature_map_grid(model, img, pp)
+            except Exception as e:  # noqa: BLE001  (an exotic backbone must not stop the report)
+                log(f"[yellow]NOTE[/]: report: feature maps not drawn ({type(e).__name__}: {e})")
+                return None
+    return None
+
+
 def _b64(png: bytes | None) -> str | None:
     return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -222,6 +239,7 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     png = _metric_plots(history, block, split, classes)
     png.update(_prediction_plots(images, rows, classes, split or "", seed))
     png.update(trust_plots(run_dir, images, block, split))
+    png["feature_maps"] = _feature_maps_plot(model, images, rows, pp)
     png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
     (run_dir / "plots").mkdir(exist_ok=True)
     for name, data in png.items():
