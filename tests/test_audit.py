@@ -93,6 +93,7 @@ def test_planted_problems_found_and_nothing_clean_flagged(planted, tmp_path):
     assert any("leak train-test" in f for f in rep["findings"])
 
 
+@pytest.mark.slow
 def test_fix_manifest_drops_leaks_and_bad_files_and_trains(planted, tmp_path):
     import nextclass
 

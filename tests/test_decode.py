@@ -71,6 +71,7 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
         dec.open_image(tmp_path / "big.png", 1)
 
 
+@pytest.mark.slow
 def test_training_survives_bad_files_and_lists_exactly_them(tmp_path):
     data = make_folder(tmp_path / "data", n=12)
     bad = salt(data)

@@ -39,6 +39,7 @@ def test_shard_and_unshard_cover_every_item_once():
     assert dist.unshard([few[0], few[1], np.zeros((0, 0))], 2).ravel().tolist() == [0.0, 1.0]
 
 
+@pytest.mark.slow
 def test_predict_nproc_2_covers_every_file_once_in_one_csv(tiny_run: Path, tmp_path):
     data = make_folder(tmp_path / "imgs", n=3, seed=5)  # 9 files + 1 broken: shards of 5 and 5
     (data / "circle" / "broken.png").write_bytes(b"not a png")
@@ -59,6 +60,7 @@ def test_predict_nproc_2_covers_every_file_once_in_one_csv(tiny_run: Path, tmp_p
             assert len(r["topk"].split(";")) == 2
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_and_resume(tmp_path):
     data = make_folder(tmp_path / "data", n=24)
     common = dict(data=str(data), model="simple_cnn", lr=3e-3, seed=0, augment="light", hflip=False, report=False,

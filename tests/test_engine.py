@@ -256,6 +256,27 @@ def test_exhausted_budget_stops_the_epoch_early():
         assert not res.stopped_early and res.images == 40
 
 
+def test_batch_transform_runs_on_the_training_path_and_device_puts_channels_last():
+    seen: list[torch.Tensor] = []
+
+    def blank(x):  # e.g. BatchAugment: runs after the copy, before the model
+        seen.append(x)
+        return torch.zeros_like(x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.Flatten(), nn.Linear(16, 3))
+    conv0, head0 = model[0].weight.detach().clone(), model[2].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    dev = Device(channels_last=True)
+    batches = blobs(3)
+    train_one_epoch(StepParts(model, opt, nn.CrossEntropyLoss(), constant(), dev), batches, step0=0, batch_transform=blank)
+    assert [len(x) for x in seen] == [8, 8, 8] and torch.equal(seen[0], batches[0][0])
+    assert torch.equal(model[0].weight, conv0)  # a blank input gives the conv no gradient: the transform was used
+    assert torch.equal(model[2].weight, head0)
+    x = dev.put(batches[0][0], lambda t: t + 1)
+    assert x.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, batches[0][0] + 1)
+
+
 def test_predict_logits_in_order_in_eval_mode():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3))

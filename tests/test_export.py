@@ -136,6 +136,7 @@ def test_stale_or_missing_onnx_is_detected(exported: Path, tiny_run: Path, tmp_p
         nextclass.load(run, backend="tensorrt")
 
 
+@pytest.mark.slow
 def test_legacy_exporter_and_cli(tiny_run: Path, tmp_path: Path):
     import nextclass
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -41,6 +42,7 @@ def _wait_for_epoch_1(proc: subprocess.Popen, run: Path, timeout: float = 300) -
     assert proc.poll() is None, "training finished before it could be killed"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     data = make_folder(tmp_path / "data", n=120, size=32)
     args = ["train", str(data), "--epochs", "3", "--batch-size", "8", "--output", str(tmp_path / "runs"), "-q",

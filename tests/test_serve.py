@@ -189,6 +189,7 @@ def test_onnx_backend_and_store_name(tmp_path_factory, tiny_run, tmp_path):
         assert g["label"] == w.label and g["probability"] == pytest.approx(w.probability, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_serve_cli_starts_and_stops(tiny_run):
     from conftest import run_cli
 

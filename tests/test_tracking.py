@@ -9,6 +9,8 @@ import pytest
 
 from conftest import make_folder
 
+pytestmark = pytest.mark.slow  # every test here trains a run with a tracker
+
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from conftest import make_folder, run_cli
 
 
+@pytest.mark.slow
 def test_tune_prunes_resumes_and_writes_a_config_that_trains(tmp_path):
     import optuna
 
