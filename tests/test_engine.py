@@ -45,16 +45,26 @@ def test_cosine_decreases_after_warmup():
     assert after[0] == pytest.approx(1.0)
     assert all(b < a for a, b in zip(after, after[1:]))
     assert min(after) >= 0.05
-    mid = 5 + (40 - 5) // 2  # halfway through the cosine: half-way between 1 and the floor (odd length: near it)
-    assert s.multiplier(mid) == pytest.approx(0.05 + 0.95 * (1 + math.cos(math.pi * (mid - 5) / 35)) / 2)
+    mid = 5 + (39 - 5) // 2  # halfway from step 5 to the last step 39: half-way between 1 and the floor
+    assert s.multiplier(mid) == pytest.approx(0.05 + 0.95 * (1 + math.cos(math.pi * (mid - 5) / 34)) / 2)
+    assert s.multiplier(mid) == pytest.approx((1 + 0.05) / 2)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: engine/optim.py Schedule.multiplier divides by (total - warmup), so the "
-                                       "floor is reached at step == total, one step after the last optimiser step")
 @pytest.mark.parametrize("total,warmup", [(10, 0), (10, 2), (30, 5)])
 def test_cosine_ends_at_min_ratio_at_the_last_step(total, warmup):
     s = Schedule("cosine", total_steps=total, warmup_steps=warmup, min_ratio=0.01)
     assert s.multiplier(total - 1) == pytest.approx(0.01, abs=1e-9)  # the last step train_one_epoch applies
+
+
+@pytest.mark.parametrize("total,warmup", [(10, 2), (100, 20)])
+def test_linear_warms_up_from_a_fifth_then_falls_to_the_floor_at_the_last_step(total, warmup):
+    s = Schedule("linear", total_steps=total, warmup_steps=warmup, min_ratio=0.0)
+    c = curve(s, total)
+    assert c[0] == pytest.approx(0.2) and c[warmup] == pytest.approx(1.0)
+    assert all(b > a for a, b in zip(c[:warmup + 1], c[1:warmup + 1]))  # rising during warm-up
+    assert all(b < a for a, b in zip(c[warmup:], c[warmup + 1:]))  # then falling every step
+    assert c[-1] == pytest.approx(0.0, abs=1e-12)
+    assert s.multiplier((warmup + total - 1) / 2) == pytest.approx(0.5)  # a straight line
 
 
 def test_last_step_of_a_run_is_total_minus_one():

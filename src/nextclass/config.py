@@ -18,6 +18,9 @@ __all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "make_con
            "read_run_config"]
 
 
+SCRATCH_MODELS = ("auto", "simple_cnn", "fast_resnet")  # nextclass's own models: no pretrained weights exist
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the field(s)."""
 
@@ -34,7 +37,8 @@ class TrainConfig(BaseModel):
     cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache (default: user cache)")
     download: bool = Field(False, description="allow downloading a built-in dataset")
     # --- model ------------------------------------------------------------------------------
-    model: str = Field("simple_cnn", description="timm model name or simple_cnn")
+    model: str = Field("auto", description="timm model name, simple_cnn or fast_resnet; auto: fast_resnet for "
+                       "images up to 64 px trained from scratch, else simple_cnn")
     pretrained: Optional[str] = Field(None, description="none, timm hub tag, local weights file or weights package")
     recipe: Literal["scratch", "linear-probe", "finetune", "two-phase"] = "scratch"
     head: Literal["linear", "mlp", "attention"] = Field("linear", description="classifier head on the backbone")
@@ -45,11 +49,14 @@ class TrainConfig(BaseModel):
     # --- optimisation -----------------------------------------------------------------------
     epochs: Optional[int] = Field(None, ge=1, le=10000, description="None: 10, or planned to fit max_minutes")
     batch_size: Optional[int] = Field(None, ge=1, le=65536, description="None: chosen from the image size")
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: Optional[Literal["adamw", "adam", "sgd"]] = Field(None, description="None: sgd (Nesterov) for "
+                                                                  "fast_resnet, else adamw")
     lr: Optional[float] = Field(None, gt=0, lt=10, description="peak learning rate; None: by recipe and batch size")
-    weight_decay: float = Field(0.05, ge=0, lt=1)
+    weight_decay: Optional[float] = Field(None, ge=0, lt=1, description="on weights, not biases/norms; "
+                                          "None: 5e-4 with sgd, 0.05 with adamw/adam")
     momentum: float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal["cosine", "plateau", "onecycle", "none"] = "cosine"
+    scheduler: Optional[Literal["cosine", "linear", "plateau", "onecycle", "none"]] = Field(
+        None, description="None: linear (20% warm-up from 0.2, then down to the floor) for fast_resnet, else cosine")
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
@@ -57,17 +64,22 @@ class TrainConfig(BaseModel):
     accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
     patience: Optional[int] = Field(None, ge=1, description="early stopping: epochs without improvement")
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    ema: bool = Field(False, description="keep an exponential moving average of the weights")
-    ema_decay: float = Field(0.999, gt=0, lt=1)
+    ema: Optional[bool] = Field(None, description="evaluate an exponential moving average of the weights; "
+                                "None: on for fast_resnet")
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="None: averages the last ~10% of the steps")
     balance: Literal["none", "sampler", "loss"] = Field("none", description="class-balanced sampling or class-weighted loss")
     # --- augmentation -----------------------------------------------------------------------
-    augment: Literal["none", "light", "standard", "strong"] = "standard"
+    augment: Optional[Literal["none", "light", "standard", "strong", "translate"]] = Field(
+        None, description="translate: flips + shifts of side/16 px (the small-image recipe); None: translate for "
+        "fast_resnet, else standard")
     hflip: bool = True
     vflip: bool = False
     rotation: Optional[float] = Field(None, ge=0, le=180, description="max rotation degrees; None: by augment level")
     scale_min: Optional[float] = Field(None, gt=0, le=1, description="random-resized-crop min area; None: by augment level")
     auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
     random_erasing: float = Field(0.0, ge=0, le=1)
+    tta: Optional[bool] = Field(None, description="final val/test numbers averaged over the test-time views that "
+                                "match the augmentation; None: on for augment translate")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off)")
     cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off)")
     # --- transfer learning ------------------------------------------------------------------
@@ -115,7 +127,7 @@ class TrainConfig(BaseModel):
             object.__setattr__(self, "split", tuple(x / s for x in self.split))
         if self.split[0] <= 0:
             raise ValueError("split: the train fraction must be > 0")
-        if self.recipe in ("linear-probe", "finetune", "two-phase") and self.model == "simple_cnn" and not self.pretrained:
+        if self.recipe in ("linear-probe", "finetune", "two-phase") and self.model in SCRATCH_MODELS and not self.pretrained:
             raise ValueError(f"recipe: {self.recipe!r} needs a pretrained backbone (--pretrained); use --recipe scratch")
         return self
 

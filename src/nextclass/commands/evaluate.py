@@ -16,7 +16,9 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory (uses its bundle, config and split.csv)."),
     data: Optional[str] = typer.Argument(None, help="Another dataset to evaluate on (same class names)."),
     split: str = typer.Option("test", help="Split of the run's data: train | val | test."),
-    tta: bool = typer.Option(False, help="Test-time augmentation (flip + multi-crop views the model was trained with); reports the gain."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flip / multi-crop / shift "
+                                       "views the model was trained with); reports the gain. Default: as the bundle "
+                                       "was measured at training (on for the small-image recipe)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Metrics (top-1/5, per-class P/R/F1, confusion matrix) -> RUN/metrics.json and predictions CSV."""
@@ -35,7 +37,8 @@ def predict(
     topk: int = typer.Option(3, "--topk", "-k"),
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write CSV/JSON here instead of stdout."),
-    tta: bool = typer.Option(False, help="Average over the bundle's TTA views (flip / multi-crop)."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average over the bundle's TTA views (flip / "
+                                       "multi-crop / shifts). Default: as the bundle's numbers were measured."),
     batch_size: int = typer.Option(32),
     backend: str = typer.Option("torch", help="torch | onnx | auto."),
     nproc: int = typer.Option(1, help="Processes for sharded prediction (torch.distributed, gloo)."),

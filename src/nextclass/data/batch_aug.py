@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from nextclass.data.transforms import Augment, Preprocess
 
-__all__ = ["BatchAugment", "BatchEval"]
+__all__ = ["BatchAugment", "BatchEval", "BatchTranslate", "batch_augment"]
 
 
 def _norm_tensors(pp: Preprocess, device, dtype=torch.float32):
@@ -94,6 +94,9 @@ class BatchAugment:
         w, h = torch.where(w > 1, 1.0, torch.where(h > 1, area, w)), torch.where(h > 1, 1.0, torch.where(w > 1, area, h))
         cx = (torch.rand(b, device=device) * 2 - 1) * (1 - w)
         cy = (torch.rand(b, device=device) * 2 - 1) * (1 - h)
+        if a.translate:  # a shift of up to `translate` output pixels (grid units: 2 / side)
+            cx = cx + (torch.rand(b, device=device) * 2 - 1) * (2 * a.translate / self.pp.crop)
+            cy = cy + (torch.rand(b, device=device) * 2 - 1) * (2 * a.translate / self.pp.crop)
         ang = (torch.rand(b, device=device) * 2 - 1) * math.radians(a.rotation)
         cos, sin = torch.cos(ang), torch.sin(ang)
         fx = torch.ones(b, device=device)
@@ -150,3 +153,47 @@ class BatchAugment:
         if self.aug.erasing > 0:
             xf = self._erase(xf)
         return xf
+
+
+class BatchTranslate:
+    """Random horizontal flip and a random shift of up to ``aug.translate`` pixels, for a whole batch.
+
+    The small-image recipe's augmentation (as in the fast CIFAR-10 trainers): no resampling, so the
+    image keeps every pixel sharp; the border is filled by reflection. The shift is one gather over a
+    padded batch (no per-image Python), so it costs a few percent of a small model's step.
+
+    Example:
+        >>> t = BatchTranslate(Preprocess(size=28, crop=28, channels=1), Augment(translate=2))
+        >>> t(torch.zeros(4, 1, 28, 28, dtype=torch.uint8)).shape
+        torch.Size([4, 1, 28, 28])
+    """
+
+    def __init__(self, pp: Preprocess, aug: Augment):
+        self.pp, self.aug, self.eval = pp, aug, BatchEval(pp)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        xf = self.eval(x)  # centre crop + normalise, as in evaluation
+        b, _, h, w = xf.shape
+        dev = xf.device
+        if self.aug.hflip:
+            flip = torch.rand(b, device=dev) < 0.5
+            xf = torch.where(flip.view(b, 1, 1, 1), xf.flip(3), xf)
+        p = int(self.aug.translate)
+        if p > 0:
+            padded = F.pad(xf, (p, p, p, p), mode="reflect" if p < min(h, w) else "replicate")
+            dy = torch.randint(0, 2 * p + 1, (b,), device=dev)
+            dx = torch.randint(0, 2 * p + 1, (b,), device=dev)
+            rows = (dy.view(b, 1) + torch.arange(h, device=dev)).view(b, 1, h, 1)
+            cols = (dx.view(b, 1) + torch.arange(w, device=dev)).view(b, 1, 1, w)
+            idx = torch.arange(b, device=dev).view(b, 1, 1, 1)
+            ch = torch.arange(xf.shape[1], device=dev).view(1, -1, 1, 1)
+            xf = padded[idx, ch, rows, cols]
+        return xf
+
+
+def batch_augment(pp: Preprocess, aug: Augment):
+    """The batched augmentation for ``aug``: shift-and-flip when that is all it asks, else the affine warp."""
+    plain = aug.scale[0] >= 1.0 and not aug.rotation and not aug.vflip and not (aug.brightness or aug.contrast)
+    if aug.translate and plain and not aug.erasing:
+        return BatchTranslate(pp, aug)
+    return BatchAugment(pp, aug)

@@ -91,6 +91,7 @@ class Augment:
     contrast: float = 0.2
     auto: str = "none"  # none | randaugment | trivialaugment
     erasing: float = 0.0
+    translate: int = 0  # random shift of up to this many pixels (reflect padding), the small-image recipe's crop
     extra: dict = field(default_factory=dict)
 
 
@@ -107,6 +108,8 @@ def train_transform(pp: Preprocess, aug: Augment | None):
         ops.append(v2.RandomRotation(aug.rotation, interpolation=v2.InterpolationMode.BILINEAR))
     if aug.scale[0] < 1.0 or pp.crop != pp.size:
         ops.append(v2.RandomResizedCrop(pp.crop, scale=tuple(aug.scale), interpolation=interp, antialias=True))
+    if aug.translate:
+        ops.append(v2.RandomCrop(pp.crop, padding=aug.translate, padding_mode="reflect"))
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip())
     if aug.vflip:

@@ -99,12 +99,15 @@ class Predictor:
     def logits(self, batch: torch.Tensor) -> np.ndarray:
         return self.model(batch.to(self.device)).float().cpu().numpy()
 
-    def predict_proba(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
+    def predict_proba(self, batch: torch.Tensor, tta: bool | None = None) -> np.ndarray:
         """Calibrated class probabilities for a preprocessed batch (NxCxHxW).
 
-        With ``tta``, logits are averaged over the bundle's TTA views (flip / multi-crop, those the
-        model was trained with; see :mod:`nextclass.metrics.tta`) before the temperature.
+        With ``tta``, logits are averaged over the bundle's TTA views (flip / multi-crop / shifts, those
+        the model was trained with; see :mod:`nextclass.metrics.tta`) before the temperature. ``None``:
+        as the bundle's numbers were measured (``model.json`` -> ``tta.default``; off for older bundles).
         """
+        if tta is None:
+            tta = bool((self.meta.get("tta") or {}).get("default", False))
         if tta:
             from nextclass.metrics.tta import tta_logits, views_for
 
@@ -180,7 +183,7 @@ class Predictor:
             r.topk = [(self.classes[j], float(pr[j])) for j in order]
             r.abstained = bool(ab)
 
-    def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool = False,
+    def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool | None = None,
                 target_accuracy: float | None = None, neighbors: int = 0) -> list[Prediction]:
         """Predict one input or a list of inputs.
 

@@ -16,7 +16,7 @@ from nextclass.dist import backend_for, is_main, launch, local_rank, resolve_dev
 __all__ = ["predict_distributed"]
 
 
-def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, device: str, tta: bool = False,
+def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, device: str, tta: bool | None = None,
                     backend: str = "torch") -> list[dict] | None:
     from nextclass.deploy.loading import load
 
@@ -47,7 +47,7 @@ def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, de
 
 
 def predict_distributed(model: str | os.PathLike, files: Sequence[str], nproc: int = 2, topk: int = 3,
-                        batch_size: int = 32, device: str = "cpu", tta: bool = False, backend: str = "torch") -> list[dict]:
+                        batch_size: int = 32, device: str = "cpu", tta: bool | None = None, backend: str = "torch") -> list[dict]:
     """Predict ``files`` with ``nproc`` processes, each on its shard; rows come back merged in input order.
 
     ``device`` ``cuda`` puts rank r on GPU r; ``tta`` and ``backend`` (torch | onnx | auto) are as for

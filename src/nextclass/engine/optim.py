@@ -1,6 +1,7 @@
 """Optimisers and learning-rate schedules.
 
-Schedules are plain functions of the step (cosine with linear warmup, one-cycle, constant) plus a
+Schedules are plain functions of the step (cosine with linear warmup, one-cycle, linear warm-up/decay,
+constant) plus a
 ReduceLROnPlateau-style factor updated per epoch. Their whole state is a few numbers, stored in the
 checkpoint's JSON, so a resumed run follows exactly the same learning-rate curve.
 """
@@ -53,17 +54,24 @@ class Schedule:
         self.state = {"plateau_scale": 1.0, "plateau_best": None, "plateau_bad": 0}
 
     def multiplier(self, step: int) -> float:
+        """The lr factor of optimiser step ``step`` (0-based): the decay reaches its floor at the last step, ``total - 1``."""
+        last = self.total - 1  # the last optimiser step
         if self.kind == "onecycle":  # 30% cosine warm-up from 1/25 to 1, then cosine down to 1e-4
             peak = max(1, int(0.3 * self.total))
             if step < peak:
                 t = step / peak
                 return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * t)) / 2
-            t = min(1.0, (step - peak) / max(1, self.total - peak))
+            t = min(1.0, (step - peak) / max(1, last - peak))
             return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * t)) / 2
+        if self.kind == "linear":  # warm-up from 0.2 to 1 over `warmup` steps, then a straight line to the floor
+            if step < self.warmup:
+                return 0.2 + 0.8 * step / self.warmup
+            t = min(1.0, (step - self.warmup) / max(1, last - self.warmup))
+            return 1.0 - (1.0 - self.min_ratio) * t
         if self.warmup and step < self.warmup:
             m = (step + 1) / (self.warmup + 1)
         elif self.kind == "cosine":
-            t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+            t = min(1.0, (step - self.warmup) / max(1, last - self.warmup))
             m = self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * t)) / 2
         else:
             m = 1.0

@@ -63,11 +63,13 @@ def _other_data(data, classes: list[str], cache_dir: str | None) -> _Target:
     return _Target(source, positions, f"{Path(str(data)).name}" + (":test" if has_test else ""))
 
 
-def _logits(model, loader, meta: dict, tta: bool):
+def _logits(model, loader, meta: dict, tta: bool | None):
     """Plain logits, or the TTA average with the plain logits' accuracy kept for the gain."""
     from nextclass.engine.loop import predict_logits
 
     lg, y = predict_logits(model, loader)
+    if tta is None:  # as the bundle's own numbers were measured
+        tta = bool((meta.get("tta") or {}).get("default", False))
     if not tta:
         return lg, y, None
     from nextclass.metrics.tta import tta_predict_logits, views_for
@@ -82,7 +84,7 @@ def _logits(model, loader, meta: dict, tta: bool):
 
 
 def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
-             tta: bool = False, batch_size: int = 64, progress: bool = True, cache_dir: str | None = None,
+             tta: bool | None = None, batch_size: int = 64, progress: bool = True, cache_dir: str | None = None,
              robustness: bool = True) -> dict:
     """Evaluate a run's bundle on one of its splits, or on another dataset.
 
@@ -90,8 +92,9 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
         run: a run directory (its ``model/`` bundle, ``config.yaml`` and ``split.csv`` are used).
         data: another folder/CSV/built-in to evaluate on (all its images, or its ``test`` split if it has one).
         split: which split of the run's data (``train``, ``val``, ``test``) when ``data`` is None.
-        tta: average the logits over the bundle's views (flip / multi-crop, :mod:`nextclass.metrics.tta`);
-            the block then holds the TTA numbers and ``tta`` the plain accuracy and the gain.
+        tta: average the logits over the bundle's views (flip / multi-crop / shifts, :mod:`nextclass.metrics.tta`);
+            the block then holds the TTA numbers and ``tta`` the plain accuracy and the gain. None: as the
+            bundle's numbers were measured at training (``model.json`` -> ``tta.default``).
         robustness: also measure accuracy under blur/noise/JPEG/brightness/contrast (capped to seconds).
 
     Returns:
@@ -131,7 +134,7 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
     paths = [target.source.samples[target.positions[i]].path for i in ok]
     write_predictions(run / predictions_name(target.name), paths, target.name, y, softmax(lg, temperature), classes)
     log(summary_line(m) + (f" (with TTA, {len(m['tta']['views'])} views; plain {m['tta']['accuracy_without_tta']:.4f}, "
-                           f"gain {m['tta']['gain']:+.4f})" if tta else ""))
+                           f"gain {m['tta']['gain']:+.4f})" if "tta" in m else ""))
     return m
 
 

@@ -1,4 +1,4 @@
-"""Create any timm model (or ``simple_cnn``) with the dataset's classes, and its data config.
+"""Create any timm model (or ``simple_cnn`` / ``fast_resnet``) with the dataset's classes, and its data config.
 
 ``pretrained`` accepts:
 
@@ -27,19 +27,20 @@ _REGISTERED = False
 
 
 def register_local_models() -> None:
-    """Register ``simple_cnn`` in timm's registry once (idempotent; raises on a real clash)."""
+    """Register ``simple_cnn`` and ``fast_resnet`` in timm's registry once (idempotent; raises on a real clash)."""
     global _REGISTERED
     if _REGISTERED:
         return
     import timm
     from timm.models import register_model
 
-    from nextclass.models import simple_cnn as mod
+    from nextclass.models import fast_resnet, simple_cnn
 
-    if not timm.is_model("simple_cnn"):
-        register_model(mod.simple_cnn)
-    elif timm.models.get_model_entrypoint("simple_cnn") is not mod.simple_cnn:
-        raise ModelError("another package registered a timm model named 'simple_cnn'")
+    for fn in (simple_cnn.simple_cnn, fast_resnet.fast_resnet):
+        if not timm.is_model(fn.__name__):
+            register_model(fn)
+        elif timm.models.get_model_entrypoint(fn.__name__) is not fn:
+            raise ModelError(f"another package registered a timm model named {fn.__name__!r}")
     _REGISTERED = True
 
 
@@ -74,7 +75,8 @@ def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.
     """Build ``name`` with a fresh ``num_classes`` head.
 
     Args:
-        name: a timm model name (``resnet18``, ``convnext_tiny``, ``tf_efficientnet_lite0``...) or ``simple_cnn``.
+        name: a timm model name (``resnet18``, ``convnext_tiny``, ``tf_efficientnet_lite0``...), ``simple_cnn``
+            or ``fast_resnet``.
         num_classes: classes of the dataset (the head is reset to this).
         in_chans: input channels (1 for grayscale data trained from scratch).
         pretrained: see the module docstring.
@@ -91,7 +93,7 @@ def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:8]
         raise ModelError(f"unknown model {name!r}. timm names work (e.g. resnet18, convnext_tiny, "
-                         f"tf_efficientnet_lite0) plus simple_cnn" + (f"; close matches: {close}" if close else ""))
+                         f"tf_efficientnet_lite0) plus simple_cnn and fast_resnet" + (f"; close matches: {close}" if close else ""))
     pre = None if pretrained in (None, "", "none", "None", False) else str(pretrained)
     if pre is not None and _is_hub(pre):
         hub_name = name if pre in ("timm", "hub", "true", "True") else pre.removeprefix("timm/")

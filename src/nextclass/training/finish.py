@@ -18,7 +18,7 @@ from nextclass.card import write_card
 from nextclass.metrics.calibration import calibration_block, fit_temperature
 from nextclass.metrics.classification import classification_metrics, softmax
 from nextclass.metrics.predictions import merge_metrics, predictions_name, summary_line, write_predictions
-from nextclass.metrics.tta import views_from_config
+from nextclass.metrics.tta import TTAModel, views_from_config
 from nextclass.training.batches import split_logits
 from nextclass.training.context import Context
 from nextclass.training.defaults import arch_kwargs
@@ -51,6 +51,21 @@ def _final_logits(ctx: Context, model: nn.Module, progress: bool) -> dict[str, t
     return out
 
 
+def _with_tta(ctx: Context, model: nn.Module, logits: dict, progress: bool) -> dict:
+    """``tta``: replace each split's logits by their mean over the training-matched views; returns, per
+    split, the views and the plain accuracy (kept in the metrics so the gain is visible)."""
+    views = views_from_config(ctx.cfg)
+    if not ctx.cfg.tta or len(views) < 2 or ctx.cfg.recipe == "linear-probe":
+        return {}
+    info = {}
+    with progress_bar(progress) as bar:
+        for split, (plain, y) in list(logits.items()):
+            logits[split] = split_logits(ctx, TTAModel(model, views), split, bar)
+            info[split] = {"views": views, "accuracy_without_tta": float((plain.argmax(1) == y).mean())}
+    log(f"final numbers averaged over {len(views)} test-time views ({', '.join(views)})")
+    return info
+
+
 def score_splits(ctx: Context, logits: dict, temperature: float) -> dict:
     """Metrics blocks (with calibration) per split, and their ``predictions*.csv`` in the run."""
     blocks = {}
@@ -75,7 +90,7 @@ def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: floa
     save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=temperature,
                 extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
-                       "tta": {"views": views_from_config(cfg)}, **trust})
+                       "tta": {"views": views_from_config(cfg), "default": bool(cfg.tta)}, **trust})
     model.to(ctx.device)
 
 
@@ -97,8 +112,11 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     from nextclass.data.audit import attach_label_suspects
 
     logits = _final_logits(ctx, model, progress)
+    tta = _with_tta(ctx, model, logits, progress)
     temperature = fit_temperature(*logits["val"]) if "val" in logits else 1.0
     blocks = score_splits(ctx, logits, temperature)
+    for split, info in tta.items():
+        blocks[split]["tta"] = {**info, "gain": blocks[split]["accuracy"] - info["accuracy_without_tta"]}
     trust = {"abstain": selective_results(ctx, logits, temperature, blocks),  # threshold on val, AUROCs per split
              "neighbors": build_neighbors(ctx, model, logits, blocks, progress)}  # <run>/model/neighbors.safetensors
     last = "test" if "test" in blocks else ("val" if "val" in blocks else None)

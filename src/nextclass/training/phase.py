@@ -26,6 +26,7 @@ from nextclass.engine.loop import EpochResult, StepParts, loss_and_acc, reduce_e
 from nextclass.engine.optim import Schedule, build_optimizer, param_groups
 from nextclass.training.batches import split_logits, train_batches
 from nextclass.training.context import Context
+from nextclass.training.defaults import ema_decay_for
 from nextclass.training.history import epoch_row, read_history, write_history
 from nextclass.training.plan import replan, save_plan
 from nextclass.utils import log, progress_bar
@@ -72,6 +73,8 @@ def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int,
 def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> Schedule:
     """The config's lr schedule over ``epochs`` epochs (warm-up in epochs, converted to steps)."""
     warm = int(cfg.warmup_epochs * steps_per_epoch) if cfg.scheduler in ("cosine", "plateau", "none") else 0
+    if cfg.scheduler == "linear":  # the fast recipe's warm-up: the first 20% of the steps
+        warm = int(0.2 * epochs * steps_per_epoch)
     return Schedule(cfg.scheduler, epochs * steps_per_epoch, warm, cfg.min_lr_ratio)
 
 
@@ -87,10 +90,11 @@ def build_parts(ctx: Context, model: nn.Module, phase: Phase, budget: Budget | N
     optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, phase.lr, phase.layer_decay),
                                 phase.lr, cfg.momentum)
     ema = mixup = None
-    if cfg.ema:
+    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])))
+    if cfg.ema:  # weights and BatchNorm statistics averaged
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=cfg.ema_decay, device=ctx.device)
+        ema = ModelEmaV3(model, decay=ema_decay_for(cfg, schedule.total), device=ctx.device)
     if cfg.mixup > 0 or cfg.cutmix > 0:
         from timm.data import Mixup
 
@@ -103,7 +107,6 @@ def build_parts(ctx: Context, model: nn.Module, phase: Phase, budget: Budget | N
             log("torch.compile: the first training step compiles (10-50 s on a CPU); `nextclass benchmark --compile` "
                 "measures whether it pays back")
         net = torch.compile(net)
-    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])))
     scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
     return StepParts(net, optimizer, criterion, schedule, ctx.runtime, cfg.accumulate, cfg.clip_grad, scaler, mixup,
                      ema, budget)
@@ -169,6 +172,8 @@ class TrainPhase:
             return
         self.phase.epochs = plan.epochs
         self.parts.schedule.total = max(1, plan.epochs * self.steps)  # still in warm-up: the cosine is unchanged
+        if self.parts.ema is not None:
+            self.parts.ema.decay = ema_decay_for(self.cfg, self.parts.schedule.total)
         save_plan(self.ctx, plan)
         self.cfg = self.ctx.cfg
         log(f"[bold]plan[/] re-planned: {plan.replanned}")
@@ -195,9 +200,10 @@ class TrainPhase:
         self.history.append(epoch_row(epoch + 1, self.phase.name, res, val, lr, time.time() - self.t0))
         st.update(epoch=epoch + 1, phase=self.phase.name, schedule=dict(self.parts.schedule.state),
                   elapsed=time.time() - self.t0)
-        improved = is_better(cfg.monitor, metric, st.get("best")) or not len(self.ctx.rows["val"])
-        if improved:
-            st.update(best=metric, best_epoch=epoch + 1, bad_epochs=0)
+        tie = cfg.monitor == "val_acc" and metric == st.get("best") and val[0] < st.get("best_loss", math.inf)
+        improved = is_better(cfg.monitor, metric, st.get("best")) or tie or not len(self.ctx.rows["val"])
+        if improved:  # equal accuracy with a lower val loss counts (small val sets tie often)
+            st.update(best=metric, best_loss=val[0], best_epoch=epoch + 1, bad_epochs=0)
             if is_main():
                 save_checkpoint(self.ctx.run_dir / "checkpoints" / "best.safetensors", self.forward_model, None, dict(st))
         else:

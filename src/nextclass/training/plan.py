@@ -120,6 +120,16 @@ def measure_rates(ctx: Context, steps: int = 8, warmup: int = 2) -> tuple[float,
         torch.set_rng_state(rng)  # measuring must not change what the run draws afterwards
 
 
+def _finish_eval_s(ctx: Context, n: dict, eval_rate: float) -> float:
+    """Final val/test passes (x (1 + views) with TTA) and the neighbour index's pass over training images."""
+    from nextclass.metrics.tta import views_from_config
+
+    cfg = ctx.cfg
+    passes = 1 + (len(views_from_config(cfg)) if cfg.tta else 0)
+    index = min(cfg.neighbor_index, n["train"])
+    return (passes * (n["val"] + (n["test"] if cfg.evaluate_test else 0)) + index) / eval_rate
+
+
 def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
     """The epochs that fit ``minutes`` of wall time counted from ``started`` (see the module docstring).
 
@@ -136,7 +146,7 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     per_rank, bs = math.ceil(n["train"] / world_size()), ctx.cfg.batch_size
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
     epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
-    finish_eval = (n["val"] + (n["test"] if ctx.cfg.evaluate_test else 0)) / eval_rate
+    finish_eval = _finish_eval_s(ctx, n, eval_rate)
     reserve = finish_eval + (ROBUSTNESS_S + FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
     budget = 60.0 * minutes
     spent = time.time() - started

@@ -9,6 +9,8 @@ a config can override any of them:
   block) trains for ``epochs`` epochs on the cached tensors at ``lr`` (default 1e-3), with the
   config's optimizer, schedule, label smoothing, balance and patience. History rows have phase
   ``probe``; the best epoch on val is checkpointed (full model) like any other epoch.
+* ``scratch``: one plain phase; for ``fast_resnet`` (the small-image default) the whitening layer is first
+  set from the training images (:meth:`~nextclass.models.fast_resnet.FastResNet.init_whitening`).
 * ``finetune``: every weight trains, at a low ``lr`` (default 1e-4) with layer-wise lr decay
   (``layer_decay``; default chosen so the stem learns at 1/10 of the head's rate, fastai's
   "discriminative rates"), through the normal epoch loop (augmentation, mixup/cutmix, EMA,
@@ -34,6 +36,7 @@ from torch import nn
 from nextclass.engine.checkpoint import load_checkpoint
 from nextclass.models.freeze import bn_stats_frozen
 from nextclass.training.context import Context
+from nextclass.training.defaults import whitening_batch
 from nextclass.training.phase import Phase, TrainPhase
 from nextclass.training.probe import probe_phase
 from nextclass.utils import log
@@ -61,6 +64,16 @@ def _finetune(ctx, model: nn.Module, phase: Phase, state: dict, progress: bool) 
         return TrainPhase(ctx, model, phase, state).run(progress)
 
 
+def _init_from_data(ctx: Context, model: nn.Module, state: dict) -> None:
+    """fast_resnet: its first layer whitens 2x2 patches of the training images (a new run only; a resumed
+    run takes the layer from its checkpoint). Every DDP rank computes the same layer from the same images."""
+    if state.get("epoch") or not hasattr(model, "init_whitening"):
+        return
+    x = whitening_batch(ctx.images.array, ctx.rows["train"], ctx.pp, ctx.cfg.seed)
+    model.init_whitening(x)
+    log(f"[dim]auto[/] whitening layer from the 2x2 patches of {len(x)} training images")
+
+
 def run_recipe(ctx: Context, model: nn.Module, state: dict, progress: bool = True) -> nn.Module:
     """Run ``ctx.cfg.recipe`` on ``model``; returns the model to evaluate (fit then loads the best checkpoint).
 
@@ -69,6 +82,7 @@ def run_recipe(ctx: Context, model: nn.Module, state: dict, progress: bool = Tru
     """
     cfg = ctx.cfg
     if cfg.recipe == "scratch":
+        _init_from_data(ctx, model, state)
         return TrainPhase(ctx, model, Phase("scratch", cfg.epochs, cfg.lr), state).run(progress)
     if cfg.recipe == "linear-probe":
         _ignored_in_probe(ctx)

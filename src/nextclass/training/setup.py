@@ -25,7 +25,7 @@ from nextclass.data.splits import assign_splits, read_split_csv, write_split_csv
 from nextclass.data.transforms import Preprocess
 from nextclass.dist import barrier, broadcast_object, device_for_rank, init_from_env, is_main, local_rank
 from nextclass.training.context import Context
-from nextclass.training.defaults import amp_dtype_for, resolve
+from nextclass.training.defaults import amp_dtype_for, pick_model, probe_images, resolve
 from nextclass.utils import atomic_write_text, configure_threads, log
 
 __all__ = ["prepare", "new_run_dir", "split_rows", "data_hash"]
@@ -69,11 +69,12 @@ def split_rows(source: DataSource, images: DecodedImages) -> tuple[dict[str, np.
     return rows, {sp: all_labels[r] for sp, r in rows.items()}
 
 
-def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source_name: str | None) -> Path:
+def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source: DataSource) -> Path:
     """The run directory: the one being resumed, or a new ``output/<name>`` (named by rank 0 under DDP)."""
     if resume is not None:
         return Path(resume)
-    name = cfg.name or f"{cfg.model}-{Path(source_name).name}".replace("/", "_")
+    model = cfg.model if cfg.name or cfg.model != "auto" else pick_model(cfg, probe_images(source)[0])[0]
+    name = cfg.name or f"{model}-{Path(source.name).name}".replace("/", "_")
     return Path(broadcast_object(str(new_run_dir(cfg.output, name)) if is_main() else None))
 
 
@@ -124,7 +125,7 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
-    run_dir = _open_run(cfg, resume, source.name)
+    run_dir = _open_run(cfg, resume, source)
     _splits(source, run_dir, cfg)
     res = resolve(cfg, source, sum(1 for s in source.samples if s.split == "train"))  # on resume: nothing changes
     cfg = res.cfg
