@@ -4,6 +4,7 @@ budget, refuses a budget that cannot fit one epoch, and a budgeted run resumes t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -68,3 +69,18 @@ def test_epochs_cap_the_plan_and_a_budgeted_run_resumes(data, tmp_path):
     assert [r["epoch"] for r in _history(run)] == ["1", "2", "3", "4"]
     assert json.loads((run / "plan.json").read_text()) == plan  # resume keeps the plan, does not re-plan
     assert (run / "model" / "model.safetensors").exists()
+
+
+def test_replan_grows_only_while_the_schedule_warms_up_and_always_fits():
+    from nextclass.training.plan import Plan, replan
+
+    # measured 30 s per epoch at the start (a busy machine), then epochs take 10 s
+    plan = Plan(budget_s=600, spent_s=10, train_images_per_s=1.0, eval_images_per_s=1.0, epoch_s=30, reserve_s=50,
+                epochs=17, train_end_s=532)
+    assert replan(plan, done=3, epoch_s=10, elapsed_s=100, grow=True).epochs == 3 + 43  # (532 - 100) // 10 left
+    assert replan(plan, done=3, epoch_s=10, elapsed_s=100, grow=False) is plan  # decaying: never stretched
+    assert replan(plan, done=1, epoch_s=10, elapsed_s=40).epochs == 1 + 49  # after epoch 1 it may always grow
+    slow = replan(plan, done=5, epoch_s=60, elapsed_s=300)  # slower than planned: shrinks so the decay completes
+    assert slow.epochs == 5 + 3 and "after epoch 5" in slow.replanned
+    capped = dataclasses.replace(plan, max_epochs=20)
+    assert replan(capped, done=3, epoch_s=10, elapsed_s=100, grow=True).epochs == 20  # --epochs caps it

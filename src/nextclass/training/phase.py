@@ -150,15 +150,17 @@ class TrainPhase:
         hist_path = self.ctx.run_dir / "history.csv"
         self.history = [r for r in read_history(hist_path) if int(r["epoch"]) <= start]
         self.t0 = time.time() - float(self.state.get("elapsed", 0.0))
-        epoch, t_start = start, time.time()
+        epoch, walls = start, []
         with progress_bar(progress and is_main()) as bar:
             while epoch < self.phase.epoch_offset + self.phase.epochs and not self.state.get("stopped"):
+                t_epoch = time.time()
                 res, val = self._epoch(epoch, bar)
                 self._record(epoch, res, val)
                 if is_main():
                     write_history(hist_path, self.history)
+                walls.append(time.time() - t_epoch)  # the whole epoch: training, validation, checkpoints, history
                 if self.ctx.plan is not None:
-                    self._replan(epoch + 1 - self.phase.epoch_offset, (time.time() - t_start) / (epoch + 1 - start))
+                    self._replan(epoch + 1 - self.phase.epoch_offset, float(np.median(walls[-3:])))
                 for callback in self.ctx.callbacks:  # tracking, Optuna pruning (may raise to stop the run)
                     callback(self.history[-1], self.state)
                 epoch += 1
@@ -166,12 +168,15 @@ class TrainPhase:
 
     def _replan(self, done: int, epoch_s: float) -> None:
         """--max-minutes: correct the planned epochs with the measured time per epoch (see training.plan.replan)."""
-        plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started))
+        warming = done * self.steps < self.parts.schedule.warmup  # the decay has not started: the plan may grow
+        plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started, grow=warming))
         self.ctx.plan = plan
         if plan.epochs == self.phase.epochs:
             return
         self.phase.epochs = plan.epochs
-        self.parts.schedule.total = max(1, plan.epochs * self.steps)  # still in warm-up: the cosine is unchanged
+        fresh = make_schedule(self.cfg, plan.epochs, self.steps)  # what a first plan of this length would use
+        self.parts.schedule.total = fresh.total  # still in warm-up: the cosine is unchanged
+        self.parts.schedule.warmup = min(self.parts.schedule.warmup, fresh.warmup)  # a shorter run warms up less
         if self.parts.ema is not None:
             self.parts.ema.decay = ema_decay_for(self.cfg, self.parts.schedule.total)
         save_plan(self.ctx, plan)

@@ -163,18 +163,20 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs)
 
 
-def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float) -> Plan:
-    """Correct the planned epochs with the measured wall time per epoch (every per-epoch cost included).
+def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float, grow: bool = False) -> Plan:
+    """Correct the planned epochs with the measured wall time per epoch (every per-epoch cost included;
+    the caller passes the median of the last three epochs, so one slow epoch does not swing the plan).
 
-    Called after each epoch with ``done`` epochs finished. After the first one the plan may grow or
-    shrink: with the default one-epoch warm-up the cosine part of the schedule has not started, so the
-    learning-rate curve is the one a perfect first estimate would have given. Later it only shrinks
-    when the remaining epochs would not fit, so the schedule still *completes* inside the budget (the
-    rest of its cosine is compressed) instead of being cut off by the hard stop.
+    Called after each epoch with ``done`` epochs finished. After the first one, or while the schedule
+    is still warming up (``grow``), the plan may grow or shrink: the decaying part of the schedule has
+    not started, so the learning-rate curve is the one a perfect first estimate would have given (a
+    machine that was busy while the planner measured gets its time back). Later it only shrinks when the
+    remaining epochs would not fit, so the schedule still *completes* inside the budget (the rest of its
+    decay is compressed) instead of being cut off by the hard stop.
     """
     left = max(0, int((plan.train_end_s - elapsed_s) // max(epoch_s, 1e-9)))
     epochs = done + left
-    if done > 1:
+    if done > 1 and not grow:
         epochs = min(epochs, plan.epochs)
     if plan.max_epochs is not None:
         epochs = min(epochs, plan.max_epochs)
