@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from conftest import make_folder, run_cli
 
@@ -19,13 +20,15 @@ def test_benchmark_cli_json_and_file(tmp_path):
                 "--cache-dir", str(tmp_path / "cache"))
     r = json.loads(p.stdout)  # stdout is pure JSON: progress and logs go to stderr
     assert r == json.loads(out.read_text()) and all(part in r for part in PARTS)
-    assert r["model"] == "simple_cnn" and r["batch_size"] == 16 and r["img_size"] == 32
+    assert r["model"] == "fast_resnet" and r["batch_size"] == 16 and r["img_size"] == 32  # the training default at 32 px
     assert r["decode"]["cache"] == "built" and r["decode"]["images"] == 120 and r["decode"]["skipped"] == 0
     pf = r["decode"]["per_file"]
     assert pf["files"] > 0 and pf["decoded"] == pf["files"] and pf["images_per_second_one_process"] > 0
     assert r["loader"]["images_per_second"] > 0 and "batched augmentation" in r["loader"]["kind"]
     m = r["model_alone"]
     assert m["train_step_images_per_second"] > 0 and m["inference_images_per_second"] > 0 and m["parameters"] > 10_000
+    assert m["forward_mflop_per_image"] > 1 and m["matmul_peak_gflops"] > 0  # fast_resnet at 32 px: ~30 MFLOP
+    assert m["train_step_gflops"] == pytest.approx(m["fraction_of_peak"] * m["matmul_peak_gflops"])
     assert r["step"]["images_per_second"] > 0
     assert r["step"]["epoch_seconds_estimate"] == r["train_images"] / r["step"]["images_per_second"]
     assert any(v.startswith(("model-bound", "data-bound")) for v in r["verdict"])

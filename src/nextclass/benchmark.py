@@ -8,7 +8,7 @@ augmentation, :func:`~nextclass.engine.loop.train_one_epoch` runs the same step)
   ImageFolder-style loop would pay on every epoch instead;
 - ``loader``: the loader and augmentation alone (no model);
 - ``model``: the training step alone (forward, backward, optimiser) on one batch held in memory,
-  and inference alone;
+  and inference alone; its achieved GFLOP/s as a fraction of this machine's fp32 matmul peak;
 - ``step``: the whole training step (loader + augmentation + model);
 - ``compile`` (opt-in): ``torch.compile`` time and its steady-state step rate, and after how many
   epochs the compile time is paid back (never, if it is not faster).
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from nextclass.training.context import Context
 
-__all__ = ["benchmark"]
+__all__ = ["benchmark", "matmul_peak_gflops"]
 
 
 class _Take:
@@ -117,6 +117,31 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     return ctx, head, decode_s
 
 
+def matmul_peak_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    """This machine's fp32 matrix-multiply rate (GFLOP/s): the ceiling a conv net's step can approach."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    _sync(device)
+    return reps * 2 * n ** 3 / (time.perf_counter() - t) / 1e9
+
+
+def _peak_fraction(net: torch.nn.Module, x: torch.Tensor, step_s: float, device: torch.device) -> dict:
+    """The training step's achieved GFLOP/s (3x the counted forward FLOPs: forward + two backward matmuls)
+    against the measured matmul peak."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(x)
+    achieved = 3 * fc.get_total_flops() / step_s / 1e9
+    peak = matmul_peak_gflops(device, 4096 if device.type == "cuda" else 2048)
+    return {"forward_mflop_per_image": fc.get_total_flops() / len(x) / 1e6, "train_step_gflops": achieved,
+            "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak}
+
+
 class _Bench:
     """The measurements of :func:`benchmark`, each a method writing its block into ``out``."""
 
@@ -183,7 +208,8 @@ class _Bench:
         infer_s = _time_steps(infer, self.steps, self.warmup, self.dev)
         self.out["model_alone"] = {"train_step_images_per_second": _rate(cfg.batch_size, step_s),
                                    "inference_images_per_second": _rate(cfg.batch_size, infer_s),
-                                   "parameters": sum(p.numel() for p in net.parameters())}
+                                   "parameters": sum(p.numel() for p in net.parameters()),
+                                   **_peak_fraction(net, x, step_s, self.dev)}
 
     def epoch_rate(self, model, n_steps: int, epoch: int) -> float:
         """img/s of ``n_steps`` steps through the training loop itself (loader, augmentation, step)."""
@@ -240,7 +266,7 @@ def benchmark(data: str = "digits", *, compile: bool = False, steps: int = 20, w
     """
     from nextclass.config import coerce_config
 
-    cfg = coerce_config({"data": data, "augment": "standard", "compile": compile, **fields})
+    cfg = coerce_config({"data": data, "compile": compile, **fields})  # unset fields: what training would choose
     ctx, out, decode_s = _setup(cfg, progress)
     src = ctx.source
     out["decode"] = {"cache": "hit" if ctx.images.hit else "built", "images": len(src.samples), "seconds": decode_s,

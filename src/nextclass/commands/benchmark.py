@@ -14,11 +14,11 @@ __all__ = ["benchmark", "register"]
 
 def benchmark(
     data: str = typer.Argument("digits", help="Folder, CSV manifest, 'digits' or 'fashion-mnist[:DIR]' (as for train)."),
-    model: str = typer.Option("simple_cnn", help="timm model name or simple_cnn."),
+    model: str = typer.Option("auto", help="timm model name, simple_cnn or fast_resnet; auto: what training would pick."),
     pretrained: Optional[str] = typer.Option(None, help="As for train (changes the input size and preprocessing)."),
     img_size: Optional[int] = typer.Option(None, help="Model input size (default: train's automatic choice)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Default: train's automatic choice."),
-    augment: str = typer.Option("standard", help="none | light | standard | strong."),
+    augment: Optional[str] = typer.Option(None, help="none | light | standard | strong | translate (default: what training would pick)."),
     steps: int = typer.Option(20, min=1, help="Timed steps per measurement."),
     warmup: int = typer.Option(3, min=0, help="Untimed steps before each measurement."),
     compile_: bool = typer.Option(False, "--compile", help="Also time torch.compile: compile seconds, compiled "

@@ -172,8 +172,11 @@ def benchmark_table(r: dict) -> Table:
                   f"what a loop decoding files every epoch pays, 1 process ({pf['files']} files; "
                   f"~{pf['images_per_second_all_cores_estimate']:,.0f} on all cores)")
     t.add_row("loader alone", f"{r['loader']['images_per_second']:,.0f}", r["loader"]["kind"])
-    t.add_row("model alone: train step", f"{r['model_alone']['train_step_images_per_second']:,.0f}",
-              "forward + backward + optimiser on one batch held in memory")
+    ma = r["model_alone"]
+    t.add_row("model alone: train step", f"{ma['train_step_images_per_second']:,.0f}",
+              "forward + backward + optimiser on one batch held in memory"
+              + (f"; {ma['train_step_gflops']:,.0f} GFLOP/s = {ma['fraction_of_peak']:.2f} of this machine's fp32 "
+                 f"matmul peak ({ma['matmul_peak_gflops']:,.0f})" if "fraction_of_peak" in ma else ""))
     t.add_row("model alone: inference", f"{r['model_alone']['inference_images_per_second']:,.0f}", "forward, no grad")
     t.add_row("[bold]whole training step[/]", f"[bold]{r['step']['images_per_second']:,.0f}[/]",
               f"loader + augmentation + step; epoch of {r['train_images']:,} images ~ "
