@@ -100,8 +100,6 @@ def test_multi_image_requests_get_their_rows_in_order():
         np.testing.assert_array_equal(out, expected([10 * r + k for k in range(len(req))]))
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: serve/batching.py MicroBatcher._collect appends a whole request before "
-                                       "checking the size, so a model call can hold more than max_batch images")
 def test_no_model_call_exceeds_max_batch_images():
     model = Model()
     requests = [[img(10 * r + k) for k in range(3)] for r in range(4)]  # 12 images, 3 per request
@@ -125,6 +123,88 @@ def test_a_request_larger_than_max_batch_is_one_call_of_its_own():
     np.testing.assert_array_equal(big, expected(range(6)))
     np.testing.assert_array_equal(small, expected([100]))
     assert [len(c) for c in model.calls] == [6, 1]
+
+
+def test_a_request_that_would_overflow_the_batch_waits_for_the_next_call_in_order():
+    model = Model()
+    sizes = (1, 2, 3, 1, 4, 2)
+    requests = [[img(10 * r + k) for k in range(n)] for r, n in enumerate(sizes)]
+
+    async def go(b):
+        return await asyncio.gather(*(b.submit(r) for r in requests))
+
+    outs = run(go, model, max_batch=4, max_wait_ms=50)
+    for r, out in enumerate(outs):
+        np.testing.assert_array_equal(out, expected([10 * r + k for k in range(sizes[r])]))
+    assert [len(c) for c in model.calls] == [3, 4, 4, 2]  # 1+2 | 3+1 | 4 | 2: whole requests, first come first served
+    assert [v for c in model.calls for v in c] == [v for r in requests for v in (t[0, 0, 0].item() for t in r)]
+
+
+def test_a_small_request_then_a_big_one_the_big_one_runs_alone():
+    model = Model()
+
+    async def go(b):
+        return await asyncio.gather(b.submit([img(100)]), b.submit([img(k) for k in range(6)]), b.submit([img(200)]))
+
+    small, big, last = run(go, model, max_batch=4, max_wait_ms=50)
+    assert [len(c) for c in model.calls] == [1, 6, 1]
+    np.testing.assert_array_equal(small, expected([100]))
+    np.testing.assert_array_equal(big, expected(range(6)))
+    np.testing.assert_array_equal(last, expected([200]))
+
+
+def test_a_batch_that_cannot_be_built_answers_its_callers_and_the_worker_survives():
+    model = Model()
+
+    async def go(b):
+        odd = torch.zeros(1, 3, 3)  # a different shape: the images cannot be stacked into one batch
+        bad = await asyncio.wait_for(asyncio.gather(b.submit([img(1)]), b.submit([odd]), return_exceptions=True), 5)
+        good = await asyncio.wait_for(b.submit([img(2)]), 5)
+        return bad, good
+
+    bad, good = run(go, model, max_batch=8, max_wait_ms=50)
+    assert len(bad) == 2 and all(isinstance(e, RuntimeError) and "stack" in str(e) for e in bad), bad
+    np.testing.assert_array_equal(good, expected([2]))
+    assert model.calls == [[2]]
+
+
+def test_stop_answers_the_running_batch_and_the_queued_requests():
+    gate = threading.Event()
+    model = Model(gate=gate)
+
+    async def main():
+        b = MicroBatcher(model, max_batch=8, max_wait_ms=0)
+        await b.start()
+        running = asyncio.ensure_future(b.submit([img(k) for k in range(8)]))
+        while not model.started.is_set():  # the model thread is inside the first call
+            await asyncio.sleep(0.005)
+        queued = [asyncio.ensure_future(b.submit([img(k)])) for k in (8, 9)]
+        await asyncio.sleep(0.05)
+        threading.Timer(0.2, gate.set).start()
+        await asyncio.wait_for(b.stop(), 10)
+        for fut in (running, *queued):
+            with pytest.raises(RuntimeError, match="server shutting down"):
+                await asyncio.wait_for(fut, 1)
+        assert model.calls == [list(range(8))]  # the running call finished before stop() returned; no other began
+
+    asyncio.run(main())
+
+
+def test_stop_answers_a_request_taken_off_the_queue_while_the_batch_waits_for_company():
+    model = Model()
+
+    async def main():
+        b = MicroBatcher(model, max_batch=8, max_wait_ms=60_000)  # the batch would wait a minute for more
+        await b.start()
+        waiting = asyncio.ensure_future(b.submit([img(1)]))
+        await asyncio.sleep(0.05)  # the worker took it off the queue and waits for company
+        assert b.queue.empty() and not waiting.done()
+        await asyncio.wait_for(b.stop(), 10)
+        with pytest.raises(RuntimeError, match="server shutting down"):
+            await asyncio.wait_for(waiting, 1)
+        assert model.calls == []
+
+    asyncio.run(main())
 
 
 def test_a_lone_request_waits_at_most_max_wait():
