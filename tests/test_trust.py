@@ -21,7 +21,7 @@ def trust_run(tmp_path_factory) -> Path:
     import nextclass
 
     base = tmp_path_factory.mktemp("trust")
-    data = make_folder(base / "data", n=20)
+    data = make_folder(base / "data", n=40)  # 24 val images: enough for the 95% 'unfamiliar' quantile (19+)
     return Path(nextclass.train(data=str(data), model="simple_cnn", epochs=2, output=str(base / "runs"), name="trust",
                                 batch_size=16, lr=3e-3, progress=False, report=False, target_accuracy=0.9))
 
@@ -31,13 +31,27 @@ def _files(run: Path, n: int = 6) -> list[str]:
     return [str(f) for f in files[:: max(1, len(files) // n)][:n]]
 
 
-def _bundle_copy(run: Path, dest: Path, **abstain) -> Path:
-    """A copy of the run's bundle with ``abstain`` fields overridden in its model.json."""
+def _bundle_copy(run: Path, dest: Path, unfamiliar: float | None = None, **abstain) -> Path:
+    """A copy of the run's bundle with ``abstain`` fields (and the ``unfamiliar`` distance) overridden in model.json."""
     shutil.copytree(run / "model", dest)
     meta = json.loads((dest / "model.json").read_text())
     meta["abstain"].update(abstain)
+    if unfamiliar is not None:
+        meta["neighbors"]["unfamiliar"]["distance"] = unfamiliar
     (dest / "model.json").write_text(json.dumps(meta))
     return dest
+
+
+def _median_distance(run: Path, files: list[str]) -> tuple[float, list[bool]]:
+    """A distance threshold that half of ``files`` exceed, and which ones do (from the real nearest distances)."""
+    import torch
+
+    import nextclass
+
+    pred = nextclass.load(run)
+    d = pred.nearest_distance(torch.stack([pred.to_tensor(f) for f in files]))
+    th = float(np.median(d))
+    return th, [bool(x > th) for x in d]
 
 
 def test_threshold_meets_the_target_with_the_largest_coverage():
@@ -61,6 +75,24 @@ def test_threshold_meets_the_target_with_the_largest_coverage():
     assert set(s) == {"probability", "margin", "energy"} and (s["margin"] <= s["probability"]).all()
 
 
+def test_distance_threshold_is_the_conformal_quantile():
+    from nextclass.metrics.selective import distance_threshold
+
+    rng = np.random.default_rng(1)
+    val = rng.gamma(2.0, 0.1, 199)
+    th = distance_threshold(val, 0.95)
+    assert th == np.sort(val)[189]  # ceil(200 * 0.95) = 190th smallest
+    assert (val > th).mean() <= 0.05
+    # the guarantee, on average over val draws: a new image drawn like val is flagged with probability <= 5%
+    # (uniform distances: P(new > th) = 1 - th; E[190th smallest of 199] = 190/200, so exactly 5% here)
+    miss = [1 - distance_threshold(rng.random(199), 0.95) for _ in range(4000)]
+    assert 0.048 < np.mean(miss) <= 0.0505
+    assert distance_threshold(val[:18], 0.95) == float("inf")  # too few for the 95% rank: never flag
+    assert distance_threshold(val[:19], 0.95) == val[:19].max()
+    with pytest.raises(ValueError, match="quantile"):
+        distance_threshold(val, 1.0)
+
+
 def test_run_keeps_threshold_index_and_card(trust_run: Path):
     meta = json.loads((trust_run / "model" / "model.json").read_text())
     metrics = json.loads((trust_run / "metrics.json").read_text())
@@ -77,6 +109,39 @@ def test_run_keeps_threshold_index_and_card(trust_run: Path):
     assert card.startswith("---\nlibrary_name: nextclass\n")
     acc = metrics["test"]["accuracy"]
     assert f"value: {round(acc, 6)}" in card and f"test accuracy: {100 * acc:.2f}%" in card
+    u = meta["neighbors"]["unfamiliar"]
+    assert u["score"] == "knn_distance" and u["quantile"] == 0.95 and u["val_n"] == metrics["val"]["n"]
+    assert 0 < u["distance"] < 2 and u["val_rate"] <= 0.05 and 0 <= nb["unfamiliar_rate"] <= 1
+    assert f"is above {u['distance']:.4f}" in card and "AUROC 0.877" in card  # the threshold and why this score
+
+
+def test_unfamiliar_python_cli_and_http(trust_run: Path, tmp_path: Path):
+    import httpx
+
+    import nextclass
+    from test_serve import LiveServer
+
+    files = _files(trust_run)
+    th, want = _median_distance(trust_run, files)
+    assert any(want) and not all(want)
+    bundle = _bundle_copy(trust_run, tmp_path / "bundle", unfamiliar=th)
+    pred = nextclass.load(bundle)
+    assert [p.unfamiliar for p in pred.predict(files)] == want  # on by default when the bundle keeps a threshold
+    with_nb = pred.predict(files, neighbors=2)  # the same flag from the neighbours' search
+    assert [p.unfamiliar for p in with_nb] == want == [p.neighbors[0].distance > th for p in with_nb]
+    assert [p.unfamiliar for p in pred.predict(files, unfamiliar=False)] == [None] * len(files)
+    rows = json.loads(run_cli("predict", str(bundle), *files, "--format", "json").stdout)
+    assert [r["unfamiliar"] for r in rows] == want
+    table = list(csv.DictReader(io.StringIO(run_cli("predict", str(bundle), *files, "--format", "csv").stdout)))
+    assert [r["unfamiliar"] for r in table] == [str(int(w)) for w in want]
+    off = run_cli("predict", str(bundle), *files, "--format", "csv", "--no-unfamiliar").stdout
+    assert [r["unfamiliar"] for r in csv.DictReader(io.StringIO(off))] == [""] * len(files)
+    with LiveServer(str(bundle), backend="torch", max_batch=4) as srv:  # several micro-batches
+        up = [("files", (Path(f).name, open(f, "rb"), "image/png")) for f in files]
+        body = httpx.post(srv.url + "/v1/predict", files=up, timeout=60).json()
+        assert [r["unfamiliar"] for r in body["results"]] == want
+        info = httpx.get(srv.url + "/v1/models").json()["models"][0]["neighbors"]["unfamiliar"]
+        assert info["distance"] == pytest.approx(th) and info["quantile"] == 0.95
 
 
 def test_abstain_python_cli_and_http(trust_run: Path, tmp_path: Path):
@@ -159,6 +224,18 @@ def test_bundle_without_the_new_fields_still_loads_and_predicts(trust_run: Path,
     preds = nextclass.load(old).predict(files)
     assert [p.label for p in preds] == [p.label for p in nextclass.load(trust_run).predict(files)]
     assert not any(p.abstained for p in preds) and all(p.neighbors is None for p in preds)
+    assert all(p.unfamiliar is None for p in preds)
+    with pytest.raises(ValueError, match="no 'unfamiliar' distance threshold"):
+        nextclass.load(old).predict(files, unfamiliar=True)
+    rows = list(csv.DictReader(io.StringIO(run_cli("predict", str(old), *files, "--format", "csv").stdout)))
+    assert [r["unfamiliar"] for r in rows] == [""] * len(files)
+    kept_index = tmp_path / "kept"  # a bundle with an index from before the threshold: neighbours, no flag
+    shutil.copytree(trust_run / "model", kept_index)
+    meta = json.loads((kept_index / "model.json").read_text())
+    del meta["neighbors"]["unfamiliar"]
+    (kept_index / "model.json").write_text(json.dumps(meta))
+    res = nextclass.load(kept_index).predict(files, neighbors=2)
+    assert all(p.unfamiliar is None and len(p.neighbors) == 2 for p in res)
     with pytest.raises(ValueError, match="no nearest-neighbour index"):
         nextclass.load(old).predict(files, neighbors=3)
     with pytest.raises(ValueError, match="no validation curve"):

@@ -1,4 +1,5 @@
-"""The web page shows an abstained prediction and the nearest training images, in real headless Chromium."""
+"""The web page shows an abstained prediction, an unfamiliar image and the nearest training images, in real
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_trust import _bundle_copy, _files, trust_run  # noqa: F401  (the module-scoped run fixture)
+from test_trust import _bundle_copy, _files, _median_distance, trust_run  # noqa: F401  (the module-scoped run fixture)
 from test_webpage import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make sysdeps)")
@@ -22,8 +23,10 @@ def test_page_marks_abstained_and_shows_neighbors(trust_run: Path, tmp_path: Pat
     files = _files(trust_run, 4)
     probs = [p.probability for p in nextclass.load(trust_run).predict(files)]
     th = float(np.median(probs))
-    bundle = _bundle_copy(trust_run, tmp_path / "bundle", threshold=th)
+    far, flagged = _median_distance(trust_run, files)
+    bundle = _bundle_copy(trust_run, tmp_path / "bundle", unfamiliar=far, threshold=th)
     want = {Path(f).name: p < th for f, p in zip(files, probs)}
+    strange = {Path(f).name: u for f, u in zip(files, flagged)}
     with LiveServer(str(bundle), backend="torch") as srv, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -45,8 +48,11 @@ def test_page_marks_abstained_and_shows_neighbors(trust_run: Path, tmp_path: Pat
                 assert card.locator(".abstain").is_visible() is want[name]
                 if want[name]:
                     expect(card.locator(".abstain")).to_contain_text("not sure")
+                assert card.locator(".unfamiliar").is_visible() is strange[name]
+                if strange[name]:
+                    expect(card.locator(".unfamiliar")).to_contain_text("unfamiliar")
                 expect(card.locator(".neighbors figure")).to_have_count(3)
                 assert card.locator(".neighbors img").first.evaluate("img => img.naturalWidth") == 32
-            assert any(want.values()) and not errors, errors
+            assert any(want.values()) and any(strange.values()) and not all(strange.values()) and not errors, errors
         finally:
             browser.close()

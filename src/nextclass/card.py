@@ -19,6 +19,12 @@ from nextclass.utils import atomic_write_text
 __all__ = ["write_card", "card_text", "CARD_FILE"]
 
 CARD_FILE = "README.md"
+#: Why these two scores (``bench/open_set.py``; the numbers are in bench/RESULTS.md and metrics/selective.py).
+WHY_SCORES = ("Why these scores: on Fashion-MNIST trained without two classes (`bench/open_set.py`), the calibrated "
+              "probability told right from wrong predictions as well as any score (AUROC 0.916; margin 0.917, energy "
+              "0.890, nearest-training-image distance 0.818), and the distance to the nearest training image told "
+              "images of the unseen classes best (AUROC 0.877; probability 0.843, margin 0.840, energy 0.831). So "
+              "the probability decides `abstained` and the distance decides `unfamiliar`.")
 
 
 def _read(path: Path):
@@ -95,7 +101,21 @@ def _abstain(meta: dict, block: dict) -> list[str]:
     if au:
         out.append("AUROC of telling right from wrong predictions: "
                    + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in au.items()) + ".")
-    return out
+    return out + ["", *_unfamiliar(meta, block), "", WHY_SCORES]
+
+
+def _unfamiliar(meta: dict, block: dict) -> list[str]:
+    u = (meta.get("neighbors") or {}).get("unfamiliar")
+    if not u:
+        return ["No `unfamiliar` threshold: the bundle has no neighbour index or was trained without a validation "
+                "split, so images unlike the training images are not flagged."]
+    rate = (block.get("neighbors") or {}).get("unfamiliar_rate")
+    return [f"Predictions carry `unfamiliar: true` when the image's distance to its nearest training image (in the "
+            f"bundle's index) is above {u['distance']:.4f}: the conformal {u['quantile']:.0%} quantile of the "
+            f"{u['val_n']} validation images' distances (median {u['val_median']:.4f}), so at most "
+            f"{1 - u['quantile']:.0%} of new images drawn like the training data are flagged"
+            + (f"; on {block['split']} it flags {_pct(rate)}." if rate is not None else ".")
+            + " The label is still given: the flag says the image may be of a class or kind the model never saw."]
 
 
 def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> list[str]:
@@ -114,7 +134,7 @@ def _usage(meta: dict) -> list[str]:
     return ["## How to use", "", "```python", "import nextclass", "",
             f'model = nextclass.load("{name}")          # this folder, a run folder or a store NAME[@vN]',
             'p = model.predict(["image.png"], target_accuracy=0.99, neighbors=3)[0]',
-            "print(p.label, p.probability, p.abstained, [n.label for n in p.neighbors])", "```", "",
+            "print(p.label, p.probability, p.abstained, p.unfamiliar, [n.label for n in p.neighbors])", "```", "",
             "```bash", f"nextclass predict {name} images/ --target-accuracy 0.99 --neighbors 3 --format json",
             f"nextclass serve {name}", "```"]
 
@@ -150,7 +170,8 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
     lines += ["", "## Limitations", "",
               "- The numbers hold for images drawn like the evaluation split; other cameras, sizes or classes may do worse.",
               "- Probabilities are calibrated on the validation split; a shift in the data shifts them too.",
-              "- Images of classes it was not trained on get one of the known labels unless it abstains.", ""]
+              "- Images of classes it was not trained on get one of the known labels unless it abstains; many, not "
+              "all, are flagged `unfamiliar`.", ""]
     return "\n".join(lines + _usage(meta)) + "\n"
 
 

@@ -46,12 +46,15 @@ def predict(
         None, "--target-accuracy", help="Abstain below the threshold that gave this accuracy of the accepted "
         "predictions on validation (default: the bundle's threshold, if it was trained with one)."),
     neighbors: int = typer.Option(0, "--neighbors", min=0, help="Also show the K nearest training images."),
+    unfamiliar: Optional[bool] = typer.Option(
+        None, "--unfamiliar/--no-unfamiliar", help="Flag images farther from every training image than 95% of the "
+        "validation images were (default: when the bundle keeps that threshold; costs one more trunk pass)."),
 ):
     """Predict images with a trained model. Unreadable files are reported, never fatal."""
     files = input_files(paths)
     opts = {"topk": topk, "batch_size": batch_size, "tta": tta}
-    if nproc > 1 and (neighbors or target_accuracy is not None):
-        raise typer.BadParameter("--neighbors and --target-accuracy work with --nproc 1 only")
+    if nproc > 1 and (neighbors or target_accuracy is not None or unfamiliar is not None):
+        raise typer.BadParameter("--neighbors, --target-accuracy and --[no-]unfamiliar work with --nproc 1 only")
     if nproc > 1:
         from nextclass.deploy.sharded import predict_distributed
 
@@ -61,7 +64,7 @@ def predict(
 
         pred = run_guarded(load, model, backend=backend)
         rows = [r.to_dict() for r in run_guarded(pred.predict, files, target_accuracy=target_accuracy,
-                                                 neighbors=neighbors, **opts)]
+                                                 neighbors=neighbors, unfamiliar=unfamiliar, **opts)]
     _print_predictions(rows, fmt, topk, output)
 
 

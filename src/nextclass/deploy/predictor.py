@@ -32,10 +32,14 @@ class Prediction:
     error: str | None = None
     abstained: bool = False  # the score is below the abstain threshold: ``label`` is only the best guess
     neighbors: list | None = None  # nextclass.neighbors.Neighbor list, nearest first (only when asked for)
+    #: Farther from every training image than 95% of the validation images were: maybe a class or a kind of
+    #: image the model never saw. None: not checked (the bundle has no threshold, or ``unfamiliar=False``).
+    unfamiliar: bool | None = None
 
     def to_dict(self) -> dict:
         d = {"source": self.source, "label": self.label, "index": self.index, "probability": self.probability,
-             "abstained": self.abstained, "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
+             "abstained": self.abstained, "unfamiliar": self.unfamiliar,
+             "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
         if self.neighbors is not None:
             d["neighbors"] = [n.to_dict() for n in self.neighbors]
         if self.error:
@@ -141,6 +145,19 @@ class Predictor:
             return np.zeros(len(probs), bool)
         return score_from_probs(probs, (self.meta.get("abstain") or {}).get("score", "probability")) < threshold
 
+    def unfamiliar_distance(self) -> float | None:
+        """The nearest-training-image distance above which an image is ``unfamiliar``, chosen on validation at
+        training (:func:`nextclass.metrics.selective.distance_threshold`). None: the bundle has no neighbour
+        index or was written before nextclass kept this threshold; nothing is flagged then.
+        """
+        entry = (self.meta.get("neighbors") or {}).get("unfamiliar") or {}
+        d = entry.get("distance")
+        return None if d is None else float(d)
+
+    def nearest_distance(self, batch: torch.Tensor) -> np.ndarray:
+        """Distance of each image of a preprocessed batch to its nearest training image in the bundle's index."""
+        return self.neighbor_index().search(self.embed(batch), 1)[0][:, 0]
+
     def neighbor_index(self):
         """The bundle's :class:`~nextclass.neighbors.NeighborIndex` (loaded once); ValueError when it has none."""
         from nextclass.neighbors import NeighborIndex
@@ -183,8 +200,38 @@ class Predictor:
             r.topk = [(self.classes[j], float(pr[j])) for j in order]
             r.abstained = bool(ab)
 
+    def _check_unfamiliar(self, unfamiliar: bool | None) -> float | None:
+        """The distance threshold ``predict`` flags with (None: no check); ValueError when asked for but absent."""
+        th = self.unfamiliar_distance() if unfamiliar is not False else None
+        if unfamiliar is None and th is not None:
+            try:
+                self.neighbor_index()
+            except ValueError:  # the threshold without its index (a hand-copied bundle): no check by default
+                th = None
+        if unfamiliar and th is None:
+            raise ValueError(f"{self.path or 'this bundle'} keeps no 'unfamiliar' distance threshold (no neighbour "
+                             "index, no validation split, or trained before nextclass kept one): retrain it")
+        return th
+
+    def _trust(self, results: list[Prediction], idx: list[int], batch: torch.Tensor, neighbors: int,
+               unfamiliar: float | None) -> None:
+        """Neighbours (when asked for) and the ``unfamiliar`` flag (with a threshold) from one embedding pass."""
+        if neighbors:
+            nbs = self.find_neighbors(batch, neighbors)
+            for i, nb in zip(idx, nbs):
+                results[i].neighbors = nb
+            dist = [nb[0].distance for nb in nbs]
+        elif unfamiliar is not None:
+            dist = self.nearest_distance(batch)
+        else:
+            return
+        if unfamiliar is not None:
+            for i, d in zip(idx, dist):
+                results[i].unfamiliar = bool(d > unfamiliar)
+
     def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool | None = None,
-                target_accuracy: float | None = None, neighbors: int = 0) -> list[Prediction]:
+                target_accuracy: float | None = None, neighbors: int = 0,
+                unfamiliar: bool | None = None) -> list[Prediction]:
         """Predict one input or a list of inputs.
 
         Args:
@@ -192,6 +239,9 @@ class Predictor:
                 threshold that reached this accuracy of the accepted predictions on validation. Default: the
                 bundle's own threshold (set at training with ``--target-accuracy``), else never abstain.
             neighbors: also return this many nearest training images per input (``Prediction.neighbors``).
+            unfamiliar: flag inputs farther from every training image than the bundle's threshold
+                (``Prediction.unfamiliar``). None: when the bundle keeps one; True: require it; False: skip the
+                check (it costs one more pass of the network's trunk per batch, unless ``neighbors`` is asked for).
 
         Example:
             >>> p = load("runs/digits")            # doctest: +SKIP
@@ -204,7 +254,8 @@ class Predictor:
         results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
         k = max(1, min(topk, len(self.classes)))
         threshold = self.abstain_threshold(target_accuracy)
-        if neighbors:
+        far = self._check_unfamiliar(unfamiliar)
+        if neighbors or far is not None:
             self.neighbor_index()  # fail before any work when the bundle has no index
         chunks = [range(a, min(a + batch_size, len(images))) for a in range(0, len(images), batch_size)]
         # Decoding and resizing run in threads (PIL releases the GIL), one batch ahead of the model.
@@ -225,6 +276,5 @@ class Predictor:
                     continue
                 batch = torch.stack(tensors)
                 self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold)
-                for i, nb in zip(idx, self.find_neighbors(batch, neighbors) if neighbors else []):
-                    results[i].neighbors = nb
+                self._trust(results, idx, batch, neighbors, far)
         return results

@@ -242,6 +242,8 @@ def predictions_table(rows: Sequence[dict], topk: int) -> Table:
             t.add_row(r["source"], "[red]unreadable", "", r["error"], *nb)
             continue
         label = f"[yellow]abstain[/] (best guess {r['label']})" if r.get("abstained") else r["label"]
+        if r.get("unfamiliar"):
+            label += " [magenta]unfamiliar[/]"
         if with_nb:
             nb = (", ".join(f"{n['label']} d={n['distance']:.3f}" for n in r.get("neighbors") or []),)
         t.add_row(r["source"], label, f"{r['probability']:.3f}",
@@ -250,24 +252,28 @@ def predictions_table(rows: Sequence[dict], topk: int) -> Table:
 
 
 def predictions_csv(rows: Sequence[dict]) -> str:
-    """CSV text with the header ``path,label,probability,abstained,topk,error`` (+ ``neighbors`` when asked for).
+    """CSV text with the header ``path,label,probability,abstained,unfamiliar,topk,error`` (+ ``neighbors`` when
+    asked for).
 
     Top-k as ``label:p;label:p``; ``abstained`` is 1 when the label is only a best guess below the abstain
-    threshold; neighbours as ``label:distance:id;...`` (the thumbnails are in the JSON format only).
+    threshold; ``unfamiliar`` is 1 when the image is farther from every training image than the bundle's
+    threshold, empty when not checked; neighbours as ``label:distance:id;...`` (thumbnails: JSON format only).
 
     Example:
         >>> predictions_csv([{"source": "a.png", "label": "cat", "probability": 0.9, "abstained": False,
-        ...                   "topk": [{"label": "cat", "probability": 0.9}]}]).splitlines()[1]
-        'a.png,cat,0.90000,0,cat:0.9000,'
+        ...                   "unfamiliar": True, "topk": [{"label": "cat", "probability": 0.9}]}]).splitlines()[1]
+        'a.png,cat,0.90000,0,1,cat:0.9000,'
     """
     buf = io.StringIO()
     w = csv.writer(buf)
     with_nb = any("neighbors" in r for r in rows)
-    w.writerow(["path", "label", "probability", "abstained", "topk", "error"] + (["neighbors"] if with_nb else []))
+    w.writerow(["path", "label", "probability", "abstained", "unfamiliar", "topk", "error"]
+               + (["neighbors"] if with_nb else []))
     for r in rows:
         nb = [";".join(f"{n['label']}:{n['distance']:.4f}:{n['id']}" for n in r.get("neighbors") or [])] if with_nb else []
+        far = r.get("unfamiliar")
         w.writerow([r["source"], r["label"] or "", f"{r['probability']:.5f}" if r["probability"] is not None else "",
-                    "" if r.get("error") else int(bool(r.get("abstained"))),
+                    "" if r.get("error") else int(bool(r.get("abstained"))), "" if far is None else int(far),
                     ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r["topk"]), r.get("error", "")] + nb)
     return buf.getvalue()
 

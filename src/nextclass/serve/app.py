@@ -107,6 +107,23 @@ def _explain_fn():
     return cam_overlay
 
 
+def batch_fn(pred):
+    """What one micro-batch computes on the model thread: ``(probabilities, nearest distances or None)``.
+
+    The distance to the nearest training image (for ``unfamiliar``) is computed in the same call, batched like
+    the probabilities, when the bundle keeps its threshold and its neighbour index; the index is loaded here,
+    before the first request.
+    """
+    if pred.unfamiliar_distance() is not None:
+        try:
+            pred.neighbor_index()
+        except ValueError:
+            pass
+        else:
+            return lambda batch: (pred.predict_proba(batch), pred.nearest_distance(batch))
+    return lambda batch: (pred.predict_proba(batch), None)
+
+
 def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
     """Build the FastAPI app; the model is loaded when the app starts (lifespan), not here.
 
@@ -127,7 +144,8 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
     async def lifespan(app: FastAPI):
         pred, ident = await run_in_threadpool(load_for_serving, model, cfg)
         await run_in_threadpool(_warm_up, pred)
-        batcher = MicroBatcher(pred.predict_proba, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, metrics=metrics)
+        batcher = MicroBatcher(await run_in_threadpool(batch_fn, pred), max_batch=cfg.max_batch,
+                               max_wait_ms=cfg.max_wait_ms, metrics=metrics)
         await batcher.start()
         app.state.pred, app.state.ident, app.state.batcher = pred, ident, batcher
         app.state.threshold = pred.abstain_threshold(cfg.target_accuracy)

@@ -23,7 +23,10 @@ __all__ = ["MicroBatcher"]
 
 
 class MicroBatcher:
-    """Group concurrent ``submit`` calls into batched calls of ``fn`` (N x C x H x W → N x K array).
+    """Group concurrent ``submit`` calls into batched calls of ``fn`` (N x C x H x W → N rows).
+
+    ``fn`` returns an array of N rows, or a tuple of such arrays (``None`` entries pass through as ``None``);
+    each request gets its own rows of each.
 
     Example:
         >>> b = MicroBatcher(predictor.predict_proba, max_batch=32)   # doctest: +SKIP
@@ -65,7 +68,7 @@ class MicroBatcher:
         self.executor.shutdown(wait=True)
 
     async def submit(self, tensors: list[torch.Tensor]) -> np.ndarray:
-        """Queue one request's images; returns their probabilities (len(tensors) x K)."""
+        """Queue one request's images; returns their rows of ``fn``'s output (e.g. len(tensors) x K probabilities)."""
         assert self.queue is not None, "MicroBatcher.start() was not awaited"
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((tensors, fut))
@@ -134,7 +137,7 @@ class MicroBatcher:
         try:
             batch = torch.stack([t for ts, _ in items for t in ts])
             t0 = time.perf_counter()
-            probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, batch)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, batch)
             if self.metrics is not None:
                 self.metrics.batch(len(batch), time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - one failed batch must not stop the worker
@@ -143,8 +146,15 @@ class MicroBatcher:
         i = 0
         for ts, f in items:
             if not f.done():
-                f.set_result(probs[i:i + len(ts)])
+                f.set_result(_rows(out, i, i + len(ts)))
             i += len(ts)
+
+
+def _rows(out, a: int, b: int):
+    """Rows ``a:b`` of ``fn``'s output: an array, or a tuple of arrays and ``None``."""
+    if isinstance(out, tuple):
+        return tuple(None if x is None else x[a:b] for x in out)
+    return out[a:b]
 
 
 def _answer(items: list, *, error: BaseException) -> None:

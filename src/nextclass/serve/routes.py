@@ -64,8 +64,9 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
                       "Abstain below the threshold that gave this accuracy on validation (default: the server's).")),
                   neighbors: Optional[int] = Query(None, ge=0, le=100, description="Nearest training images per image."),
                   neighbors_form: Optional[int] = Form(None, alias="neighbors", ge=0, le=100, include_in_schema=False)):
-    """Top-k classes with calibrated probabilities for each uploaded image (micro-batched), with ``abstained``
-    and, when asked for (query or form field ``neighbors``), the nearest training images."""
+    """Top-k classes with calibrated probabilities for each uploaded image (micro-batched), with ``abstained``,
+    ``unfamiliar`` (None when the bundle keeps no distance threshold) and, when asked for (query or form field
+    ``neighbors``), the nearest training images."""
     st = request.app.state
     cfg, metrics, pred = st.cfg, st.metrics, st.pred
     if len(files) > cfg.max_images:
@@ -82,7 +83,9 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
         metrics.images["rejected"] += len(errors)
         names = ", ".join(f"{e['file']}: {e['reason']}" for e in errors[:5])
         return error(422, f"{len(errors)} of {len(files)} file(s) could not be used as images ({names})", errors)
-    probs = np.asarray(await st.batcher.submit(tensors))
+    probs, dist = await st.batcher.submit(tensors)
+    probs = np.asarray(probs)
+    far = [None] * len(probs) if dist is None else [bool(d > pred.unfamiliar_distance()) for d in dist]
     metrics.images["predicted"] += len(tensors)
     nbs = await st.batcher.run_exclusive(pred.find_neighbors, torch.stack(tensors), n_nb) if n_nb else None
     k = max(1, min(topk or cfg.topk, len(pred.classes)))
@@ -90,7 +93,7 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     for i, (f, pr, ab) in enumerate(zip(files, probs, pred.abstains(probs, threshold))):
         order = pr.argsort()[::-1][:k]
         results.append({"file": f.filename or "", "label": pred.classes[order[0]], "index": int(order[0]),
-                        "probability": float(pr[order[0]]), "abstained": bool(ab),
+                        "probability": float(pr[order[0]]), "abstained": bool(ab), "unfamiliar": far[i],
                         "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order],
                         "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None})
     return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold, "results": results}
@@ -135,7 +138,8 @@ async def models(request: Request):
         "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
         "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
         "explain": st.explain is not None, "abstain": _abstain_info(pred, st.threshold),
-        "neighbors": {k: v for k, v in (meta.get("neighbors") or {}).items() if k in ("n", "dim", "bytes", "thumbnail")}
+        "neighbors": {k: v for k, v in (meta.get("neighbors") or {}).items()
+                      if k in ("n", "dim", "bytes", "thumbnail", "unfamiliar")}
         or None,
         "limits": {"max_images": cfg.max_images, "max_upload_mb": cfg.max_upload_mb, "topk": cfg.topk}}]}
 

@@ -28,6 +28,9 @@ class ImageResult(BaseModel):
     index: int = Field(description="Predicted class index (the model's output order).")
     probability: float
     abstained: bool = Field(False, description="The confidence is below the abstain threshold: do not trust the label.")
+    unfamiliar: Optional[bool] = Field(None, description=(
+        "Farther from every training image than 95% of the validation images were: maybe a class or kind of image "
+        "the model never saw. None: the model keeps no such threshold."))
     topk: list[TopK]
     neighbors: Optional[list[NeighborResult]] = Field(None, description="The nearest training images (when asked for).")
 

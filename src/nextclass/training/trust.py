@@ -7,7 +7,10 @@ Called by :func:`nextclass.training.finish.finish_run` after the metrics of each
   (``metrics.json`` → ``<split>.selective``);
 * :func:`build_neighbors`: the bundle's nearest-neighbour index of the training images
   (:mod:`nextclass.neighbors`), the kNN classifier's accuracy on the last split beside the head's, and the
-  nearest training images of its wrong predictions for the report (``<split>.neighbors``).
+  nearest training images of its wrong predictions for the report (``<split>.neighbors``); with a val split,
+  the ``unfamiliar`` distance threshold (the conformal 95% quantile of the val images' distances to their
+  nearest training image, :func:`nextclass.metrics.selective.distance_threshold`) and the share of the last
+  split's images it flags.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import nn
 from nextclass.data.batch_aug import BatchEval
 from nextclass.data.loader import BatchLoader
 from nextclass.engine.loop import predict_logits
-from nextclass.metrics.selective import abstain_entry, selective_block
+from nextclass.metrics.selective import UNFAMILIAR_QUANTILE, abstain_entry, distance_threshold, selective_block
 from nextclass.neighbors import INDEX_FILE, THUMB, Embedder, NeighborIndex, save_index, subsample, thumbnails
 from nextclass.training.context import Context
 from nextclass.utils import log, progress_bar
@@ -48,8 +51,10 @@ def _embed(ctx: Context, model: nn.Module, rows: np.ndarray, labels: np.ndarray,
     return emb
 
 
-def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split: str, logits, bar) -> dict:
-    """kNN accuracy on ``split`` beside the head's, and the neighbours of the head's wrong predictions."""
+def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split: str, logits, bar,
+                    unfamiliar: dict | None) -> dict:
+    """kNN accuracy on ``split`` beside the head's, the neighbours of the head's wrong predictions, and the
+    share of ``split``'s images flagged ``unfamiliar``."""
     lg, y = logits
     emb = _embed(ctx, model, ctx.rows[split], ctx.labels[split], bar, f"{split} embeddings")
     knn = index.knn_predict(emb, KNN_K)
@@ -60,8 +65,29 @@ def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split:
               "predicted": ctx.classes[int(pred[i])],
               "neighbors": [[int(p), round(float(d), 6)] for p, d in zip(prow, drow)]}
              for i, prow, drow in zip(wrong, pos, dist)]
-    return {"k": KNN_K, "knn_accuracy": float((knn == y).mean()), "head_accuracy": float((pred == y).mean()),
-            "wrong": shown, "wrong_total": int((pred != y).sum())}
+    out = {"k": KNN_K, "knn_accuracy": float((knn == y).mean()), "head_accuracy": float((pred == y).mean()),
+           "wrong": shown, "wrong_total": int((pred != y).sum())}
+    if unfamiliar is not None and len(emb):
+        out["unfamiliar_rate"] = float((index.search(emb, 1)[0][:, 0] > unfamiliar["distance"]).mean())
+    return out
+
+
+def _unfamiliar(ctx: Context, model: nn.Module, index: NeighborIndex, bar) -> dict | None:
+    """The bundle's ``neighbors.unfamiliar`` entry from the val images' distances to their nearest training image.
+
+    None without val images, or with too few of them for the quantile (then nothing is ever flagged).
+    """
+    rows = ctx.rows.get("val")
+    if rows is None or len(rows) == 0:
+        return None
+    emb = _embed(ctx, model, rows, ctx.labels["val"], bar, "val embeddings")
+    d = index.search(emb, 1)[0][:, 0]
+    th = distance_threshold(d, UNFAMILIAR_QUANTILE)
+    if not np.isfinite(th):
+        log(f"unfamiliar: {len(d)} val images are too few for the {UNFAMILIAR_QUANTILE:.0%} quantile; never flagged")
+        return None
+    return {"score": "knn_distance", "distance": th, "quantile": UNFAMILIAR_QUANTILE, "val_n": int(len(d)),
+            "val_rate": float((d > th).mean()), "val_median": float(np.median(d))}
 
 
 def build_neighbors(ctx: Context, model: nn.Module, logits: dict, blocks: dict, progress: bool = True) -> dict | None:
@@ -78,13 +104,18 @@ def build_neighbors(ctx: Context, model: nn.Module, logits: dict, blocks: dict, 
         size = save_index(folder, emb, labels, [ctx.source.samples[r].path for r in rows], thumbnails(ctx.images.array[rows]))
         info = {"file": INDEX_FILE, "n": int(len(rows)), "of": int(len(train_rows)), "dim": int(emb.shape[1]),
                 "bytes": int(size), "thumbnail": THUMB, "seed": ctx.cfg.seed}
+        index = NeighborIndex(emb.astype(np.float16), labels, [], np.zeros((0,)))  # as predict loads it: float16
+        unfamiliar = _unfamiliar(ctx, model, index, bar)
+        if unfamiliar is not None:
+            info["unfamiliar"] = unfamiliar
         last = "test" if "test" in logits else ("val" if "val" in logits else None)
         if last is not None:
-            index = NeighborIndex(emb.astype(np.float16), labels, [], np.zeros((0,)))
-            blocks[last]["neighbors"] = {**_second_opinion(ctx, model, index, last, logits[last], bar),
+            blocks[last]["neighbors"] = {**_second_opinion(ctx, model, index, last, logits[last], bar, unfamiliar),
                                          "index_n": info["n"], "index_bytes": info["bytes"]}
             info[f"knn_{last}_accuracy"] = blocks[last]["neighbors"]["knn_accuracy"]
     log(f"neighbour index: {info['n']} training images, {size / 2 ** 20:.2f} MB"
         + (f"; kNN {last} accuracy {info[f'knn_{last}_accuracy']:.1%} (head {blocks[last]['neighbors']['head_accuracy']:.1%})"
-           if last else ""))
+           if last else "")
+        + (f"; unfamiliar beyond distance {unfamiliar['distance']:.4f} (val {UNFAMILIAR_QUANTILE:.0%} quantile)"
+           if unfamiliar else ""))
     return info

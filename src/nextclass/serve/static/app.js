@@ -60,6 +60,12 @@ function showResult(card, res) {
     ab.textContent = `not sure: confidence below the abstain threshold (best guess: ${res.label})`;
     ab.hidden = false;
   }
+  if (res.unfamiliar) {
+    card.classList.add("unfamiliar-image");
+    const un = card.querySelector(".unfamiliar");
+    un.textContent = "unfamiliar: farther from every training image than 95% of the validation images were";
+    un.hidden = false;
+  }
   showNeighbors(card, res.neighbors);
   const ol = card.querySelector(".bars");
   for (const t of res.topk) {
