@@ -9,7 +9,9 @@ training image in the bundle's neighbour index (:mod:`nextclass.neighbors`), and
 * AUROC of each score separating the 8 known classes' test images (positive) from the 2 unknown classes';
 * AUROC of each score separating right from wrong predictions on the known classes;
 * on the known test images, the coverage and accepted accuracy at the bundle's threshold (chosen on val for
-  0.99), and the share of unknown-class images that threshold rejects.
+  0.99), and the share of unknown-class images that threshold rejects;
+* the share of known and of unknown test images flagged ``unfamiliar`` by the bundle's distance threshold
+  (the conformal 95% quantile of val distances; :func:`nextclass.metrics.selective.distance_threshold`).
 
 It also draws the risk-coverage curves of the known test images (``--figure``).
 
@@ -76,6 +78,20 @@ def risk_coverage_figure(scores: dict, correct: np.ndarray, at: tuple[float, flo
     fig.savefig(path, dpi=110)
 
 
+def unfamiliar_shares(threshold: float | None, distance: np.ndarray, known: np.ndarray) -> dict | None:
+    """Shares of known and unknown images farther than ``threshold`` from every training image (None: no threshold).
+
+    Example:
+        >>> unfamiliar_shares(0.5, np.array([0.1, 0.6, 0.7, 0.2]), np.array([True, True, False, False]))
+        {'distance': 0.5, 'known_flagged': 0.5, 'unknown_flagged': 0.5}
+    """
+    if threshold is None:
+        return None
+    far = distance > threshold
+    return {"distance": round(float(threshold), 5), "known_flagged": round(float(far[known].mean()), 4),
+            "unknown_flagged": round(float(far[~known].mean()), 4)}
+
+
 def measure(run: Path, source, unknown: set[str], figure: Path | None) -> dict:
     import nextclass
     from nextclass.metrics.selective import auroc
@@ -98,6 +114,7 @@ def measure(run: Path, source, unknown: set[str], figure: Path | None) -> dict:
                               "test_coverage": round(float(accepted[known].mean()), 4),
                               "test_accepted_accuracy": round(float(correct[accepted[known]].mean()), 4),
                               "unknown_rejected": round(float(1 - accepted[~known].mean()), 4)}}
+    out["unfamiliar"] = unfamiliar_shares(pred.unfamiliar_distance(), -scores["knn_distance"], known)
     if figure is not None:
         risk_coverage_figure({k: s[known] for k, s in scores.items()}, correct,
                              (out["threshold_0.99"]["test_coverage"], out["threshold_0.99"]["test_accepted_accuracy"]),
