@@ -244,6 +244,27 @@ def test_bundle_without_the_new_fields_still_loads_and_predicts(trust_run: Path,
     assert p.returncode == 2 and "nearest-neighbour index" in p.stderr
 
 
+def test_evaluate_keeps_the_trust_numbers_the_card_and_the_report_sections(trust_run: Path, tmp_path: Path):
+    import nextclass
+
+    run = tmp_path / "run"
+    shutil.copytree(trust_run, run)
+    before = json.loads((run / "metrics.json").read_text())["test"]
+    card = (run / "model" / "README.md").read_text()
+    nextclass.evaluate(run, progress=False, robustness=False)  # replaces the test block, re-renders report.html
+    after = json.loads((run / "metrics.json").read_text())["test"]
+    assert after["selective"]["auroc"] == pytest.approx(before["selective"]["auroc"])
+    assert after["selective"]["at_threshold"] == pytest.approx(before["selective"]["at_threshold"])
+    for key in ("k", "knn_accuracy", "head_accuracy", "wrong_total", "unfamiliar_rate", "index_n", "index_bytes"):
+        assert after["neighbors"][key] == pytest.approx(before["neighbors"][key]), key
+    assert after["neighbors"]["wrong"] == before["neighbors"]["wrong"]
+    assert (run / "model" / "README.md").read_text() == card  # the card describes the bundle as trained
+    html = (run / "report.html").read_text()
+    trust = html[html.index('<section id="trust">'):html.index('<section id="robustness">')]
+    assert "Nearest training images" in trust and 'id="unfamiliar"' in trust and "risk-coverage curve" in trust
+    assert "No nearest-neighbour index" not in trust and "No selective-classification" not in trust
+
+
 def test_store_keeps_the_card_and_index(trust_run: Path, tmp_path: Path):
     from nextclass.deploy import store as st
 

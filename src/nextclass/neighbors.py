@@ -33,11 +33,13 @@ from torch import nn
 
 from nextclass.models.heads import trunk_features
 
-__all__ = ["INDEX_FILE", "THUMB", "Embedder", "NeighborIndex", "Neighbor", "subsample", "thumbnails", "save_index",
-           "png_base64"]
+__all__ = ["INDEX_FILE", "THUMB", "KNN_K", "WRONG_SHOWN", "Embedder", "NeighborIndex", "Neighbor", "subsample",
+           "thumbnails", "save_index", "png_base64", "second_opinion"]
 
 INDEX_FILE = "neighbors.safetensors"
 THUMB = 32  # thumbnail side (pixels)
+KNN_K = 5  # voters of the kNN second opinion
+WRONG_SHOWN = 12  # wrong predictions whose neighbours the report shows
 
 
 class Embedder(nn.Module):
@@ -167,3 +169,26 @@ class NeighborIndex:
             best = np.flatnonzero(counts == counts.max())
             out[i] = next(c for c in v if c in best)
         return out
+
+
+def second_opinion(index: "NeighborIndex", emb: np.ndarray, logits: np.ndarray, labels: np.ndarray, paths: list[str],
+                   classes: list[str], unfamiliar: float | None = None) -> dict:
+    """A split's ``neighbors`` block of ``metrics.json``: the kNN vote's accuracy beside the head's, the nearest
+    training images of the first :data:`WRONG_SHOWN` wrong predictions (for the report), and, with the
+    bundle's ``unfamiliar`` distance, the share of the split's images beyond it.
+
+    Args:
+        emb: the split's embeddings (:class:`Embedder`), row i for ``logits[i]``, ``labels[i]``, ``paths[i]``.
+    """
+    y, pred = np.asarray(labels), np.asarray(logits).argmax(axis=1)
+    knn = index.knn_predict(emb, KNN_K)
+    wrong = np.flatnonzero(pred != y)[:WRONG_SHOWN]
+    dist, pos = index.search(emb[wrong], KNN_K) if len(wrong) else (np.zeros((0, 0)), np.zeros((0, 0), int))
+    shown = [{"path": paths[i], "true": classes[int(y[i])], "predicted": classes[int(pred[i])],
+              "neighbors": [[int(p), round(float(d), 6)] for p, d in zip(prow, drow)]}
+             for i, prow, drow in zip(wrong, pos, dist)]
+    out = {"k": KNN_K, "knn_accuracy": float((knn == y).mean()), "head_accuracy": float((pred == y).mean()),
+           "wrong": shown, "wrong_total": int((pred != y).sum())}
+    if unfamiliar is not None and len(emb):
+        out["unfamiliar_rate"] = float((index.search(emb, 1)[0][:, 0] > unfamiliar).mean())
+    return out

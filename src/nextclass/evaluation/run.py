@@ -1,8 +1,13 @@
 """``nextclass evaluate RUN [DATA]``: a run's bundle on one of its splits, or on another dataset.
 
-Every metrics block names its split and size and is merged into ``<run>/metrics.json``; predictions go
-to ``predictions*.csv``. Evaluation produces numbers only: re-rendering the report is the caller's
-step (:func:`nextclass.evaluate` does it after this returns).
+Every metrics block names its split and size and is merged into ``<run>/metrics.json`` (replacing the
+block of that name); predictions go to ``predictions*.csv``. A block holds what training's finish step
+measured too: the selective numbers (AUROC per score, risk-coverage, coverage at the bundle's abstain
+threshold) and, when the bundle has a neighbour index, the kNN second opinion, the wrong predictions'
+nearest training images and the share flagged ``unfamiliar``; so the re-rendered report keeps its trust
+section. Evaluation produces numbers only: re-rendering the report is the caller's step
+(:func:`nextclass.evaluate` does it after this returns). The bundle's model card is not rewritten: it
+describes the bundle as trained and as stored with ``nextclass models add``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from nextclass.data.samples import DataSource
 from nextclass.metrics.calibration import calibration_block
 from nextclass.metrics.classification import classification_metrics, softmax
 from nextclass.metrics.predictions import merge_metrics, predictions_name, summary_line, write_predictions
+from nextclass.neighbors import INDEX_FILE
 from nextclass.utils import log
 
 __all__ = ["evaluate"]
@@ -124,6 +130,8 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
     t0 = time.time()
     lg, y, tta_info = _logits(model, loader, meta, tta)
     m = _block((lg, y), meta, target, images, tta_info)
+    paths = [target.source.samples[target.positions[i]].path for i in ok]
+    m.update(_trust(model, loader, (lg, y), meta, resolve_bundle_dir(run), paths))
     m["seconds"] = round(time.time() - t0, 3)
     if robustness and len(ok):
         from nextclass.metrics.robustness import model_logits_fn
@@ -131,11 +139,28 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
 
         m["robustness"] = _robustness(model_logits_fn(model, "cpu"), images.array, y, pp, rows=ok, split=target.name)
     merge_metrics(run / "metrics.json", {target.name: m})
-    paths = [target.source.samples[target.positions[i]].path for i in ok]
     write_predictions(run / predictions_name(target.name), paths, target.name, y, softmax(lg, temperature), classes)
     log(summary_line(m) + (f" (with TTA, {len(m['tta']['views'])} views; plain {m['tta']['accuracy_without_tta']:.4f}, "
                            f"gain {m['tta']['gain']:+.4f})" if "tta" in m else ""))
     return m
+
+
+def _trust(model, loader, logits: tuple, meta: dict, bundle: Path, paths: list[str]) -> dict:
+    """``selective`` and (with the bundle's neighbour index) ``neighbors``, as training's finish step writes them."""
+    from nextclass.engine.loop import predict_logits
+    from nextclass.metrics.selective import selective_block
+    from nextclass.neighbors import Embedder, NeighborIndex, second_opinion
+
+    (lg, y), temperature = logits, float(meta.get("temperature", 1.0))
+    out = {"selective": selective_block(lg, y, temperature, meta.get("abstain"))} if len(y) else {}
+    index = NeighborIndex.load(bundle)
+    if index is None or not len(y):
+        return out
+    emb, _ = predict_logits(Embedder(model), loader)
+    far = ((meta.get("neighbors") or {}).get("unfamiliar") or {}).get("distance")
+    out["neighbors"] = {**second_opinion(index, emb, lg, y, paths, list(meta["classes"]), far),
+                        "index_n": len(index), "index_bytes": (bundle / INDEX_FILE).stat().st_size}
+    return out
 
 
 def _block(logits: tuple, meta: dict, target: _Target, images, tta_info: dict | None) -> dict:

@@ -22,14 +22,23 @@ from nextclass.data.batch_aug import BatchEval
 from nextclass.data.loader import BatchLoader
 from nextclass.engine.loop import predict_logits
 from nextclass.metrics.selective import UNFAMILIAR_QUANTILE, abstain_entry, distance_threshold, selective_block
-from nextclass.neighbors import INDEX_FILE, THUMB, Embedder, NeighborIndex, save_index, subsample, thumbnails
+from nextclass.neighbors import (
+    INDEX_FILE,
+    KNN_K,
+    THUMB,
+    WRONG_SHOWN,
+    Embedder,
+    NeighborIndex,
+    save_index,
+    second_opinion,
+    subsample,
+    thumbnails,
+)
 from nextclass.training.context import Context
 from nextclass.utils import log, progress_bar
 
 __all__ = ["selective_results", "build_neighbors", "KNN_K", "WRONG_SHOWN"]
 
-KNN_K = 5  # voters of the kNN second opinion
-WRONG_SHOWN = 12  # wrong predictions whose neighbours the report shows
 
 
 def selective_results(ctx: Context, logits: dict, temperature: float, blocks: dict) -> dict | None:
@@ -54,22 +63,11 @@ def _embed(ctx: Context, model: nn.Module, rows: np.ndarray, labels: np.ndarray,
 def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split: str, logits, bar,
                     unfamiliar: dict | None) -> dict:
     """kNN accuracy on ``split`` beside the head's, the neighbours of the head's wrong predictions, and the
-    share of ``split``'s images flagged ``unfamiliar``."""
+    share of ``split``'s images flagged ``unfamiliar`` (:func:`nextclass.neighbors.second_opinion`)."""
     lg, y = logits
     emb = _embed(ctx, model, ctx.rows[split], ctx.labels[split], bar, f"{split} embeddings")
-    knn = index.knn_predict(emb, KNN_K)
-    pred = lg.argmax(axis=1)
-    wrong = np.flatnonzero(pred != y)[:WRONG_SHOWN]
-    dist, pos = index.search(emb[wrong], KNN_K) if len(wrong) else (np.zeros((0, 0)), np.zeros((0, 0), int))
-    shown = [{"path": ctx.source.samples[ctx.rows[split][i]].path, "true": ctx.classes[int(y[i])],
-              "predicted": ctx.classes[int(pred[i])],
-              "neighbors": [[int(p), round(float(d), 6)] for p, d in zip(prow, drow)]}
-             for i, prow, drow in zip(wrong, pos, dist)]
-    out = {"k": KNN_K, "knn_accuracy": float((knn == y).mean()), "head_accuracy": float((pred == y).mean()),
-           "wrong": shown, "wrong_total": int((pred != y).sum())}
-    if unfamiliar is not None and len(emb):
-        out["unfamiliar_rate"] = float((index.search(emb, 1)[0][:, 0] > unfamiliar["distance"]).mean())
-    return out
+    paths = [ctx.source.samples[r].path for r in ctx.rows[split]]
+    return second_opinion(index, emb, lg, y, paths, ctx.classes, unfamiliar["distance"] if unfamiliar else None)
 
 
 def _unfamiliar(ctx: Context, model: nn.Module, index: NeighborIndex, bar) -> dict | None:
