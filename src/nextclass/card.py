@@ -67,8 +67,8 @@ def _calibration_and_robustness(block: dict) -> list[str]:
     out = ["## Calibration", ""]
     c = block.get("calibration")
     if c:
-        out.append(f"Temperature T = {c['temperature']:.4g} fitted on the validation split ({c['n']} images there); "
-                   f"expected calibration error on {block['split']}: {c['before']['ece']:.4f} before, "
+        out.append(f"Temperature T = {c['temperature']:.4g} fitted on the validation split; expected calibration "
+                   f"error on {block['split']} ({c['n']} images): {c['before']['ece']:.4f} before, "
                    f"{c['after']['ece']:.4f} after. Probabilities returned by `predict` are calibrated.")
     else:
         out.append("No temperature fitted (no validation split): probabilities are the raw softmax.")
@@ -87,7 +87,7 @@ def _calibration_and_robustness(block: dict) -> list[str]:
 def _abstain(meta: dict, block: dict) -> list[str]:
     a = meta.get("abstain") or {}
     sel = block.get("selective") or {}
-    out = ["## When the model abstains", ""]
+    out = ["## When not to trust a prediction", ""]
     if a.get("threshold") is not None:
         at = sel.get("at_threshold") or {}
         out.append(f"Target accuracy {_pct(a.get('target_accuracy'))} of the accepted predictions: the model abstains "
@@ -124,9 +124,12 @@ def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> l
     sizes = [f"{s}: {metrics[s]['n']}" for s in ("val", "test") if isinstance(metrics.get(s), dict) and "n" in metrics[s]]
     if sizes:
         out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
-    findings = (audit or {}).get("findings") or []
-    out += ["", "Audit findings:", ""] + ([f"- {f}" for f in findings] or ["- no audit findings recorded"])
-    return out
+    found = [f"- {f}" for f in (audit or {}).get("findings") or []]
+    ls = (audit or {}).get("label_suspects") or {}
+    if ls.get("checked"):
+        found.append(f"- label suspects (confident learning on the trained model's val/test predictions): "
+                     f"{ls.get('n', 0)} of {ls['checked']} images look mislabelled (listed in the run's `audit.json`)")
+    return out + ["", "Audit findings:", ""] + (found or ["- no audit findings recorded"])
 
 
 def _usage(meta: dict) -> list[str]:
