@@ -1,4 +1,4 @@
-"""nextclass audit: planted problems are found, clean images are not flagged, --fix trains, label suspects."""
+"""nextclass audit: planted problems are found, clean images are not flagged, --fix trains, label issues after a run."""
 
 from __future__ import annotations
 
@@ -116,10 +116,10 @@ def test_fix_manifest_drops_leaks_and_bad_files_and_trains(planted, tmp_path):
     assert quick["quick"] and quick["n_images"] == len(rows)
     assert all(v == {"exact": 0, "near": 0} for v in quick["summary"]["cross_split"].values())
     assert quick["summary"]["label_conflict_groups"] == 1  # the flipped copy stays in train, reported
-    from nextclass.data.audit import attach_label_suspects
-
-    attach_label_suspects(run)  # what finish_run calls at the end of a run
-    assert "label_suspects" in json.loads((Path(run) / "audit.json").read_text())
+    issues = quick["label_issues"]  # finish_run judged the val/test labels (cleanlab) into the same file
+    n_eval = sum(1 for r in rows if r["split"] in ("val", "test"))
+    assert issues["checked"] == n_eval and "cleanlab" in issues["method"] and "label_suspects" not in quick
+    assert len(list(csv.DictReader((Path(run) / "label_issues.csv").open()))) == issues["n"]
 
 
 def test_cli_audit_summary_json_and_fix(planted, tmp_path):
@@ -211,43 +211,42 @@ def test_quick_audit_on_array_source_and_never_raises(tmp_path):
     assert audit_decoded(src, None, tmp_path / "x.json") is None and not (tmp_path / "x.json").exists()
 
 
-def _write_preds(path: Path, rows: list[tuple]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "split", "true", "predicted", "probability", "correct", "true_probability", "topk"])
-        for p, sp, y, k, pk, py in rows:
-            w.writerow([p, sp, y, k, pk, int(y == k), py, ""])
+def _plant_wrong_label(run: Path) -> str:
+    """Give the most confidently right val prediction of a finished run another label (in its
+    predictions_val.csv, as if the file on disk had been mislabelled); returns its path."""
+    f = run / "predictions_val.csv"
+    rows = list(csv.DictReader(f.open(newline="")))
+    best = max((r for r in rows if r["correct"] == "1"), key=lambda r: float(r["probability"]))
+    probs = {k: float(v) for k, _, v in (part.rpartition(":") for part in best["topk"].split(";"))}
+    wrong = min((c for c in probs if c != best["true"]), key=probs.get)
+    best.update(true=wrong, correct="0", true_probability=f"{probs[wrong]:.5f}")
+    with f.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return best["path"]
 
 
-def test_label_suspects_confident_learning(tmp_path):
-    from nextclass.data.audit import label_suspects
+def test_finished_run_lists_label_issues(tiny_run, tmp_path):
+    import shutil
 
-    # thresholds = mean self-confidence per labelled class: cat (0.9+0.8+0.7+0.05+0.05)/5 = 0.5,
-    # dog (0.9+0.03+0.9+0.6)/4 = 0.6075
-    _write_preds(tmp_path / "predictions_val.csv", [
-        ("c1", "val", "cat", "cat", 0.9, 0.9), ("c2", "val", "cat", "cat", 0.8, 0.8),
-        ("d1", "val", "dog", "dog", 0.9, 0.9), ("wrong_dog", "val", "dog", "cat", 0.95, 0.03)])
-    _write_preds(tmp_path / "predictions.csv", [
-        ("c3", "test", "cat", "cat", 0.7, 0.7), ("d2", "test", "dog", "dog", 0.9, 0.9),
-        ("unsure", "test", "cat", "dog", 0.55, 0.05), ("d3", "test", "dog", "dog", 0.6, 0.6),
-        ("wrong_cat", "test", "cat", "dog", 0.85, 0.05)])
-    found = label_suspects(tmp_path)
-    assert [s["path"] for s in found] == ["wrong_dog", "wrong_cat"]  # 'unsure' (0.55 < dog's 0.6075) is not
-    assert found[0] == {"path": "wrong_dog", "split": "val", "label": "dog", "predicted": "cat", "label_probability": 0.03,
-                        "predicted_probability": 0.95, "threshold": 0.5}
-    saved = json.loads((tmp_path / "audit.json").read_text())["label_suspects"]
-    assert saved["n"] == 2 and saved["checked"] == 9
-    with pytest.raises(FileNotFoundError):
-        label_suspects(tmp_path / "nothing")
+    from nextclass.data.label_issues import attach_label_issues
 
-
-def test_label_suspects_on_a_real_run(tiny_run):
-    from nextclass.data.audit import attach_label_suspects
-
-    found = attach_label_suspects(tiny_run)
-    rep = json.loads((tiny_run / "audit.json").read_text())
-    assert rep["quick"] and rep["n_images"] == 90  # written by train's prepare()
-    assert rep["label_suspects"]["checked"] > 0 and rep["label_suspects"]["n"] == len(found)
+    rep = json.loads((tiny_run / "audit.json").read_text())  # written by finish_run, not by this test
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert rep["quick"] and rep["n_images"] == 90  # the quick audit of train's prepare() is kept beside it
+    assert rep["label_issues"]["checked"] == metrics["val"]["n"] + metrics["test"]["n"]
+    assert len(list(csv.DictReader((tiny_run / "label_issues.csv").open()))) == rep["label_issues"]["n"]
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    planted = _plant_wrong_label(run)
+    found = attach_label_issues(run)
+    block = json.loads((run / "audit.json").read_text())["label_issues"]
+    item = next(it for it in block["items"] if it["path"] == planted)
+    assert item["split"] == "val" and item["suggested"] != item["label"] and item["score"] < 0.5
+    assert block["n"] == len(found) and any(f"{len(found)} val/test image(s) look mislabelled" in x
+                                            for x in json.loads((run / "audit.json").read_text())["findings"])
+    rows = list(csv.DictReader((run / "label_issues.csv").open()))
+    assert [r["rank"] for r in rows] == [str(k) for k in range(1, len(rows) + 1)] and planted in {r["path"] for r in rows}
 
 
 def test_fingerprints_cached_until_a_file_changes(tmp_path):

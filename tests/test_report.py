@@ -124,3 +124,21 @@ def test_report_rebuilds_from_run_dir_alone(tiny_run: Path, tmp_path):
     assert (run / "plots" / "gradcam.png").exists() and "images unavailable" not in out.read_text()
     bad = run_cli("report", str(tmp_path / "nope"), check=False)
     assert bad.returncode == 2 and "not a run directory" in " ".join(bad.stderr.split())
+
+
+def test_report_shows_label_issues_as_thumbnails(tiny_run: Path, tmp_path):
+    from nextclass.data.label_issues import attach_label_issues
+    from nextclass.report.html import build_report
+    from test_audit import _plant_wrong_label
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("report.html", "plots")))
+    planted = _plant_wrong_label(run)
+    found = attach_label_issues(run)
+    assert planted in {json.loads((run / "audit.json").read_text())["label_issues"]["items"][i.rank - 1]["path"]
+                       for i in found}
+    page = build_report(run).read_text()
+    assert f"Label issues: {len(found)} of " in page and 'alt="label issues"' in page
+    from PIL import Image
+
+    with Image.open(run / "plots" / "label_issues.png") as im:  # one grid row of thumbnails at least
+        assert im.width > 100 and im.height > 100

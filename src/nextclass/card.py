@@ -124,11 +124,13 @@ def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> l
     sizes = [f"{s}: {metrics[s]['n']}" for s in ("val", "test") if isinstance(metrics.get(s), dict) and "n" in metrics[s]]
     if sizes:
         out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
-    found = [f"- {f}" for f in (audit or {}).get("findings") or []]
-    ls = (audit or {}).get("label_suspects") or {}
-    if ls.get("checked"):
-        found.append(f"- label suspects (confident learning on the trained model's val/test predictions): "
-                     f"{ls.get('n', 0)} of {ls['checked']} images look mislabelled (listed in the run's `audit.json`)")
+    li = (audit or {}).get("label_issues") or {}
+    # the label-issue finding is restated below with its denominator
+    found = [f"- {f}" for f in (audit or {}).get("findings") or [] if not (li and "look mislabelled" in f)]
+    if li.get("checked"):
+        found.append(f"- label issues (cleanlab confident learning on the trained model's val/test predictions): "
+                     f"{li.get('n', 0)} of {li['checked']} images look mislabelled (listed in the run's "
+                     f"`{li.get('csv', 'label_issues.csv')}`)")
     return out + ["", "Audit findings:", ""] + (found or ["- no audit findings recorded"])
 
 

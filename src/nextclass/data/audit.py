@@ -1,5 +1,6 @@
 """Know your data: counts, unreadable files, exact and near duplicates, leakage across splits,
-label conflicts; after a run, suspected label errors (:mod:`nextclass.data.label_suspects`).
+label conflicts. Wrong labels are judged elsewhere: :mod:`nextclass.data.label_issues` (cleanlab), after a
+run on its val/test predictions and for every image with ``nextclass audit DATA --labels``.
 
 What counts as what (all documented in ``docs/audit.md``):
 
@@ -40,13 +41,11 @@ import numpy as np
 
 from nextclass.data.groups import centre_groups
 from nextclass.data.hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
-from nextclass.data.label_suspects import attach_label_suspects, label_suspects
 from nextclass.data.same_picture import PICTURE_TOLERANCE, same_picture_scores
 from nextclass.data.sources import DataError, DataSource, load_source
 from nextclass.utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
 
-__all__ = ["audit", "audit_decoded", "label_suspects", "attach_label_suspects", "NEAR_THRESHOLD",
-           "PIXEL_TOLERANCE", "PICTURE_TOLERANCE", "FEW_IMAGES"]
+__all__ = ["audit", "audit_decoded", "NEAR_THRESHOLD", "PIXEL_TOLERANCE", "PICTURE_TOLERANCE", "FEW_IMAGES"]
 
 NEAR_THRESHOLD = 8  # phash bits (of 64); see the module docstring for the measurements behind it
 # Mean absolute difference of 16x16 luma thumbnails (grey levels): now only a cheap filter before the
@@ -385,9 +384,9 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
         rep, _ = _report(source, full, info, near_threshold, pixel_tolerance, picture_tolerance, quick=True)
         rep["seconds"] = round(time.time() - t0, 2)
         old = Path(path)
-        if old.exists():  # a resumed run keeps the label issues (and suspects) found before
+        if old.exists():  # a resumed run keeps the label issues found before
             prev = json.loads(old.read_text())
-            rep.update({k: prev[k] for k in ("label_suspects", "label_issues") if k in prev})
+            rep.update({k: prev[k] for k in ("label_issues",) if k in prev})
         atomic_write_json(path, rep)
         s = rep["summary"]
         leaks = ", ".join(f"{k} {v['exact'] + v['near']}" for k, v in s["cross_split"].items() if v["exact"] + v["near"])

@@ -19,8 +19,8 @@ Two callers: ``nextclass audit DATA --labels`` (:mod:`nextclass.curation.label_a
 image, calls :func:`cross_val_probs`, then :func:`find_label_issues` and :func:`write_label_issues_csv`;
 and the end of a training run calls :func:`attach_label_issues`, which judges the run's val/test
 predictions (out-of-sample for the trained model) and writes them into ``<run>/audit.json`` and
-``<run>/label_issues.csv``. It replaces :func:`nextclass.data.label_suspects.attach_label_suspects`
-(per-class mean thresholds, no noise-rate pruning, no probability guard).
+``<run>/label_issues.csv``. It replaced ``label_suspects`` (per-class mean thresholds, no noise-rate
+pruning, no probability guard; ``bench/label_noise.py`` keeps a copy as the baseline it is measured against).
 """
 
 from __future__ import annotations
@@ -301,8 +301,8 @@ def run_label_issues(run_dir: str | os.PathLike, *, max_items: int = 100) -> lis
 
 
 def attach_label_issues(run_dir: str | os.PathLike) -> list[LabelIssue]:
-    """:func:`run_label_issues` for the end of a run (drop-in for ``attach_label_suspects``): one log line,
-    never raises."""
+    """:func:`run_label_issues` for the end of a run (:func:`nextclass.training.finish.finish_run` calls it):
+    one log line, never raises."""
     try:
         found = run_label_issues(run_dir)
         log(f"label issues: {len(found)} val/test image(s) look mislabelled"

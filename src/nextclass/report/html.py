@@ -90,6 +90,20 @@ def _prediction_plots(images: RunImages | None, rows: list[dict], classes: list[
     return out
 
 
+def _label_issues_plot(images: RunImages | None, block: dict | None, n: int = 12) -> bytes | None:
+    """The most suspicious labels of ``audit.json``'s ``label_issues`` block as thumbnails, captioned
+    with the given label, the suggested one and the model's probability of the given label."""
+    items = (block or {}).get("items") or []
+    if not items:
+        return None
+
+    def caption(it: dict) -> str:
+        return f"label: {it['label']}\nsuggest: {it['suggested']}\np(label) {float(it['score']):.2f}"
+
+    # a short title: the grid is as narrow as 1 image (the template says how they are ranked)
+    return _grid(images, items[:n], 6, f"label issues: top {min(n, len(items))} of {block['n']}", caption)
+
+
 def _cam_plot(model, images: RunImages | None, rows: list[dict], classes: list[str], pp, seed: int, n: int) -> tuple:
     """Grad-CAM overlays for n/2 right and n/2 wrong predictions (explaining the predicted class)."""
     if model is None or images is None or not rows:
@@ -241,6 +255,9 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     png.update(trust_plots(run_dir, images, block, split))
     png["feature_maps"] = _feature_maps_plot(model, images, rows, pp)
     png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
+    label_issues = (read_json(run_dir / "audit.json") or {}).get("label_issues")
+    label_issues = label_issues if isinstance(label_issues, dict) else None
+    png["label_issues"] = _label_issues_plot(images, label_issues)
     (run_dir / "plots").mkdir(exist_ok=True)
     for name, data in png.items():
         if data is not None:
@@ -250,6 +267,7 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     _thumbs(images, audit)
     page = _render(run_dir=run_dir, cfg=cfg, cfg_text=cfg_text, metrics=metrics, split=split, block=block,
                    classes=classes, meta=meta, history=history, dataset=dataset_summary(run_dir), audit=audit,
+                   label_issues=label_issues,
                    images_problem=images.problem if images is not None else "no bundle: preprocessing unknown",
                    plots={k: _b64(v) for k, v in png.items()}, cam_note=cam_note, model=info, seconds=time.time() - t0)
     out = atomic_write_text(run_dir / "report.html", page)

@@ -1,11 +1,12 @@
-"""The finish step of a training run: final numbers, the bundle, label suspects and the report.
+"""The finish step of a training run: final numbers, the bundle, label issues and the report.
 
 Order: logits of the selected model on val and test → temperature fitted on val only → metrics and
 ``predictions*.csv`` per split (the test split is measured here, once, after model selection) →
 selective metrics and the abstain threshold (val), the nearest-neighbour index of the training images
 (:mod:`nextclass.training.trust`) → robustness on the last split (part of the report) → ``metrics.json`` →
-the bundle → label suspects into ``audit.json`` → the model card ``README.md`` → ``report.html``. The bundle is saved before the report, so a report failure
-never costs the user the run.
+the bundle → label issues on val/test (cleanlab, :func:`nextclass.data.label_issues.attach_label_issues`)
+into ``audit.json`` and ``label_issues.csv`` → the model card ``README.md`` → ``report.html``. The bundle
+is saved before the report, so a report failure never costs the user the run.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     Returns:
         The whole ``metrics.json`` after the merge.
     """
-    from nextclass.data.audit import attach_label_suspects
+    from nextclass.data.label_issues import attach_label_issues
 
     logits = _final_logits(ctx, model, progress)
     tta = _with_tta(ctx, model, logits, progress)
@@ -128,7 +129,7 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     blocks["skipped"] = len(ctx.images.errors)
     metrics = merge_metrics(ctx.run_dir / "metrics.json", blocks)
     _save_bundle(ctx, model, blocks, temperature, trust)
-    attach_label_suspects(ctx.run_dir)  # confident-learning label suspects -> audit.json (never raises)
+    attach_label_issues(ctx.run_dir)  # cleanlab on val/test -> audit.json + label_issues.csv (never raises)
     write_card(ctx.run_dir)  # <run>/model/README.md, the model card (after audit.json: it quotes the findings)
     if ctx.cfg.report:
         _render_report(ctx, model)
