@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from nextclass.data.label_issues import cross_val_probs, find_label_issues, issu
 from nextclass.data.sources import DataError, load_source
 from nextclass.utils import atomic_write_json, log
 
-__all__ = ["audit_labels", "audit_dataset", "report_paths", "MAX_DIMS"]
+__all__ = ["audit_labels", "audit_dataset", "out_of_sample_probs", "OutOfSample", "report_paths", "MAX_DIMS"]
 
 MAX_DIMS = 256  # PCA width for the cross-validated heads (see the module docstring)
 
@@ -52,10 +53,49 @@ def report_paths(output: str | os.PathLike | None) -> tuple[Path | None, Path]:
     return out, out.with_name("label_issues.csv")
 
 
+@dataclass
+class OutOfSample:
+    """Out-of-sample class probabilities of every readable image: row ``i`` is ``source.samples[positions[i]]``."""
+
+    probs: np.ndarray  # (N, K), from heads that never saw row i's label
+    labels: np.ndarray  # (N,) given labels
+    positions: list[int]
+    what: str  # the embedding and the heads, for the report
+    unreadable: int
+
+    @property
+    def head_accuracy(self) -> float:
+        """How often the cross-validated heads agree with the given labels."""
+        return float((self.probs.argmax(1) == self.labels).mean()) if len(self.labels) else float("nan")
+
+
+def out_of_sample_probs(source, *, model=None, backbone: str | None = None, pretrained: str | None = None,
+                        cache_dir=None, folds: int = 5, seed: int = 0, progress: bool = True) -> OutOfSample:
+    """Embed every readable image of ``source`` once, reduce with PCA when wide, and predict each image with
+    k-fold cross-validated logistic heads: the probabilities ``audit --labels`` judges the labels with.
+
+    Example:
+        >>> oos = out_of_sample_probs(load_source("digits"))  # doctest: +SKIP
+        >>> oos.probs.shape, round(oos.head_accuracy, 2)      # doctest: +SKIP
+        ((1797, 10), 0.96)
+    """
+    if len(source.classes) < 2:
+        raise DataError(f"{source.name}: label issues need at least 2 classes, found {len(source.classes)}")
+    emb = embed_source(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
+                       progress=progress)
+    x, how = _reduce(emb.features, seed)
+    labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
+    probs = cross_val_probs(x, labels, folds=folds, seed=seed, num_classes=len(source.classes))
+    what = f"embedding: {emb.what}{how}; {folds}-fold cross-validated logistic heads (out-of-sample probabilities)"
+    return OutOfSample(probs, labels, list(emb.positions), what, len(emb.errors))
+
+
 def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", model=None, backbone: str | None = None,
                  pretrained: str | None = None, cache_dir=None, folds: int = 5, seed: int = 0,
                  progress: bool = True) -> dict:
     """Label issues of every readable image of ``data`` -> ``csv_path``; returns the report block.
+
+    :func:`out_of_sample_probs`, then :func:`~nextclass.data.label_issues.find_label_issues` (cleanlab).
 
     Args:
         data: a data spec (folder, CSV, built-in, ``hf:``) or a loaded :class:`DataSource`.
@@ -74,25 +114,19 @@ def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", mode
     """
     t0 = time.time()
     source = data if hasattr(data, "samples") else load_source(data, cache_dir=cache_dir)
-    if len(source.classes) < 2:
-        raise DataError(f"{source.name}: label issues need at least 2 classes, found {len(source.classes)}")
-    emb = embed_source(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
-                       progress=progress)
-    x, how = _reduce(emb.features, seed)
-    labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
-    probs = cross_val_probs(x, labels, folds=folds, seed=seed, num_classes=len(source.classes))
-    issues = find_label_issues(probs, labels)
-    paths = [source.samples[p].path for p in emb.positions]
+    oos = out_of_sample_probs(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
+                              folds=folds, seed=seed, progress=progress)
+    issues = find_label_issues(oos.probs, oos.labels)
+    paths = [source.samples[p].path for p in oos.positions]
     write_label_issues_csv(csv_path, issues, paths, source.classes)
-    method = (f"embedding: {emb.what}{how}; {folds}-fold cross-validated logistic heads (out-of-sample "
-              "probabilities); cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
+    method = (f"{oos.what}; cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
               "ranked by p(given label)")
-    block = issues_block(issues, paths, source.classes, method=method, checked=len(labels),
-                         splits=[source.samples[p].split or "" for p in emb.positions])
-    accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    block = issues_block(issues, paths, source.classes, method=method, checked=len(oos.labels),
+                         splits=[source.samples[p].split or "" for p in oos.positions])
+    accuracy = oos.head_accuracy
     block.update({"csv": str(csv_path), "head_accuracy": round(accuracy, 4), "seconds": round(time.time() - t0, 2),
-                  "unreadable": len(emb.errors)})
-    log(f"label issues: {len(issues)} of {len(labels)} image(s) flagged (cross-validated head accuracy "
+                  "unreadable": oos.unreadable})
+    log(f"label issues: {len(issues)} of {len(oos.labels)} image(s) flagged (cross-validated head accuracy "
         f"{accuracy:.3f}; {csv_path})")
     return block
 
