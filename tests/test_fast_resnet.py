@@ -17,7 +17,7 @@ from nextclass.data.transforms import Augment, Preprocess
 from nextclass.metrics.tta import TTAModel, make_view, views_from_config
 from nextclass.models.factory import create
 from nextclass.models.fast_resnet import FastResNet
-from nextclass.training.defaults import pick_model, resolve, translate_pixels
+from nextclass.training.defaults import LONG_SCHEDULE_EPOCHS, erasing_for, pick_model, resolve, translate_pixels
 
 
 @pytest.mark.parametrize("chans", [1, 3])
@@ -72,6 +72,38 @@ def test_batch_translate_shifts_whole_images_within_the_pad_and_keeps_pixels():
     assert isinstance(batch_augment(pp, Augment(translate=2, scale=(1.0, 1.0), rotation=0, brightness=0, contrast=0)),
                       BatchTranslate)
     assert isinstance(batch_augment(pp, Augment(translate=2)), BatchAugment)  # crops/rotation: the affine path
+
+
+def test_batch_translate_erases_one_box_per_hit_image_at_the_mean():
+    torch.manual_seed(0)
+    pp = Preprocess(size=16, crop=16, channels=1, mean=(0.5,) * 3, std=(0.5,) * 3)
+    x = torch.full((256, 1, 16, 16), 255, dtype=torch.uint8)  # normalised to 1.0 everywhere
+    t = batch_augment(pp, Augment(translate=2, hflip=False, erasing=0.5, scale=(1.0, 1.0), rotation=0, brightness=0,
+                                  contrast=0))
+    assert isinstance(t, BatchTranslate)  # erasing stays on the shift path (no resampling)
+    y = t(x)
+    assert set(y.unique().tolist()) <= {0.0, 1.0}
+    erased = (y == 0).flatten(1).sum(1)
+    frac = (erased > 0).float().mean().item()
+    assert 0.4 < frac < 0.6  # p = 0.5
+    hit = erased[erased > 0].float() / 256
+    assert hit.min() >= 1 / 256 and hit.max() <= 0.45  # 2-33 % of the image, plus the pixel grid rounding up a box edge
+    for i in torch.nonzero(erased).flatten()[:20]:  # the zeros form one rectangle
+        rows, cols = torch.nonzero(y[i, 0] == 0, as_tuple=True)
+        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == erased[i]
+
+
+def test_random_erasing_turns_on_for_a_long_fast_resnet_schedule_only():
+    fast = {"model": "fast_resnet", "recipe": "scratch"}
+    assert erasing_for(fast, LONG_SCHEDULE_EPOCHS - 1)[1] == 0.0
+    assert erasing_for(fast, LONG_SCHEDULE_EPOCHS)[1] == 0.5
+    assert erasing_for({"model": "simple_cnn", "recipe": "scratch"}, 200)[1] == 0.0
+    source = load_source("digits")
+    assert resolve(make_config(data="digits", epochs=10), source, 1259).cfg.random_erasing == 0.0
+    long = resolve(make_config(data="digits", epochs=60), source, 1259)
+    assert long.cfg.random_erasing == 0.5 and any(n.startswith("random_erasing = 0.5") for n in long.notes)
+    assert resolve(make_config(data="digits", epochs=60, random_erasing=0.1), source, 1259).cfg.random_erasing == 0.1
+    assert resolve(make_config(data="digits", max_minutes=5), source, 1259).cfg.random_erasing is None  # the plan sets it
 
 
 def test_shift_views_and_tta_model():

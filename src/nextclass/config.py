@@ -79,7 +79,9 @@ class TrainConfig(BaseModel):
     rotation: Optional[float] = Field(None, ge=0, le=180, description="max rotation degrees; None: by augment level")
     scale_min: Optional[float] = Field(None, gt=0, le=1, description="random-resized-crop min area; None: by augment level")
     auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
-    random_erasing: float = Field(0.0, ge=0, le=1)
+    random_erasing: Optional[float] = Field(
+        None, ge=0, le=1, description="probability of erasing a random box (cutout); None: 0.5 for a long fast_resnet "
+        "schedule (>= 40 epochs, where the model starts to memorise its training images), else 0")
     tta: Optional[bool] = Field(None, description="final val/test numbers averaged over the test-time views that "
                                 "match the augmentation; None: on for augment translate")
     mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off)")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from nextclass.data.transforms import Augment, Preprocess
 
-__all__ = ["BatchAugment", "BatchEval", "BatchTranslate", "batch_augment"]
+__all__ = ["BatchAugment", "BatchEval", "BatchTranslate", "batch_augment", "erase_boxes"]
 
 
 def _norm_tensors(pp: Preprocess, device, dtype=torch.float32):
@@ -45,6 +45,29 @@ def _affine_grid(theta: torch.Tensor, out: int) -> torch.Tensor:
     gx = t[:, 0] * xs + t[:, 1] * ys + t[:, 2]
     gy = t[:, 3] * xs + t[:, 4] * ys + t[:, 5]
     return torch.stack([gx, gy], dim=-1)
+
+
+def erase_boxes(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``RandomErasing`` for a normalised batch: with probability ``p`` per image, one box set to 0 (the mean).
+
+    Box area ~ U(2 %, 33 %) of the image, log aspect ~ U(log 0.3, log 1/0.3), as torchvision; one mask
+    for the whole batch, no per-image Python.
+    """
+    b, _, hh, ww = x.shape
+    hit = torch.rand(b, device=x.device) < p
+    if not bool(hit.any()):
+        return x
+    area = torch.empty(b, device=x.device).uniform_(0.02, 0.33) * hh * ww
+    logr = torch.empty(b, device=x.device).uniform_(math.log(0.3), math.log(1 / 0.3))
+    eh = torch.sqrt(area * torch.exp(logr)).clamp(1, hh)
+    ew = torch.sqrt(area / torch.exp(logr)).clamp(1, ww)
+    y0 = torch.rand(b, device=x.device) * (hh - eh)
+    x0 = torch.rand(b, device=x.device) * (ww - ew)
+    ys = torch.arange(hh, device=x.device).view(1, hh, 1)
+    xs = torch.arange(ww, device=x.device).view(1, 1, ww)
+    box = ((ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1)) &
+           (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1)) & hit.view(b, 1, 1))
+    return x.masked_fill(box.unsqueeze(1), 0.0)
 
 
 class BatchEval:
@@ -122,23 +145,6 @@ class BatchAugment:
             x = (x - gray) * c + gray
         return x.clamp_(0, 1) if (a.brightness or a.contrast) else x
 
-    def _erase(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, hh, ww = x.shape
-        hit = torch.rand(b, device=x.device) < self.aug.erasing
-        if not bool(hit.any()):
-            return x
-        area = torch.empty(b, device=x.device).uniform_(0.02, 0.33) * hh * ww
-        logr = torch.empty(b, device=x.device).uniform_(math.log(0.3), math.log(1 / 0.3))
-        eh = torch.sqrt(area * torch.exp(logr)).clamp(1, hh)
-        ew = torch.sqrt(area / torch.exp(logr)).clamp(1, ww)
-        y0 = torch.rand(b, device=x.device) * (hh - eh)
-        x0 = torch.rand(b, device=x.device) * (ww - ew)
-        ys = torch.arange(hh, device=x.device).view(1, hh, 1)
-        xs = torch.arange(ww, device=x.device).view(1, 1, ww)
-        box = ((ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1)) &
-               (xs >= x0.view(b, 1, 1)) & (xs < (x0 + ew).view(b, 1, 1)) & hit.view(b, 1, 1))
-        return x.masked_fill(box.unsqueeze(1), 0.0)
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, S, S) → augmented, normalised float (B, C, crop, crop), on ``x.device``."""
         b, c = x.shape[0], x.shape[1]
@@ -151,12 +157,13 @@ class BatchAugment:
         mean, std = _norm_tensors(self.pp, x.device)
         xf = (xf - mean) / std
         if self.aug.erasing > 0:
-            xf = self._erase(xf)
+            xf = erase_boxes(xf, self.aug.erasing)
         return xf
 
 
 class BatchTranslate:
-    """Random horizontal flip and a random shift of up to ``aug.translate`` pixels, for a whole batch.
+    """Random horizontal flip, a random shift of up to ``aug.translate`` pixels and (``aug.erasing``) a random
+    erased box, for a whole batch.
 
     The small-image recipe's augmentation (as in the fast CIFAR-10 trainers): no resampling, so the
     image keeps every pixel sharp; the border is filled by reflection. The shift is one gather over a
@@ -188,12 +195,14 @@ class BatchTranslate:
             idx = torch.arange(b, device=dev).view(b, 1, 1, 1)
             ch = torch.arange(xf.shape[1], device=dev).view(1, -1, 1, 1)
             xf = padded[idx, ch, rows, cols]
+        if self.aug.erasing > 0:  # cutout, for long schedules
+            xf = erase_boxes(xf, self.aug.erasing)
         return xf
 
 
 def batch_augment(pp: Preprocess, aug: Augment):
     """The batched augmentation for ``aug``: shift-and-flip when that is all it asks, else the affine warp."""
     plain = aug.scale[0] >= 1.0 and not aug.rotation and not aug.vflip and not (aug.brightness or aug.contrast)
-    if aug.translate and plain and not aug.erasing:
+    if aug.translate and plain:
         return BatchTranslate(pp, aug)
     return BatchAugment(pp, aug)
