@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_files import fashion_files, write_manifest  # noqa: E402
+from fashion_files import bench_workspace, write_manifest  # noqa: E402
 
 STRATEGIES = ("suggest", "random", "uncertainty")
 
@@ -106,13 +106,8 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--work", default="/tmp/nextclass-bench/active")
     args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
     t0 = time.time()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    files = fashion_files(work.parent / "fashion-files")
+    work, files = bench_workspace(args.work, args.threads)
     order = np.random.default_rng(args.seed).permutation(files.train)
     val, start = order[:args.val], order[args.val:args.val + args.start]
     pool = order[args.val + args.start:args.val + args.start + args.pool]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FashionFiles", "fashion_files", "write_manifest"]
+__all__ = ["FashionFiles", "fashion_files", "write_manifest", "bench_workspace"]
 
 
 class FashionFiles:
@@ -71,3 +71,13 @@ def write_manifest(path: str | os.PathLike, files: FashionFiles, rows, labels, s
         for r, y, sp in zip(rows, labels, splits):
             w.writerow([files.paths[int(r)], files.classes[int(y)], sp])
     return path
+
+
+def bench_workspace(work: str | os.PathLike, threads: int) -> tuple[Path, FashionFiles]:
+    """A benchmark's start: pin torch's threads, create ``work`` and share the PNG files next to it."""
+    import torch
+
+    torch.set_num_threads(threads)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work, fashion_files(work.parent / "fashion-files")

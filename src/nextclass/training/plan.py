@@ -122,13 +122,15 @@ def measure_rates(ctx: Context, steps: int = 8, warmup: int = 2) -> tuple[float,
 
 
 def _finish_eval_s(ctx: Context, n: dict, eval_rate: float) -> float:
-    """Final val/test passes (x (1 + views) with TTA) and the neighbour index's pass over training images."""
+    """Final val/test passes (x (1 + views) with TTA); with a neighbour index, its pass over training images and
+    one embedding pass over val (the ``unfamiliar`` threshold) and over the last split (the kNN second opinion)."""
     from nextclass.metrics.tta import views_from_config
 
     cfg = ctx.cfg
     passes = 1 + (len(views_from_config(cfg)) if cfg.tta else 0)
+    scored = n["val"] + (n["test"] if cfg.evaluate_test else 0)
     index = min(cfg.neighbor_index, n["train"])
-    return (passes * (n["val"] + (n["test"] if cfg.evaluate_test else 0)) + index) / eval_rate
+    return (passes * scored + (index + scored if index else 0)) / eval_rate
 
 
 def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
