@@ -33,7 +33,7 @@ from torch import nn
 
 from nextclass.models.heads import trunk_features
 
-__all__ = ["INDEX_FILE", "THUMB", "KNN_K", "WRONG_SHOWN", "Embedder", "NeighborIndex", "Neighbor", "subsample",
+__all__ = ["INDEX_FILE", "THUMB", "KNN_K", "WRONG_SHOWN", "Embedder", "embedding_of", "NeighborIndex", "Neighbor", "subsample",
            "thumbnails", "save_index", "png_base64", "second_opinion"]
 
 INDEX_FILE = "neighbors.safetensors"
@@ -50,12 +50,17 @@ class Embedder(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = trunk_features(self.model, x)
-        if t.ndim == 4:  # a feature map (attention head): mean-pool the positions
-            t = t.mean((1, 2)) if getattr(self.model, "output_fmt", "NCHW") == "NHWC" else t.mean((2, 3))
-        elif t.ndim == 3:  # tokens (B, N, C)
-            t = t.mean(1)
-        return torch.nn.functional.normalize(t.float().flatten(1), dim=1)
+        return embedding_of(self.model, trunk_features(self.model, x))
+
+
+def embedding_of(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """The index's vectors from ``model``'s trunk features ``t`` (as :func:`trunk_features` returns them, or as the
+    linear probe's feature cache holds them): pooled to (N, D) and L2-normalised."""
+    if t.ndim == 4:  # a feature map (attention head): mean-pool the positions
+        t = t.mean((1, 2)) if getattr(model, "output_fmt", "NCHW") == "NHWC" else t.mean((2, 3))
+    elif t.ndim == 3:  # tokens (B, N, C)
+        t = t.mean(1)
+    return torch.nn.functional.normalize(t.float().flatten(1), dim=1)
 
 
 @dataclass

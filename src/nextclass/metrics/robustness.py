@@ -31,7 +31,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-__all__ = ["CORRUPTIONS", "corrupt", "robustness", "model_logits_fn"]
+__all__ = ["CORRUPTIONS", "ROBUSTNESS_VERSION", "corrupt", "robustness", "model_logits_fn"]
+
+#: bump when the corruptions, the sampling or the returned block change: it is part of cached results' keys
+ROBUSTNESS_VERSION = 1
 
 #: name -> (description of the parameter, values for severities 1..3)
 CORRUPTIONS: dict[str, tuple[str, tuple[float, ...]]] = {

@@ -49,12 +49,12 @@ class Features:
     path: Path
 
 
-def weights_digest(model: nn.Module) -> str:
-    """SHA-1 of the backbone's tensors (head excluded): changes whenever the frozen weights do."""
-    heads = head_prefixes(model)
+def weights_digest(model: nn.Module, head: bool = False) -> str:
+    """SHA-1 of the backbone's tensors (head excluded unless ``head``): changes whenever the frozen weights do."""
+    heads = () if head else head_prefixes(model)
     h = hashlib.sha1()
     for name, t in sorted(model.state_dict().items()):
-        if any(name.startswith(p) for p in heads) or name.endswith("num_batches_tracked"):
+        if (heads and any(name.startswith(p) for p in heads)) or name.endswith("num_batches_tracked"):
             continue
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

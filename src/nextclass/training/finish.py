@@ -122,10 +122,9 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
              "neighbors": build_neighbors(ctx, model, logits, blocks, progress)}  # <run>/model/neighbors.safetensors
     last = "test" if "test" in blocks else ("val" if "val" in blocks else None)
     if ctx.cfg.report and last is not None:  # robustness is part of the report: skipped with --no-report (tune trials)
-        from nextclass.metrics.robustness import model_logits_fn, robustness
+        from nextclass.training.robust import split_robustness
 
-        blocks[last]["robustness"] = robustness(model_logits_fn(model, ctx.device), ctx.images.array, ctx.labels[last],
-                                                ctx.pp, rows=ctx.rows[last], split=last, seed=ctx.cfg.seed)
+        blocks[last]["robustness"] = split_robustness(ctx, model, last)  # cached by weights + images + seed
     blocks["skipped"] = len(ctx.images.errors)
     metrics = merge_metrics(ctx.run_dir / "metrics.json", blocks)
     _save_bundle(ctx, model, blocks, temperature, trust)

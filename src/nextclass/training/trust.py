@@ -16,6 +16,7 @@ Called by :func:`nextclass.training.finish.finish_run` after the metrics of each
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
 
 from nextclass.data.batch_aug import BatchEval
@@ -29,6 +30,7 @@ from nextclass.neighbors import (
     WRONG_SHOWN,
     Embedder,
     NeighborIndex,
+    embedding_of,
     save_index,
     second_opinion,
     subsample,
@@ -52,11 +54,23 @@ def selective_results(ctx: Context, logits: dict, temperature: float, blocks: di
     return abstain
 
 
-def _embed(ctx: Context, model: nn.Module, rows: np.ndarray, labels: np.ndarray, bar, desc: str) -> np.ndarray:
+def _embed(ctx: Context, model: nn.Module, split: str, bar, keep: np.ndarray | None = None) -> np.ndarray:
+    """Index vectors of ``split``'s images (or of its rows at positions ``keep``).
+
+    After a linear probe the backbone never changed, so the vectors come from the feature cache (the eval view
+    the probe trained on) and no image goes through the backbone again.
+    """
+    cached = getattr(ctx.features, split, None) if ctx.cfg.recipe == "linear-probe" else None
+    if cached is not None:
+        t = cached[0] if split == "train" else cached  # train holds (views, N, ...): view 0 is the eval view
+        return embedding_of(model, t if keep is None else t[torch.as_tensor(keep)]).numpy()
+    rows, labels = ctx.rows[split], ctx.labels[split]
+    if keep is not None:
+        rows, labels = rows[keep], labels[keep]
     loader = BatchLoader(ctx.images.array, rows, labels, max(ctx.cfg.batch_size, 64), train=False,
                          pin_memory=ctx.device.type == "cuda")
     emb, _ = predict_logits(Embedder(model), loader, ctx.runtime, batch_transform=BatchEval(ctx.pp), progress=bar,
-                            desc=desc)
+                            desc=f"{split} embeddings")
     return emb
 
 
@@ -65,7 +79,7 @@ def _second_opinion(ctx: Context, model: nn.Module, index: NeighborIndex, split:
     """kNN accuracy on ``split`` beside the head's, the neighbours of the head's wrong predictions, and the
     share of ``split``'s images flagged ``unfamiliar`` (:func:`nextclass.neighbors.second_opinion`)."""
     lg, y = logits
-    emb = _embed(ctx, model, ctx.rows[split], ctx.labels[split], bar, f"{split} embeddings")
+    emb = _embed(ctx, model, split, bar)
     paths = [ctx.source.samples[r].path for r in ctx.rows[split]]
     return second_opinion(index, emb, lg, y, paths, ctx.classes, unfamiliar["distance"] if unfamiliar else None)
 
@@ -78,7 +92,7 @@ def _unfamiliar(ctx: Context, model: nn.Module, index: NeighborIndex, bar) -> di
     rows = ctx.rows.get("val")
     if rows is None or len(rows) == 0:
         return None
-    emb = _embed(ctx, model, rows, ctx.labels["val"], bar, "val embeddings")
+    emb = _embed(ctx, model, "val", bar)
     d = index.search(emb, 1)[0][:, 0]
     th = distance_threshold(d, UNFAMILIAR_QUANTILE)
     if not np.isfinite(th):
@@ -98,7 +112,7 @@ def build_neighbors(ctx: Context, model: nn.Module, logits: dict, blocks: dict, 
     folder = ctx.run_dir / "model"
     folder.mkdir(parents=True, exist_ok=True)
     with progress_bar(progress) as bar:
-        emb = _embed(ctx, model, rows, labels, bar, "train embeddings")
+        emb = _embed(ctx, model, "train", bar, keep)
         size = save_index(folder, emb, labels, [ctx.source.samples[r].path for r in rows], thumbnails(ctx.images.array[rows]))
         info = {"file": INDEX_FILE, "n": int(len(rows)), "of": int(len(train_rows)), "dim": int(emb.shape[1]),
                 "bytes": int(size), "thumbnail": THUMB, "seed": ctx.cfg.seed}
