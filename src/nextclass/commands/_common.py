@@ -23,7 +23,11 @@ def run_guarded(fn, *args, **kwargs):
         Console(stderr=True).print("[yellow]interrupted[/] - resume a training run with `nextclass train --resume RUN`")
         raise typer.Exit(130)
     except user_errors as e:
-        Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {e}")
+        # one unbroken line (a long path stays copyable; the terminal wraps it for the eye), markup in the
+        # message (a path with [brackets]) printed as text
+        from rich.markup import escape
+
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
 
 
