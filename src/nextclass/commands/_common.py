@@ -15,6 +15,7 @@ __all__ = ["expand_paths", "input_files", "parse_sets", "run_guarded"]
 def run_guarded(fn, *args, **kwargs):
     """Call ``fn``; turn user errors (bad config, data, model, bundle) into a red line and exit code 2."""
     from rich.console import Console
+    from rich.markup import escape
 
     user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
     try:
@@ -25,8 +26,6 @@ def run_guarded(fn, *args, **kwargs):
     except user_errors as e:
         # one unbroken line (a long path stays copyable; the terminal wraps it for the eye), markup in the
         # message (a path with [brackets]) printed as text
-        from rich.markup import escape
-
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
 

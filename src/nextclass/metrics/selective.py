@@ -32,8 +32,8 @@ known vs unknown class                 0.848        0.843   0.840   **0.880**
 * *Is this image like the training images at all?* decides ``unfamiliar``: the distance to the nearest
   training image in the bundle's neighbour index (:mod:`nextclass.neighbors`) is the best score for images of
   classes never seen in training (0.880 vs 0.848; with Sneaker and Pullover left out instead, energy leads it
-  0.726 to 0.711, and the distance stays first on the average of the two pairs), so it gets a threshold of its own,
-  :func:`distance_threshold`, chosen on *val* at a fixed false-alarm rate (:data:`UNFAMILIAR_QUANTILE`).
+  0.726 to 0.711, and the distance stays first on the average of the two pairs), so it gets a threshold of its
+  own, :func:`distance_threshold`, chosen on *val* at a fixed false-alarm rate (:data:`UNFAMILIAR_QUANTILE`).
 """
 
 from __future__ import annotations
