@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = [
     "rank", "world_size", "local_rank", "local_world_size", "launched_world_size", "is_distributed", "is_main",
-    "backend_for", "resolve_device", "init_from_env", "device_for_rank", "barrier", "broadcast_object",
+    "backend_for", "resolve_device", "check_device", "init_from_env", "device_for_rank", "barrier", "broadcast_object",
     "all_gather_object", "reduce_sums", "reduce_max_flag", "wrap_ddp", "shard", "unshard", "finish_training", "launch",
 ]
 
@@ -68,6 +68,40 @@ def backend_for(device: str | torch.device) -> str:
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def check_device(device: str) -> str:
+    """``device`` as given when this machine has it; ValueError with one line saying what it has otherwise.
+
+    Checked before any work (and before a run directory exists), so ``--device cuda`` on a machine without a
+    GPU is a one-line error rather than a traceback from the first tensor moved there.
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+    """
+    choices = "auto, cpu, cuda, cuda:N or mps"
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device {device!r}: not a device; choose {choices}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {device!r}: this machine has no CUDA GPU that PyTorch can use "
+                             f"(torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {device!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r}: Apple's Metal (MPS) is not available on this machine; "
+                             "use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: nextclass runs on {choices}")
     return device
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "parse_ratios",
     "file_sha256",
     "progress_bar",
+    "can_reach",
+    "hub_host",
     "VERSION",
 ]
 
@@ -40,6 +42,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode any other new file gets (0644 under the usual umask),
+        # so model.json and metrics.json are as readable as the weights and the ONNX files beside them
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -49,6 +54,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, a race with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -130,6 +147,9 @@ def configure_threads(threads: int | None) -> int:
 def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
     """``"70/20/10"``, ``"0.7,0.2,0.1"`` or a 3-sequence → fractions summing to 1 (ValueError otherwise).
 
+    The three numbers must add up to 100 (percent) or 1 (fractions): ``80/30/10`` is a typo, not a ratio to
+    rescale silently.
+
     Example:
         >>> parse_ratios("80/10/10")
         (0.8, 0.1, 0.1)
@@ -145,6 +165,9 @@ def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
     if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] <= 0:
         raise ValueError(f"split {spec!r}: expected three non-negative numbers train/val/test with train > 0")
     s = sum(vals)
+    if not (abs(s - 100) < 1e-6 or abs(s - 1) < 1e-6):
+        raise ValueError(f"split {spec!r}: train/val/test add up to {s:g}; give percentages that sum to 100 "
+                         "(e.g. 70/20/10) or fractions that sum to 1")
     return (vals[0] / s, vals[1] / s, vals[2] / s)
 
 
@@ -164,3 +187,38 @@ def progress_bar(enabled: bool = True):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
                     disable=not enabled, transient=True)
+
+
+def hub_host() -> str:
+    """The Hugging Face Hub's host name (``$HF_ENDPOINT``'s when set, as huggingface_hub reads it)."""
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def can_reach(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds (name lookup included).
+
+    A quick answer to "are we offline?" before a download that would otherwise spend half a minute in
+    retries. The lookup runs in a daemon thread because ``getaddrinfo`` itself has no timeout.
+
+    Example:
+        >>> can_reach("localhost", 9, timeout=0.5)  # doctest: +SKIP
+        False
+    """
+    import socket
+    import threading
+
+    ok: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
