@@ -201,40 +201,47 @@ def test_bn_stats_frozen_keeps_running_stats_but_trains_affine():
 def test_probe_neighbour_vectors_come_from_the_cache_and_match_a_backbone_pass(tiny, tmp_path):
     """After a linear probe the index, val and test vectors are read from the feature cache (no backbone call)
     and equal what the bundle's Embedder computes on the images."""
+    from nextclass.evaluation.scorer import embeddings
     from nextclass.training.features import cached_features
+    from nextclass.training.scoring import eval_images, scoring_of
     from nextclass.training.setup import prepare
-    from nextclass.training.trust import _embed
 
     ctx = prepare(_cfg(tiny, tmp_path, cache_dir=str(tmp_path / "c")), progress=False)
     model = ctx.model.eval()
     ctx.features = cached_features(ctx, model, progress=False)
     calls = _count_backbone_calls(model)
     keep = np.array([0, 2, 3])
-    cached = {s: _embed(ctx, model, s, None, keep if s == "train" else None) for s in ("train", "val", "test")}
+    s = scoring_of(ctx)
+    embed = lambda split: embeddings(model, eval_images(ctx, split, keep if split == "train" else None), s)  # noqa: E731
+    cached = {split: embed(split) for split in ("train", "val", "test")}
     assert calls[0] == 0, "a probe's neighbour vectors must not run the backbone"
     ctx.cfg = ctx.cfg.model_copy(update={"recipe": "finetune"})  # the same function, through the backbone
     for split, got in cached.items():
-        want = _embed(ctx, model, split, None, keep if split == "train" else None)
+        want = embed(split)
         assert got.shape == want.shape == (len(keep) if split == "train" else len(ctx.rows[split]), got.shape[1])
         np.testing.assert_allclose(got, want, atol=1e-4)
     assert calls[0] > 0
 
 
 def test_robustness_is_cached_by_weights_images_and_seed(tiny, tmp_path):
-    from nextclass.training.robust import split_robustness
+    from nextclass.evaluation.robust import cached_robustness
+    from nextclass.training.scoring import eval_images, scoring_of
     from nextclass.training.setup import prepare
 
     ctx = prepare(_cfg(tiny, tmp_path, cache_dir=str(tmp_path / "c")), progress=False)
     model = ctx.model.eval()
     calls = _count_backbone_calls(model)
-    first = split_robustness(ctx, model, "val")
-    assert calls[0] > 0 and "cached" not in first and 0 <= first["clean_accuracy"] <= 1
+    val = eval_images(ctx, "val")
+    first = cached_robustness(model, val, scoring_of(ctx))
+    assert calls[0] > 0 and 0 <= first["clean_accuracy"] <= 1
     calls[0] = 0
-    again = split_robustness(ctx, model, "val")
-    assert calls[0] == 0 and again.pop("cached") is True and again == first
+    again = cached_robustness(model, val, scoring_of(ctx))
+    assert calls[0] == 0 and again == first  # read back: no corrupted pass, the very same block
     with torch.no_grad():
         model.classifier.bias.add_(0.5)  # another head -> another model: measured again
-    assert "cached" not in split_robustness(ctx, model, "val") and calls[0] > 0
+    cached_robustness(model, val, scoring_of(ctx))
+    assert calls[0] > 0
     calls[0] = 0
     ctx.cfg = ctx.cfg.model_copy(update={"seed": ctx.cfg.seed + 1})  # another seed -> other corrupted copies
-    assert "cached" not in split_robustness(ctx, model, "val") and calls[0] > 0
+    cached_robustness(model, val, scoring_of(ctx))
+    assert calls[0] > 0

@@ -89,7 +89,7 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     from nextclass.data.sources import load_source
     from nextclass.data.splits import assign_splits
     from nextclass.training.defaults import amp_dtype_for, resolve
-    from nextclass.training.setup import split_rows
+    from nextclass.data.splits import split_rows
     from nextclass.utils import configure_threads
 
     configure_threads(cfg.threads)

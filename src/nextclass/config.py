@@ -104,6 +104,8 @@ class TrainConfig(BaseModel):
     name: Optional[str] = Field(None, description="run directory name; None: <model>-<data>[-N]")
     evaluate_test: bool = Field(True, description="evaluate on the test split after training")
     report: bool = Field(True, description="write plots and report.html into the run")
+    robustness: bool = Field(True, description="measure accuracy under blur/noise/JPEG/brightness/contrast on the "
+                             "final split (cached by weights + images + seed; off in tune trials)")
     target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="abstain below the confidence threshold "
                                              "chosen on val for this accuracy of the accepted predictions; None: never")
     neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "

@@ -39,7 +39,7 @@ __all__ = ["tune", "TuneResult", "default_space", "parse_space", "trials_table",
 
 LOG_PARAMS = frozenset({"lr", "weight_decay"})
 # Fields a trial may never change: where the run goes and what it measures.
-_TRIAL_FIXED = {"report": False, "evaluate_test": False, "track": "none"}
+_TRIAL_FIXED = {"report": False, "robustness": False, "evaluate_test": False, "track": "none"}
 
 
 @dataclass

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,10 +35,11 @@ from typing import Sequence
 
 import numpy as np
 
-from nextclass.utils import atomic_write_json, atomic_write_text, log
+from nextclass.rundir import RunDir
+from nextclass.utils import atomic_write_text, log
 
 __all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "write_label_issues_csv", "run_label_issues",
-           "attach_label_issues", "issues_block", "read_run_probabilities"]
+           "attach_label_issues", "issues_block", "read_run_probabilities", "Judged"]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
@@ -228,9 +228,9 @@ def _row_probs(row: dict, index: dict[str, int]) -> np.ndarray:
 
 def _run_classes(run_dir: Path, rows: list[dict]) -> list[str]:
     """Class names in the model's order (``model/model.json``), else the names the predictions use."""
-    meta = run_dir / "model" / "model.json"
-    if meta.is_file():
-        return list(json.loads(meta.read_text())["classes"])
+    meta = RunDir(run_dir).read_bundle_meta()
+    if meta and meta.get("classes"):
+        return list(meta["classes"])
     names = {r["true"] for r in rows} | {r["predicted"] for r in rows}
     for r in rows:
         names |= {part.rpartition(":")[0] for part in filter(None, (r.get("topk") or "").split(";"))}
@@ -243,15 +243,15 @@ def read_run_probabilities(run_dir: str | os.PathLike) -> tuple[list[dict], np.n
     Raises:
         FileNotFoundError: the run has neither ``predictions_val.csv`` nor ``predictions.csv``.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     rows: list[dict] = []
-    for name in ("predictions_val.csv", "predictions.csv"):
-        if (run_dir / name).exists():
-            with open(run_dir / name, newline="", encoding="utf-8") as fh:
+    for path in (run.predictions("val"), run.predictions("test")):
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as fh:
                 rows += list(csv.DictReader(fh))
     if not rows:
         raise FileNotFoundError(f"{run_dir}: no predictions_val.csv or predictions.csv (has the run finished?)")
-    classes = _run_classes(run_dir, rows)
+    classes = _run_classes(run.path, rows)
     index = {c: i for i, c in enumerate(classes)}
     probs = np.stack([_row_probs(r, index) for r in rows])
     return rows, probs, np.array([index[r["true"]] for r in rows], dtype=np.int64), classes
@@ -271,42 +271,74 @@ def issues_block(issues: Sequence[LabelIssue], paths: Sequence[str], classes: Se
             "pairs": [{"label": a, "suggested": b, "n": n} for (a, b), n in pairs.most_common(10)], "items": items}
 
 
-def run_label_issues(run_dir: str | os.PathLike, *, max_items: int = 100) -> list[LabelIssue]:
-    """Label issues among a finished run's val/test images -> ``<run>/label_issues.csv`` and ``audit.json``.
+@dataclass
+class Judged:
+    """Out-of-sample probabilities to judge labels by: row i is image ``ids[i]`` of split ``splits[i]``."""
+
+    probs: np.ndarray  # (N, K) exact calibrated probabilities
+    labels: np.ndarray  # (N,) given class indices
+    ids: list[str]
+    splits: list[str]
+    classes: list[str]
+
+    @classmethod
+    def of(cls, per_split: dict, classes: Sequence[str]) -> "Judged":
+        """From ``{split: (probs, labels, ids)}`` (the finish step's values in memory), splits in that order."""
+        k = len(classes)
+        parts = [(np.asarray(p, dtype=np.float64).reshape(-1, k), np.asarray(y), list(i), [sp] * len(i))
+                 for sp, (p, y, i) in per_split.items()]
+        return cls(np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k)),
+                   np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64),
+                   [x for p in parts for x in p[2]], [x for p in parts for x in p[3]], list(classes))
+
+    @classmethod
+    def from_run_files(cls, run_dir: str | os.PathLike) -> "Judged":
+        """A finished run's ``predictions*.csv`` (top-5, rounded: exact only up to five classes; for runs judged
+        after the fact, when the in-memory probabilities are gone)."""
+        rows, probs, labels, classes = read_run_probabilities(run_dir)
+        return cls(probs, labels, [r["path"] for r in rows], [r["split"] for r in rows], classes)
+
+
+def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *,
+                     max_items: int = 100) -> list[LabelIssue]:
+    """Label issues among a run's val/test images -> ``<run>/label_issues.csv`` and ``audit.json``.
 
     The trained model never fitted val or test, so its predictions there are out-of-sample (val picked
     the checkpoint and the temperature, which cannot make a wrong label look right). They go through
     :func:`find_label_issues` (cleanlab, noise-rate pruning, the 0.5 guard). Training images are not
     judged here: ``nextclass audit DATA --labels`` cross-validates every image.
 
+    Args:
+        judged: the probabilities to judge by (the finish step passes its exact ones); None reads the run's
+            ``predictions*.csv`` back (:meth:`Judged.from_run_files`).
+
     Example:
         >>> [i.rank for i in run_label_issues("runs/simple_cnn-digits")][:3]  # doctest: +SKIP
         [1, 2, 3]
     """
-    run_dir = Path(run_dir)
-    rows, probs, labels, classes = read_run_probabilities(run_dir)
-    issues = find_label_issues(probs, labels)
-    paths, splits = [r["path"] for r in rows], [r["split"] for r in rows]
-    write_label_issues_csv(run_dir / "label_issues.csv", issues, paths, classes)
+    run = RunDir(run_dir)
+    judged = judged if judged is not None else Judged.from_run_files(run.path)
+    issues = find_label_issues(judged.probs, judged.labels)
+    write_label_issues_csv(run.label_issues, issues, judged.ids, judged.classes)
     method = ("cleanlab confident learning (prune_by_noise_rate) on the run's val/test probabilities, flag needs "
               "p(suggested) >= 0.5; ranked by p(given label)")
-    block = issues_block(issues, paths, classes, method=method, checked=len(rows), max_items=max_items, splits=splits)
-    f = run_dir / "audit.json"
-    rep = json.loads(f.read_text()) if f.exists() else {"version": 1}
-    rep["label_issues"] = {**block, "csv": "label_issues.csv"}
-    note = f"{len(issues)} val/test image(s) look mislabelled (label_issues.csv)"
+    block = issues_block(issues, judged.ids, judged.classes, method=method, checked=len(judged.labels),
+                         max_items=max_items, splits=judged.splits)
+    rep = run.read_audit() or {"version": 1}
+    rep["label_issues"] = {**block, "csv": run.label_issues.name}
+    note = f"{len(issues)} val/test image(s) look mislabelled ({run.label_issues.name})"
     rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x] + ([note] if issues else [])
-    atomic_write_json(f, rep)
+    run.write_audit(rep)
     return issues
 
 
-def attach_label_issues(run_dir: str | os.PathLike) -> list[LabelIssue]:
-    """:func:`run_label_issues` for the end of a run (:func:`nextclass.training.finish.finish_run` calls it):
-    one log line, never raises."""
+def attach_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None) -> list[LabelIssue]:
+    """:func:`run_label_issues` for the end of a run (:func:`nextclass.training.finish.finish_run` calls it with
+    its exact probabilities): one log line, never raises."""
     try:
-        found = run_label_issues(run_dir)
+        found = run_label_issues(run_dir, judged)
         log(f"label issues: {len(found)} val/test image(s) look mislabelled"
-            + (f" (see {Path(run_dir) / 'label_issues.csv'})" if found else ""))
+            + (f" (see {RunDir(run_dir).label_issues})" if found else ""))
         return found
     except Exception as e:  # informative only: never fail a finished run
         log(f"[yellow]label-issue check skipped[/]: {type(e).__name__}: {e}")

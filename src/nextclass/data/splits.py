@@ -16,7 +16,7 @@ import numpy as np
 from nextclass.utils import parse_ratios as _parse_ratios, atomic_write_text, log
 from nextclass.data.samples import DataError, DataSource
 
-__all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "SPLITS"]
+__all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "split_rows", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -106,3 +106,12 @@ def read_split_csv(path: str | Path, source: DataSource) -> None:
         source.samples = [s for s in source.samples if s.split]
     if not source.samples:
         raise DataError(f"{path}: none of the files in the saved split exist in {source.root}")
+
+
+def split_rows(source: DataSource, images) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Positions of the decodable images (``images.ok``, a :class:`~nextclass.data.cache.DecodedImages`) of each
+    split, and their labels."""
+    splits = np.array([s.split for s in source.samples])
+    all_labels = np.array([s.label for s in source.samples])
+    rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
+    return rows, {sp: all_labels[r] for sp, r in rows.items()}

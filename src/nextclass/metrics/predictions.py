@@ -1,17 +1,17 @@
-"""Writing a split's numbers: ``predictions*.csv``, blocks merged into ``metrics.json``, a summary line."""
+"""Writing a split's numbers: ``predictions*.csv`` rows and a summary line (the run directory's files are placed
+by :class:`nextclass.rundir.RunDir`)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 
-from nextclass.utils import atomic_write_json, atomic_write_text
+from nextclass.utils import atomic_write_text
 
-__all__ = ["write_predictions", "summary_line", "merge_metrics", "predictions_name"]
+__all__ = ["write_predictions", "summary_line"]
 
 
 def write_predictions(path: Path, paths: list[str], split: str, labels: np.ndarray, probs: np.ndarray,
@@ -28,19 +28,6 @@ def write_predictions(path: Path, paths: list[str], split: str, labels: np.ndarr
     atomic_write_text(path, buf.getvalue())
 
 
-def predictions_name(split: str) -> str:
-    """``predictions.csv`` for the test split, ``predictions_<split>.csv`` otherwise (file-name safe)."""
-    return "predictions.csv" if split == "test" else f"predictions_{split.replace(':', '_').replace('/', '_')}.csv"
-
-
 def summary_line(m: dict) -> str:
     return (f"{m['split']} ({m['n']} images): top-1 {m['accuracy']:.4f}, top-5 {m['top5']:.4f}, "
             f"macro F1 {m['macro']['f1']:.4f}")
-
-
-def merge_metrics(path: Path, blocks: dict) -> dict:
-    """Merge ``blocks`` (one per split) into the JSON file at ``path``, atomically; returns the whole file."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update(blocks)
-    atomic_write_json(path, data)
-    return data

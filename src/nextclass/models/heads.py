@@ -22,14 +22,17 @@ stores, so a saved model reloads with the same weights and predictions.
 from __future__ import annotations
 
 import functools
+import hashlib
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nextclass.models.errors import ModelError
 
-__all__ = ["attach_head", "AttentionBlock", "HEADS", "head_prefixes", "trunk_features", "head_from_trunk"]
+__all__ = ["attach_head", "AttentionBlock", "HEADS", "head_prefixes", "trunk_features", "head_from_trunk", "head_logits",
+           "weights_digest"]
 
 HEADS = ("linear", "mlp", "attention")
 
@@ -180,3 +183,23 @@ def head_from_trunk(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
     if p and model.training:  # timm applies this dropout between pooling and the classifier
         t = F.dropout(t, p, training=True)
     return model.get_classifier()(t)
+
+
+@torch.no_grad()
+def head_logits(model: nn.Module, feats: torch.Tensor, device, batch: int = 1024) -> np.ndarray:
+    """The head's logits (float32, N x K) for cached :func:`trunk_features` of a frozen backbone."""
+    model.eval()
+    out = [head_from_trunk(model, feats[i:i + batch].to(device).float()).float().cpu() for i in range(0, len(feats), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def weights_digest(model: nn.Module, head: bool = False) -> str:
+    """SHA-1 of the backbone's tensors (head excluded unless ``head``): changes whenever the frozen weights do."""
+    heads = () if head else head_prefixes(model)
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        if (heads and any(name.startswith(p) for p in heads)) or name.endswith("num_batches_tracked"):
+            continue
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -6,25 +6,26 @@ import numpy as np
 from torch import nn
 
 from nextclass.data.batch_aug import BatchEval, batch_augment
+from nextclass.evaluation.scorer import predict_rows
 from nextclass.data.loader import ArrayDataset, BatchLoader, make_loader
 from nextclass.data.transforms import train_transform
 from nextclass.dist import all_gather_object, shard, unshard, world_size
-from nextclass.engine.loop import predict_logits
 from nextclass.training.context import Context
 from nextclass.training.defaults import augment_for
+from nextclass.training.scoring import eval_images, scoring_of
 
 __all__ = ["train_batches", "split_logits"]
 
 
 def split_logits(ctx: Context, model: nn.Module, split: str = "val", progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of a split, in split order (batched eval preprocessing on the device).
+    """Plain logits and labels of a split, in split order: the scorer's eval pass
+    (:func:`nextclass.evaluation.scorer.predict_rows`) on the run's images.
 
     Under DDP rank r evaluates ``rows[r::world]`` and the shards are gathered back on every rank.
     """
-    rows, labels = shard(ctx.rows[split]), shard(ctx.labels[split])
-    loader = BatchLoader(ctx.images.array, rows, labels, max(ctx.cfg.batch_size, 64),
-                         train=False, pin_memory=ctx.device.type == "cuda")
-    lg, y = predict_logits(model, loader, ctx.runtime, batch_transform=BatchEval(ctx.pp), progress=progress, desc=split)
+    images = eval_images(ctx, split)
+    images.rows, images.labels = shard(images.rows), shard(images.labels)
+    lg, y = predict_rows(model, images, scoring_of(ctx), progress)
     if world_size() > 1:
         parts, n = all_gather_object((lg, y)), len(ctx.rows[split])
         lg, y = unshard([p[0] for p in parts], n), unshard([p[1] for p in parts], n)

@@ -28,7 +28,7 @@ from torch import nn
 
 from nextclass.data.loader import ArrayDataset, make_loader
 from nextclass.data.transforms import eval_transform, train_transform
-from nextclass.models.heads import head_prefixes, trunk_features
+from nextclass.models.heads import trunk_features, weights_digest
 from nextclass.utils import default_cache_dir, log, progress_bar, sha1_of
 
 __all__ = ["Features", "cached_features", "embed", "feature_key", "weights_digest", "FEATURE_VERSION"]
@@ -47,18 +47,6 @@ class Features:
     hit: bool
     seconds: float  # time spent embedding (0 on a cache hit)
     path: Path
-
-
-def weights_digest(model: nn.Module, head: bool = False) -> str:
-    """SHA-1 of the backbone's tensors (head excluded unless ``head``): changes whenever the frozen weights do."""
-    heads = () if head else head_prefixes(model)
-    h = hashlib.sha1()
-    for name, t in sorted(model.state_dict().items()):
-        if (heads and any(name.startswith(p) for p in heads)) or name.endswith("num_batches_tracked"):
-            continue
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _rows_digest(rows: np.ndarray) -> str:

@@ -1,12 +1,13 @@
 """The finish step of a training run: final numbers, the bundle, label issues and the report.
 
-Order: logits of the selected model on val and test → temperature fitted on val only → metrics and
-``predictions*.csv`` per split (the test split is measured here, once, after model selection) →
-selective metrics and the abstain threshold (val), the nearest-neighbour index of the training images
-(:mod:`nextclass.training.trust`) → robustness on the last split (part of the report) → ``metrics.json`` →
-the bundle → label issues on val/test (cleanlab, :func:`nextclass.data.label_issues.attach_label_issues`)
-into ``audit.json`` and ``label_issues.csv`` → the model card ``README.md`` → ``report.html``. The bundle
-is saved before the report, so a report failure never costs the user the run.
+Order: logits of the selected model on val and test (:func:`nextclass.evaluation.scorer.split_logits`, TTA
+views included) → temperature fitted on val only → the abstain threshold (val) and the nearest-neighbour index
+of the training images (:mod:`nextclass.training.trust`) → one block per split from the one scorer
+(:func:`nextclass.evaluation.scorer.score`, the function ``nextclass evaluate`` calls; the test split is measured
+here, once, after model selection) → ``metrics.json`` and ``predictions*.csv`` → the bundle → label issues on
+val/test from the exact probabilities in memory (cleanlab, :mod:`nextclass.data.label_issues`) into
+``audit.json`` and ``label_issues.csv`` → the model card ``README.md`` → ``report.html``. The bundle is saved
+before the report, so a report failure never costs the user the run.
 """
 
 from __future__ import annotations
@@ -16,82 +17,37 @@ from torch import nn
 
 from nextclass.bundle import save_bundle
 from nextclass.card import write_card
-from nextclass.metrics.calibration import calibration_block, fit_temperature
-from nextclass.metrics.classification import classification_metrics, softmax
-from nextclass.metrics.predictions import merge_metrics, predictions_name, summary_line, write_predictions
-from nextclass.metrics.tta import TTAModel, views_from_config
-from nextclass.training.batches import split_logits
+from nextclass.data.label_issues import Judged, attach_label_issues
+from nextclass.evaluation.record import record
+from nextclass.evaluation.scorer import Scoring, score, split_logits
+from nextclass.metrics.calibration import fit_temperature
+from nextclass.metrics.tta import views_from_config
+from nextclass.rundir import RunDir
 from nextclass.training.context import Context
 from nextclass.training.defaults import arch_kwargs
-from nextclass.training.trust import build_neighbors, selective_results
+from nextclass.training.scoring import eval_images, scoring_of
+from nextclass.training.trust import abstain_on_val, build_index, log_index
 from nextclass.utils import log, progress_bar
 
-__all__ = ["finish_run", "score_splits"]
+__all__ = ["finish_run", "final_splits"]
 
 
-def _final_logits(ctx: Context, model: nn.Module, progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Logits and labels of val and (unless ``evaluate_test`` is off) test, for non-empty splits.
-
-    After a linear probe the backbone never changed: the head runs on the cached features instead of
-    passing every image through the backbone again.
-    """
-    from nextclass.training.probe import head_logits
-
-    cached = ctx.features if ctx.cfg.recipe == "linear-probe" else None
-    out = {}
-    with progress_bar(progress) as bar:
-        for split in ("val", "test"):
-            if (split == "test" and not ctx.cfg.evaluate_test) or len(ctx.rows[split]) == 0:
-                continue
-            if cached is not None:
-                out[split] = (head_logits(model, getattr(cached, split), ctx.device), ctx.labels[split])
-            else:
-                out[split] = split_logits(ctx, model, split, bar)
-    if cached is not None:
-        log("final val/test logits from the cached features (the frozen backbone is not run again)")
-    return out
+def final_splits(ctx: Context) -> list[str]:
+    """The splits the final numbers are measured on: val, then test (unless ``evaluate_test`` is off); the last
+    one is the headline block (neighbours, robustness, the report's main numbers)."""
+    return [s for s in ("val", "test") if (s == "val" or ctx.cfg.evaluate_test) and len(ctx.rows[s])]
 
 
-def _with_tta(ctx: Context, model: nn.Module, logits: dict, progress: bool) -> dict:
-    """``tta``: replace each split's logits by their mean over the training-matched views; returns, per
-    split, the views and the plain accuracy (kept in the metrics so the gain is visible)."""
-    views = views_from_config(ctx.cfg)
-    if not ctx.cfg.tta or len(views) < 2 or ctx.cfg.recipe == "linear-probe":
-        return {}
-    info = {}
-    with progress_bar(progress) as bar:
-        for split, (plain, y) in list(logits.items()):
-            logits[split] = split_logits(ctx, TTAModel(model, views), split, bar)
-            info[split] = {"views": views, "accuracy_without_tta": float((plain.argmax(1) == y).mean())}
-    log(f"final numbers averaged over {len(views)} test-time views ({', '.join(views)})")
-    return info
-
-
-def score_splits(ctx: Context, logits: dict, temperature: float) -> dict:
-    """Metrics blocks (with calibration) per split, and their ``predictions*.csv`` in the run."""
-    blocks = {}
-    for split, (lg, y) in logits.items():
-        probs = softmax(lg, temperature)
-        m = classification_metrics(probs, y, ctx.classes, split)
-        m["temperature"] = temperature
-        m.update(calibration_block(lg, y, temperature))
-        blocks[split] = m
-        paths = [ctx.source.samples[r].path for r in ctx.rows[split]]
-        write_predictions(ctx.run_dir / predictions_name(split), paths, split, y, probs, ctx.classes)
-        log(summary_line(m))
-    return blocks
-
-
-def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, temperature: float, trust: dict) -> None:
+def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust: dict) -> None:
     cfg = ctx.cfg
     arch = {"name": cfg.model, "kwargs": arch_kwargs(cfg, len(ctx.classes)), "head": cfg.head,
             "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
-    short = {s: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": s}
-             for s, b in blocks.items() if isinstance(b, dict)}
+    short = {sp: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": sp}
+             for sp, b in blocks.items() if isinstance(b, dict)}
     save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
-                metrics=short, data_hash=ctx.data_hash, temperature=temperature,
+                metrics=short, data_hash=ctx.data_hash, temperature=s.temperature,
                 extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
-                       "tta": {"views": views_from_config(cfg), "default": bool(cfg.tta)}, **trust})
+                       "tta": {"views": views_from_config(cfg), "default": len(s.views) > 1}, **trust})
     model.to(ctx.device)
 
 
@@ -104,31 +60,40 @@ def _render_report(ctx: Context, model: nn.Module) -> None:
         log(f"[red]report failed[/]: {type(e).__name__}: {e} (rebuild with `nextclass report {ctx.run_dir}`)")
 
 
+def _score_splits(ctx: Context, model: nn.Module, s: Scoring, progress: bool) -> tuple[dict, dict, dict]:
+    """Fit the temperature, abstain threshold and index on val, then score every split: (blocks, probs, images)."""
+    splits = final_splits(ctx)
+    images = {sp: eval_images(ctx, sp) for sp in splits}
+    with progress_bar(progress) as bar:
+        logits = {sp: split_logits(model, images[sp], s, bar) for sp in splits}
+    if len(s.views) > 1:
+        log(f"final numbers averaged over {len(s.views)} test-time views ({', '.join(s.views)})")
+    elif ctx.features is not None and ctx.cfg.recipe == "linear-probe":
+        log("final val/test logits from the cached features (the frozen backbone is not run again)")
+    s.temperature = fit_temperature(logits["val"].logits, logits["val"].labels) if "val" in logits else 1.0
+    trust = {"abstain": abstain_on_val(ctx, logits, s), "neighbors": build_index(ctx, model, s, progress)}
+    blocks, probs = {}, {}
+    with progress_bar(progress) as bar:
+        for sp in splits:
+            blocks[sp], probs[sp] = score(model, images[sp], s, logits[sp], headline=sp == splits[-1], progress=bar)
+    log_index(trust["neighbors"], blocks, splits[-1] if splits else None)
+    return blocks, probs, {"images": images, "trust": trust}
+
+
 def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     """Evaluate the selected model on val and test, write metrics/predictions, the bundle and the report.
 
     Returns:
         The whole ``metrics.json`` after the merge.
     """
-    from nextclass.data.label_issues import attach_label_issues
-
-    logits = _final_logits(ctx, model, progress)
-    tta = _with_tta(ctx, model, logits, progress)
-    temperature = fit_temperature(*logits["val"]) if "val" in logits else 1.0
-    blocks = score_splits(ctx, logits, temperature)
-    for split, info in tta.items():
-        blocks[split]["tta"] = {**info, "gain": blocks[split]["accuracy"] - info["accuracy_without_tta"]}
-    trust = {"abstain": selective_results(ctx, logits, temperature, blocks),  # threshold on val, AUROCs per split
-             "neighbors": build_neighbors(ctx, model, logits, blocks, progress)}  # <run>/model/neighbors.safetensors
-    last = "test" if "test" in blocks else ("val" if "val" in blocks else None)
-    if ctx.cfg.report and last is not None:  # robustness is part of the report: skipped with --no-report (tune trials)
-        from nextclass.training.robust import split_robustness
-
-        blocks[last]["robustness"] = split_robustness(ctx, model, last)  # cached by weights + images + seed
-    blocks["skipped"] = len(ctx.images.errors)
-    metrics = merge_metrics(ctx.run_dir / "metrics.json", blocks)
-    _save_bundle(ctx, model, blocks, temperature, trust)
-    attach_label_issues(ctx.run_dir)  # cleanlab on val/test -> audit.json + label_issues.csv (never raises)
+    s = scoring_of(ctx)
+    blocks, probs, rest = _score_splits(ctx, model, s, progress)
+    images = rest["images"]
+    metrics = record(RunDir(ctx.run_dir), {sp: (blocks[sp], probs[sp], images[sp]) for sp in blocks}, ctx.classes,
+                     extra={"skipped": len(ctx.images.errors)})
+    _save_bundle(ctx, model, blocks, s, rest["trust"])
+    judged = Judged.of({sp: (probs[sp], images[sp].labels, images[sp].ids) for sp in blocks}, ctx.classes)
+    attach_label_issues(ctx.run_dir, judged)  # cleanlab on the exact val/test probabilities (never raises)
     write_card(ctx.run_dir)  # <run>/model/README.md, the model card (after audit.json: it quotes the findings)
     if ctx.cfg.report:
         _render_report(ctx, model)

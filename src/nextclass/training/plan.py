@@ -150,7 +150,7 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
     epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
     finish_eval = _finish_eval_s(ctx, n, eval_rate)
-    reserve = finish_eval + (ROBUSTNESS_S + FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
+    reserve = finish_eval + (ROBUSTNESS_S if ctx.cfg.robustness else 0.0) + (FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
     budget = 60.0 * minutes
     spent = time.time() - started
     train_end = budget * (1 - SAFETY) - reserve

@@ -20,7 +20,7 @@ from nextclass.engine.checkpoint import save_checkpoint
 from nextclass.engine.loop import EpochResult, loss_and_acc
 from nextclass.engine.optim import build_optimizer, param_groups
 from nextclass.models.freeze import freeze_backbone, unfreeze
-from nextclass.models.heads import head_from_trunk
+from nextclass.models.heads import head_from_trunk, head_logits
 from nextclass.training.context import Context
 from nextclass.training.history import epoch_row, write_history
 from nextclass.training.phase import is_better, make_criterion, make_schedule
@@ -41,14 +41,6 @@ def _epoch_order(cfg, train_labels: np.ndarray, views: int, epoch: int) -> tuple
         order = torch.randperm(n, generator=g)
     view = torch.randint(0, views, (n,), generator=g) if views > 1 else torch.zeros(n, dtype=torch.long)
     return order, view
-
-
-@torch.no_grad()
-def head_logits(model: nn.Module, feats: torch.Tensor, device, batch: int = 1024) -> np.ndarray:
-    """The head's logits for cached backbone features (float32, N x K)."""
-    model.eval()
-    out = [head_from_trunk(model, feats[i:i + batch].to(device).float()).float().cpu() for i in range(0, len(feats), batch)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 class Probe:

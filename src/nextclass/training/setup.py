@@ -21,7 +21,7 @@ from nextclass.data.audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
 from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
-from nextclass.data.splits import assign_splits, read_split_csv, write_split_csv
+from nextclass.data.splits import assign_splits, read_split_csv, split_rows, write_split_csv
 from nextclass.data.transforms import Preprocess
 from nextclass.dist import barrier, broadcast_object, device_for_rank, init_from_env, is_main, local_rank
 from nextclass.training.context import Context
@@ -59,14 +59,6 @@ def data_hash(images: DecodedImages, rows: np.ndarray, labels: np.ndarray) -> st
         h.update(memoryview(np.ascontiguousarray(images.array[r])))
     h.update(labels.astype(np.int64).tobytes())
     return "sha256:" + h.hexdigest()
-
-
-def split_rows(source: DataSource, images: DecodedImages) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Positions of the decodable images of each split, and their labels."""
-    splits = np.array([s.split for s in source.samples])
-    all_labels = np.array([s.label for s in source.samples])
-    rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
-    return rows, {sp: all_labels[r] for sp, r in rows.items()}
 
 
 def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source: DataSource) -> Path:

@@ -1,0 +1,96 @@
+"""What ``nextclass evaluate`` scores, built from a run directory and its bundle: the same
+:class:`~nextclass.evaluation.scorer.EvalImages` and :class:`~nextclass.evaluation.scorer.Scoring` that the
+run's finish step scored with (:mod:`nextclass.training.scoring`), so the blocks agree field by field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextclass.config import TrainConfig
+from nextclass.data.cache import decode_all
+from nextclass.data.samples import DataSource
+from nextclass.data.transforms import Preprocess
+from nextclass.engine.loop import Device
+from nextclass.evaluation.scorer import EvalImages, Scoring
+from nextclass.metrics.tta import views_for
+from nextclass.neighbors import INDEX_FILE, NeighborIndex
+from nextclass.rundir import RunDir
+
+__all__ = ["run_split", "other_data", "bundle_scoring", "OTHER_PREFIX"]
+
+OTHER_PREFIX = "data:"  # blocks of other datasets: never the name of one of the run's own splits
+
+
+def _decoded(source: DataSource, positions: list[int], pp: Preprocess, cache_dir: str | None, progress: bool):
+    return decode_all(source, positions, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
+                      cache_dir=cache_dir, progress=progress)
+
+
+def _skipped(source: DataSource, positions: list[int], errors: dict, split: str | None = None) -> list[dict]:
+    samples = [source.samples[p] for p in positions]
+    return [{"path": samples[i].path, "reason": r} for i, r in sorted(errors.items())
+            if split is None or samples[i].split == split]
+
+
+def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_dir: str | None,
+              progress: bool = True) -> tuple[EvalImages, bool]:
+    """One split of the run's own data, decoded exactly as training decoded it (the same cache entry), and
+    whether it is the run's headline block (its final split: test, or val when there is no test)."""
+    from nextclass.data.sources import load_source
+    from nextclass.data.splits import read_split_csv, split_rows
+
+    source = load_source(cfg.data, cache_dir=cache_dir)
+    read_split_csv(run.split, source)
+    positions = list(range(len(source.samples)))
+    decoded = _decoded(source, positions, pp, cache_dir, progress)
+    rows, labels = split_rows(source, decoded)
+    if split not in rows:
+        raise ValueError(f"split {split!r}: choose one of {', '.join(rows)}")
+    last = "test" if cfg.evaluate_test and len(rows["test"]) else "val"
+    ids = [source.samples[r].path for r in rows[split]]
+    return EvalImages(split, decoded.array, rows[split], labels[split], ids, key=decoded.key,
+                      skipped=_skipped(source, positions, decoded.errors, split)), split == last
+
+
+def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, progress: bool = True) -> EvalImages:
+    """Another dataset with the model's class names: its test split if it has one, else all of it. Its block is
+    named ``data:<folder>[:test]``, so the run's own blocks are never overwritten."""
+    from nextclass.data.sources import load_source
+
+    source = load_source(data, cache_dir=cache_dir)
+    if source.classes != classes:
+        unknown = sorted(set(source.classes) - set(classes))
+        if unknown:
+            raise ValueError(f"{data}: classes {unknown[:5]} are not known to the model ({len(classes)} classes)")
+        remap = [classes.index(c) for c in source.classes]
+        for s in source.samples:
+            s.label = remap[s.label]
+        source.classes = list(classes)
+    has_test = any(s.split == "test" for s in source.samples)
+    positions = [i for i, s in enumerate(source.samples) if (s.split == "test" or not has_test)]
+    decoded = _decoded(source, positions, pp, cache_dir, progress)
+    ok = np.flatnonzero(decoded.ok)
+    name = f"{OTHER_PREFIX}{Path(str(data).rstrip('/')).name}" + (":test" if has_test else "")
+    return EvalImages(name, decoded.array, ok, np.array([source.samples[positions[i]].label for i in ok], dtype=np.int64),
+                      [source.samples[positions[i]].path for i in ok], key=decoded.key,
+                      skipped=_skipped(source, positions, decoded.errors))
+
+
+def bundle_scoring(run: RunDir, meta: dict, cfg: TrainConfig, *, tta: bool | None, batch_size: int | None,
+                   robustness: bool | None, cache_dir: str | None) -> Scoring:
+    """The :class:`Scoring` the run's finish step ended with, read back from the bundle and the run's config."""
+    if tta is None:  # as the bundle's own numbers were measured
+        tta = bool((meta.get("tta") or {}).get("default", False))
+    index = NeighborIndex.load(run.bundle)
+    unfamiliar = ((meta.get("neighbors") or {}).get("unfamiliar") or {}).get("distance")
+    return Scoring(classes=list(meta["classes"]), pp=Preprocess.from_dict(meta["preprocess"]),
+                   runtime=Device(torch.device("cpu"), None, bool(cfg.channels_last)),
+                   batch_size=batch_size or max(cfg.batch_size, 64), views=views_for(meta) if tta else ["identity"],
+                   temperature=float(meta.get("temperature", 1.0)), abstain=meta.get("abstain"), index=index,
+                   index_bytes=(run.bundle / INDEX_FILE).stat().st_size if index is not None else 0,
+                   unfamiliar=unfamiliar, robustness=bool(cfg.robustness) if robustness is None else robustness,
+                   cache_dir=cache_dir, seed=cfg.seed, model_name=cfg.model)
