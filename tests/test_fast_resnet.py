@@ -10,14 +10,21 @@ import pytest
 import torch
 
 import nextclass
-from nextclass.config import ConfigError, make_config
+from nextclass.config import ConfigError, make_config, unresolved
 from nextclass.data.batch_aug import BatchTranslate, batch_augment, BatchAugment
 from nextclass.data.sources import load_source
 from nextclass.data.transforms import Augment, Preprocess
 from nextclass.metrics.tta import TTAModel, make_view, views_from_config
 from nextclass.models.factory import create
 from nextclass.models.fast_resnet import FastResNet
-from nextclass.training.defaults import LONG_SCHEDULE_EPOCHS, erasing_for, pick_model, resolve, translate_pixels
+from nextclass.training.defaults import (
+    LONG_SCHEDULE_EPOCHS,
+    erasing_for,
+    pick_model,
+    resolve,
+    settle_budget,
+    translate_pixels,
+)
 
 
 @pytest.mark.parametrize("chans", [1, 3])
@@ -103,7 +110,12 @@ def test_random_erasing_turns_on_for_a_long_fast_resnet_schedule_only():
     long = resolve(make_config(data="digits", epochs=60), source, 1259)
     assert long.cfg.random_erasing == 0.5 and any(n.startswith("random_erasing = 0.5") for n in long.notes)
     assert resolve(make_config(data="digits", epochs=60, random_erasing=0.1), source, 1259).cfg.random_erasing == 0.1
-    assert resolve(make_config(data="digits", max_minutes=5), source, 1259).cfg.random_erasing is None  # the plan sets it
+    planned = resolve(make_config(data="digits", max_minutes=5), source, 1259).cfg
+    assert (planned.epochs, planned.random_erasing) == ("auto", "auto")  # the budget's plan settles both
+    settled, notes = settle_budget(planned, 60)
+    assert (settled.epochs, settled.random_erasing) == (60, 0.5) and unresolved(settled) == []
+    assert notes and notes[0].startswith("random_erasing = 0.5")
+    assert settle_budget(settled, 20)[0].random_erasing == 0.5  # a re-plan keeps the first plan's choice
 
 
 def test_shift_views_and_tta_model():

@@ -216,12 +216,13 @@ class _Bench:
         from nextclass.engine.loop import StepParts, train_one_epoch
         from nextclass.engine.optim import Schedule, build_optimizer, param_groups
         from nextclass.training.batches import train_batches
+        from nextclass.training.defaults import epochs_cap
 
         cfg = self.cfg
         opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
         ld, tf = train_batches(self.ctx, epoch=epoch)
         parts = StepParts(model, opt, lambda out_, y_: F.cross_entropy(out_, y_),
-                          Schedule(cfg.scheduler, self.steps_per_epoch * max(1, cfg.epochs or 10)), self.ctx.runtime)
+                          Schedule(cfg.scheduler, self.steps_per_epoch * max(1, epochs_cap(cfg) or 10)), self.ctx.runtime)
         res = train_one_epoch(parts, _Take(ld, n_steps), step0=0, batch_transform=tf)
         _sync(self.dev)
         return _rate(res.images, res.seconds)

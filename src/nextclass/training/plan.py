@@ -31,7 +31,7 @@ from nextclass.engine.loop import StepParts, predict_logits, train_one_epoch
 from nextclass.engine.optim import Schedule, build_optimizer, param_groups
 from nextclass.training.batches import train_batches
 from nextclass.training.context import Context
-from nextclass.training.defaults import erasing_for
+from nextclass.training.defaults import settle_budget
 from nextclass.utils import atomic_write_json, log
 
 __all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "FINISH_OVERHEAD_S", "ROBUSTNESS_S"]
@@ -193,15 +193,12 @@ def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float, grow: bool =
 def save_plan(ctx: Context, plan: Plan) -> None:
     """Record the plan: ``plan.json`` and the planned epochs in ``config.yaml`` (it says what ran).
 
-    The first plan also settles what waited for the epochs: ``random_erasing`` (on for a long schedule).
+    The first plan also settles what waited for the epochs (``random_erasing``: on for a long schedule);
+    :func:`nextclass.training.defaults.settle_budget` decides both, so config.yaml holds no ``auto`` from here on.
     """
-    update = {"epochs": plan.epochs}
-    if ctx.cfg.random_erasing is None:
-        key, p, why = erasing_for(ctx.cfg.model_dump(), plan.epochs)
-        update[key] = p
-        if why:
-            log(f"{key} = {p} ({why})")
-    ctx.cfg = ctx.cfg.model_copy(update=update)
+    ctx.cfg, notes = settle_budget(ctx.cfg, plan.epochs)
+    for n in notes:
+        log(f"[dim]auto[/] {n}")
     if is_main():
         save_config(ctx.cfg, ctx.run_dir / "config.yaml")
         atomic_write_json(ctx.run_dir / "plan.json", plan.to_dict())
