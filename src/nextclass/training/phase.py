@@ -1,4 +1,4 @@
-"""A training phase: a stretch of epochs with one optimiser setup (``scratch`` or ``finetune``).
+"""A training phase: a stretch of epochs with one optimiser setup (``scratch``, ``finetune`` or ``probe``).
 
 :func:`build_parts` makes every part of the step in one place (optimiser, schedule, loss, EMA, mixup,
 grad scaler, DDP wrapper, torch.compile); :class:`TrainPhase` runs the epochs: resume from
@@ -31,12 +31,12 @@ from nextclass.training.history import epoch_row, read_history, write_history
 from nextclass.training.plan import replan, save_plan
 from nextclass.utils import log, progress_bar
 
-__all__ = ["Phase", "TrainPhase", "build_parts", "make_criterion", "make_schedule", "is_better"]
+__all__ = ["Phase", "TrainPhase", "build_parts", "make_criterion", "make_schedule", "is_better", "steps_per_epoch"]
 
 
 @dataclass
 class Phase:
-    """A stretch of epochs with one optimiser setup (``scratch``/``finetune``; ``probe`` is separate)."""
+    """A stretch of epochs with one optimiser setup (``scratch``, ``finetune`` or ``probe``)."""
 
     name: str
     epochs: int
@@ -127,10 +127,17 @@ class TrainPhase:
             model.to(memory_format=torch.channels_last)
         left = None if ctx.train_seconds is None else (ctx.train_seconds - float(state.get("elapsed", 0.0))) / 60
         self.budget = Budget(left, synced=True)
-        self.parts = build_parts(ctx, model, phase, self.budget)
+        self.parts = self._build_parts()
         self.steps = steps_per_epoch(self.cfg, len(ctx.rows["train"]))
         self.last = ctx.run_dir / "checkpoints" / "last.safetensors"
         self.forward_model = self.parts.ema.module if self.parts.ema is not None else model  # what is evaluated
+
+    # Every phase runs on this class; the probe (:class:`nextclass.training.probe.ProbePhase`) overrides only
+    # where its batches come from (cached features) and what its step is built of (the head alone).
+    save_last_every_epoch = True  # the probe's whole run takes seconds: it is redone rather than resumed
+
+    def _build_parts(self) -> StepParts:
+        return build_parts(self.ctx, self.model, self.phase, self.budget)
 
     def _resume(self) -> int:
         """The epoch to start at: after the last checkpoint of this phase, else the phase's first."""
@@ -218,8 +225,9 @@ class TrainPhase:
         if res.stopped_early or self.budget.exceeded():
             st["stopped"] = f"time budget reached (--max-minutes {cfg.max_minutes:g}: training ends here to leave time for the evaluation)"
         if is_main():  # DDP: every rank holds the same state (metrics are reduced); rank 0 writes
-            ema = self.parts.ema.module if self.parts.ema is not None else None
-            save_checkpoint(self.last, self.model, self.parts.optimizer, dict(st), ema)
+            if self.save_last_every_epoch:
+                ema = self.parts.ema.module if self.parts.ema is not None else None
+                save_checkpoint(self.last, self.model, self.parts.optimizer, dict(st), ema)
             self._log(epoch, res, val, improved)
 
     def _log(self, epoch: int, res: EpochResult, val: tuple[float, float], improved: bool) -> None:
