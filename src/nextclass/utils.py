@@ -134,11 +134,11 @@ def default_data_home() -> Path:
     return Path(base) / "nextclass"
 
 
-def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (default: all cores) and return the value used."""
+def configure_threads(threads: int | str | None) -> int:
+    """Set torch's intra-op threads and return the value used; ``auto``/None (a config not resolved yet): all cores."""
     import torch
 
-    n = threads or os.cpu_count() or 1
+    n = (threads if isinstance(threads, int) else None) or os.cpu_count() or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

@@ -19,7 +19,7 @@ from nextclass.config import TrainConfig
 from nextclass.dist import broadcast_object, finish_training
 from nextclass.engine.checkpoint import load_checkpoint
 from nextclass.training.context import Context
-from nextclass.training.defaults import PLANNED_RECIPES
+from nextclass.training.defaults import PLANNED_RECIPES, epochs_cap
 from nextclass.training.finish import finish_run
 from nextclass.training.plan import plan_run, save_plan
 from nextclass.training.recipes import run_recipe
@@ -72,7 +72,7 @@ def _apply_budget(ctx: Context, started: float) -> None:
         saved = json.loads(path.read_text()) if path.exists() else None
         ctx.train_seconds = saved["train_end_s"] - saved["spent_s"] if saved else 60.0 * cfg.max_minutes
         return
-    plan = plan_run(ctx, started, cfg.max_minutes, max_epochs=cfg.epochs)
+    plan = plan_run(ctx, started, cfg.max_minutes, max_epochs=epochs_cap(cfg))
     plan = broadcast_object(plan)  # DDP: every rank trains rank 0's plan
     ctx.plan, ctx.started = plan, started
     ctx.train_seconds = plan.train_end_s - plan.spent_s
