@@ -19,13 +19,14 @@ import torch
 from nextclass.config import TrainConfig, read_run_config, save_config
 from nextclass.data.audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
+from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
 from nextclass.data.splits import assign_splits, read_split_csv, split_rows, write_split_csv
 from nextclass.data.transforms import Preprocess
 from nextclass.dist import barrier, broadcast_object, device_for_rank, init_from_env, is_main, local_rank
 from nextclass.training.context import Context
-from nextclass.training.defaults import amp_dtype_for, pick_model, probe_images, resolve
+from nextclass.training.defaults import amp_dtype_for, resolve, run_name
 from nextclass.utils import atomic_write_text, configure_threads, log
 
 __all__ = ["prepare", "new_run_dir", "split_rows", "data_hash"]
@@ -61,12 +62,12 @@ def data_hash(images: DecodedImages, rows: np.ndarray, labels: np.ndarray) -> st
     return "sha256:" + h.hexdigest()
 
 
-def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source: DataSource) -> Path:
+def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source: DataSource,
+              probe: DataProbe | None) -> Path:
     """The run directory: the one being resumed, or a new ``output/<name>`` (named by rank 0 under DDP)."""
     if resume is not None:
         return Path(resume)
-    model = cfg.model if cfg.name or cfg.model != "auto" else pick_model(cfg, probe_images(source)[0])[0]
-    name = cfg.name or f"{model}-{Path(source.name).name}".replace("/", "_")
+    name = run_name(cfg, source, probe)
     return Path(broadcast_object(str(new_run_dir(cfg.output, name)) if is_main() else None))
 
 
@@ -117,9 +118,10 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
-    run_dir = _open_run(cfg, resume, source)
+    probe = None if resume is not None else probe_data(source)  # the one data probe: run name and defaults
+    run_dir = _open_run(cfg, resume, source, probe)
     _splits(source, run_dir, cfg)
-    res = resolve(cfg, source, sum(1 for s in source.samples if s.split == "train"))  # on resume: nothing changes
+    res = resolve(cfg, source, sum(1 for s in source.samples if s.split == "train"), probe)  # on resume: nothing changes
     cfg = res.cfg
     if resume is None and is_main():
         save_config(cfg, run_dir / "config.yaml")
