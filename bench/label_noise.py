@@ -113,7 +113,7 @@ def _probabilities(files, noisy: np.ndarray, work: Path, seed: int, model=None):
 
 def judge(files, noisy: np.ndarray, flipped: np.ndarray, work: Path, seed: int) -> dict:
     """Step 2: the same out-of-sample probabilities judged by cleanlab and by the previous method."""
-    from nextclass.data.label_issues import find_label_issues
+    from nextclass.data.label_issues import find_label_issues, quality_gate
 
     source, oos, row_of, seconds = _probabilities(files, noisy, work, seed)
     truth = np.flatnonzero(np.isin(row_of, flipped))
@@ -124,7 +124,7 @@ def judge(files, noisy: np.ndarray, flipped: np.ndarray, work: Path, seed: int) 
     out = {"checked": len(oos.labels), "flipped": len(truth), "what": oos.what,
            "head_accuracy_vs_given_labels": round(oos.head_accuracy, 4),
            "head_accuracy_vs_true_labels": round(float((oos.probs.argmax(1) == true_labels).mean()), 4),
-           "probabilities_seconds": round(seconds, 1),
+           "probabilities_seconds": round(seconds, 1), "gate": quality_gate(oos.probs, oos.labels).as_dict(),
            "cleanlab": scores([i.position for i in clean], truth),
            "cleanlab_without_guard": scores([i.position for i in loose], truth),
            "previous_method": {**scores(prev, truth), "listed_in_audit_json": int(min(len(prev), 100))}}

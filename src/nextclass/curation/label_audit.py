@@ -1,10 +1,11 @@
 """``nextclass audit DATA --labels``: which given labels are probably wrong, for every image.
 
 Steps: embed every readable image once (:mod:`nextclass.curation.embed`: a run's trunk, a timm
-backbone, or the default), reduce to at most 256 dimensions with PCA when wider (unsupervised, fitted
-on all images: it sees no label, and keeps 5-fold logistic heads to seconds on 70,000 images),
-get out-of-sample probabilities from k-fold cross-validated logistic heads
-(:func:`nextclass.data.label_issues.cross_val_probs`), and let cleanlab flag the labels
+backbone, or the default), get out-of-sample probabilities from k-fold cross-validated logistic heads
+(:func:`nextclass.data.label_heads.cross_val_heads`: PCA keeping 99 % of the variance, not whitened,
+fitted without labels; the heads' C chosen by cross-validated log-loss), check that the heads are strong
+enough for flags to mean much (:func:`~nextclass.data.label_issues.quality_gate`: their accuracy beside
+chance; when too weak nothing is flagged and the report says why), and let cleanlab flag the labels
 (:func:`~nextclass.data.label_issues.find_label_issues`). The flags go to ``label_issues.csv``
 (path, given_label, suggested_label, score, rank) and a ``label_issues`` block in the audit report.
 
@@ -23,23 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from nextclass.curation.embed import embed_source
-from nextclass.data.label_issues import cross_val_probs, find_label_issues, issues_block, write_label_issues_csv
+from nextclass.data.label_heads import cross_val_heads
+from nextclass.data.label_issues import MIN_SKILL, find_label_issues, issues_block, quality_gate, write_label_issues_csv
 from nextclass.data.sources import DataError, load_source
 from nextclass.utils import atomic_write_json, log
 
-__all__ = ["audit_labels", "audit_dataset", "out_of_sample_probs", "OutOfSample", "report_paths", "MAX_DIMS"]
-
-MAX_DIMS = 256  # PCA width for the cross-validated heads (see the module docstring)
-
-
-def _reduce(x: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
-    if x.shape[1] <= MAX_DIMS or len(x) <= MAX_DIMS:
-        return x, ""
-    from sklearn.decomposition import PCA
-
-    pca = PCA(MAX_DIMS, svd_solver="randomized", random_state=seed)
-    out = pca.fit_transform(x)
-    return out, f", PCA {x.shape[1]} -> {MAX_DIMS} dims ({pca.explained_variance_ratio_.sum():.0%} of the variance)"
+__all__ = ["audit_labels", "audit_dataset", "out_of_sample_probs", "OutOfSample", "report_paths"]
 
 
 def report_paths(output: str | os.PathLike | None) -> tuple[Path | None, Path]:
@@ -71,7 +61,7 @@ class OutOfSample:
 
 def out_of_sample_probs(source, *, model=None, backbone: str | None = None, pretrained: str | None = None,
                         cache_dir=None, folds: int = 5, seed: int = 0, progress: bool = True) -> OutOfSample:
-    """Embed every readable image of ``source`` once, reduce with PCA when wide, and predict each image with
+    """Embed every readable image of ``source`` once, reduce with PCA, and predict each image with
     k-fold cross-validated logistic heads: the probabilities ``audit --labels`` judges the labels with.
 
     Example:
@@ -83,11 +73,10 @@ def out_of_sample_probs(source, *, model=None, backbone: str | None = None, pret
         raise DataError(f"{source.name}: label issues need at least 2 classes, found {len(source.classes)}")
     emb = embed_source(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
                        progress=progress)
-    x, how = _reduce(emb.features, seed)
     labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
-    probs = cross_val_probs(x, labels, folds=folds, seed=seed, num_classes=len(source.classes))
-    what = f"embedding: {emb.what}{how}; {folds}-fold cross-validated logistic heads (out-of-sample probabilities)"
-    return OutOfSample(probs, labels, list(emb.positions), what, len(emb.errors))
+    heads = cross_val_heads(emb.features, labels, folds=folds, seed=seed, num_classes=len(source.classes))
+    what = f"embedding: {emb.what}; {heads.what} (out-of-sample probabilities)"
+    return OutOfSample(heads.probs, labels, list(emb.positions), what, len(emb.errors))
 
 
 def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", model=None, backbone: str | None = None,
@@ -116,18 +105,18 @@ def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", mode
     source = data if hasattr(data, "samples") else load_source(data, cache_dir=cache_dir)
     oos = out_of_sample_probs(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
                               folds=folds, seed=seed, progress=progress)
-    issues = find_label_issues(oos.probs, oos.labels)
+    gate = quality_gate(oos.probs, oos.labels)
+    issues = find_label_issues(oos.probs, oos.labels) if gate.ok else []
     paths = [source.samples[p].path for p in oos.positions]
     write_label_issues_csv(csv_path, issues, paths, source.classes)
-    method = (f"{oos.what}; cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
+    method = (f"{oos.what}; quality gate (Wilson low end of the heads' accuracy >= chance + {MIN_SKILL:g} x "
+              "(1 - chance)); cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
               "ranked by p(given label)")
     block = issues_block(issues, paths, source.classes, method=method, checked=len(oos.labels),
                          splits=[source.samples[p].split or "" for p in oos.positions])
-    accuracy = oos.head_accuracy
-    block.update({"csv": str(csv_path), "head_accuracy": round(accuracy, 4), "seconds": round(time.time() - t0, 2),
-                  "unreadable": oos.unreadable})
-    log(f"label issues: {len(issues)} of {len(oos.labels)} image(s) flagged (cross-validated head accuracy "
-        f"{accuracy:.3f}; {csv_path})")
+    block.update({"csv": str(csv_path), "head_accuracy": round(gate.accuracy, 4), "chance": round(gate.chance, 4),
+                  "gate": gate.as_dict(), "seconds": round(time.time() - t0, 2), "unreadable": oos.unreadable})
+    log(f"label issues: {len(issues)} of {len(oos.labels)} image(s) flagged; {gate.reason} ({csv_path})")
     return block
 
 
@@ -158,6 +147,8 @@ def audit_dataset(data, *, labels: bool = False, output: str | os.PathLike | Non
         rep["label_issues"] = block
         if block["n"]:
             rep["findings"].append(f"{block['n']} image(s) look mislabelled ({csv_path})")
+        elif not block["gate"]["ok"]:
+            rep["findings"].append(f"labels not judged: {block['gate']['reason']}")
     if json_path is not None:
         atomic_write_json(json_path, rep)
         rep["output"] = str(json_path)

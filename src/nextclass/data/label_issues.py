@@ -1,8 +1,9 @@
 """Label issues: which given labels are probably wrong, from out-of-sample predicted probabilities.
 
 The pure part of issue 16's label audit (no model, no files but the CSV): :func:`cross_val_probs`
-turns cached embeddings into out-of-sample probabilities with k-fold cross-validated logistic
-regression heads (the backbone ran once; each head trains in well under a second), and
+(:mod:`nextclass.data.label_heads`) turns cached embeddings into out-of-sample probabilities with
+k-fold cross-validated logistic regression heads (the backbone ran once), :func:`quality_gate` decides
+whether those probabilities are good enough for flags to mean much (issue 23), and
 :func:`find_label_issues` hands them to cleanlab's confident learning (Northcutt, Jiang & Chuang,
 "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021). cleanlab estimates, per
 class, how sure the model is on images of that class, and flags an image when the model is as sure
@@ -35,11 +36,13 @@ from typing import Sequence
 
 import numpy as np
 
+from nextclass.data.label_heads import cross_val_probs
 from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_text, log
 
-__all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "write_label_issues_csv", "run_label_issues",
-           "attach_label_issues", "issues_block", "read_run_probabilities", "Judged"]
+__all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "quality_gate", "Gate", "MIN_SKILL",
+           "write_label_issues_csv", "run_label_issues", "attach_label_issues", "issues_block", "read_run_probabilities",
+           "Judged"]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
@@ -121,62 +124,67 @@ def find_label_issues(probs, labels, *, filter_by: str = "prune_by_noise_rate",
             for r, p in enumerate(pos)]
 
 
-def _folds(labels: np.ndarray, folds: int) -> int:
-    """Folds usable with stratification: at most the size of the smallest class (at least 2)."""
-    counts = np.bincount(labels)
-    counts = counts[counts > 0]
-    usable = int(max(2, min(folds, counts.min())))
-    if usable < folds:
-        log(f"[yellow]NOTE[/]: the smallest class has {counts.min()} example(s): {usable}-fold cross-validation "
-            f"instead of {folds}" + (" (a class with one example is never seen by the head that judges it)"
-                                     if counts.min() < 2 else ""))
-    return usable
+MIN_SKILL = 0.75  # a flag needs the head to remove >= 3/4 of chance's error, at the interval's low end (docs/audit.md)
+MIN_IMAGES = 30  # fewer images cannot tell a head's mistakes from wrong labels
 
 
-def cross_val_probs(features, labels, *, folds: int = 5, seed: int = 0, C: float = 1.0,
-                    num_classes: int | None = None) -> np.ndarray:
-    """Out-of-sample class probabilities from k-fold cross-validated logistic-regression heads.
+@dataclass(frozen=True)
+class Gate:
+    """Whether a model's out-of-sample probabilities are good enough for its label flags to mean much."""
 
-    Each row's probabilities come from a head (standardised features, multinomial logistic
-    regression) trained on the other folds only, so they can judge that row's label. Folds are
-    stratified and seeded; with a class smaller than ``folds`` the number of folds drops to it.
+    ok: bool
+    accuracy: float  # how often the most probable class is the given label
+    chance: float  # the majority-class rate: the accuracy of always guessing the largest class
+    low: float  # lower end of accuracy's 95 % Wilson interval
+    needed: float  # the lower end ``ok`` needs: chance + MIN_SKILL x (1 - chance)
+    n: int  # images judged
+    reason: str  # one line: why the flags are (not) shown
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def quality_gate(probs, labels, *, min_skill: float = MIN_SKILL, min_images: int = MIN_IMAGES,
+                 confidence: float = 0.95) -> Gate:
+    """Is the model strong enough for its label flags to be worth a person's time?
+
+    cleanlab cannot tell a model's mistakes from wrong labels: a weak model's flags are mostly its own
+    errors (a 2-epoch model at 77.7 % listed 18 clean images; issue 23). Criterion, the same at 100 and
+    at 60,000 images: the lower end of the Wilson interval of the accuracy against the given labels must
+    remove at least ``min_skill`` of the error of always guessing the largest class,
+    ``low >= chance + min_skill * (1 - chance)`` (10 balanced classes: >= 0.775; two: >= 0.875). The
+    interval makes a small set prove it (100 images at 90 % give a low end of ~0.83), and ``min_images``
+    is the least that can. Measured precision against this criterion: docs/audit.md.
 
     Args:
-        features: (N, D) embeddings (e.g. a run's cached backbone features), or any numeric features.
-        labels: (N,) class indices.
-        folds: number of folds (5: each head sees 80 % of the data).
-        seed: shuffling seed of the folds.
-        C: inverse L2 strength of the heads (scikit-learn's ``C``).
-        num_classes: K, when some classes may have no example (default: ``labels.max() + 1``).
+        probs: (N, K) out-of-sample probabilities (cross-validated heads, or a run's val/test predictions).
+        labels: (N,) given class indices.
 
     Returns:
-        (N, K) float array; rows sum to 1. A class missing from a head's training folds gets 0.
+        :class:`Gate`; when ``ok`` is False show no flags, and print ``reason``.
 
     Example:
-        >>> rng = np.random.default_rng(0)
-        >>> x, y = np.r_[rng.normal(0, 1, (20, 2)), rng.normal(4, 1, (20, 2))], np.repeat([0, 1], 20)
-        >>> (cross_val_probs(x, y, folds=4).argmax(axis=1) == y).mean() > 0.9
-        np.True_
+        >>> g = quality_gate(np.full((300, 10), 0.1), np.arange(300) % 10)
+        >>> g.ok, g.reason[:57]
+        (False, 'nothing flagged: the head is right on 10.0% of 300 images')
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from scipy.stats import binomtest
 
-    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    y = np.asarray(labels, dtype=np.int64)
-    if len(x) != len(y):
-        raise ValueError(f"features ({len(x)} rows) and labels ({len(y)}) differ in length")
-    k = int(num_classes or y.max() + 1)
-    out = np.zeros((len(y), k))
-    split = StratifiedKFold(n_splits=_folds(y, folds), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "least populated class has only n members": said in _folds
-        for train, held in split.split(x, y):
-            head = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-            head.fit(x[train], y[train])
-            out[np.ix_(held, head.classes_)] = head.predict_proba(x[held])
-    return out
+    probs, labels = _check(probs, labels)
+    n = len(labels)
+    correct = int((probs.argmax(axis=1) == labels).sum())
+    acc, chance = correct / max(n, 1), float(np.bincount(labels).max() / max(n, 1))
+    low = float(binomtest(correct, n).proportion_ci(confidence, method="wilson").low) if n else 0.0
+    needed = chance + min_skill * (1.0 - chance)
+    where = f"{acc:.1%} of {n} images ({confidence:.0%} interval from {low:.1%}; chance {chance:.1%})"
+    if n < min_images:
+        reason = f"nothing flagged: {n} images are too few to tell the head's mistakes from wrong labels (>= {min_images})"
+    elif low < needed:
+        reason = (f"nothing flagged: the head is right on {where}; its flags would be mostly its own mistakes "
+                  f"(flags need the interval's low end >= {needed:.1%}: a stronger embedding, e.g. --model RUN)")
+    else:
+        reason = f"the head is right on {where}: strong enough to flag"
+    return Gate(n >= min_images and low >= needed, acc, chance, low, needed, n, reason)
 
 
 def write_label_issues_csv(path: str | os.PathLike, issues: Sequence[LabelIssue], paths: Sequence[str],

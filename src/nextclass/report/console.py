@@ -355,9 +355,14 @@ def label_issue_lines(block: dict, max_items: int = 10) -> list:
     """
     from rich.table import Table
 
+    gate = block.get("gate") or {}
+    chance = f", chance {block['chance']:.3f}" if "chance" in block else ""
     out: list = [f"[bold]label issues[/]: {_n(block['n'])} of {block['checked']} image(s) look mislabelled"
-                 + (f" (cross-validated head accuracy {block['head_accuracy']:.3f})" if "head_accuracy" in block else ""),
+                 + (f" (cross-validated head accuracy {block['head_accuracy']:.3f}{chance})"
+                    if "head_accuracy" in block else ""),
                  f"[dim]{block['method']}[/]"]
+    if gate and not gate.get("ok", True):
+        out.insert(1, f"[yellow]{gate['reason']}[/]")
     if block["pairs"]:
         out.append("most frequent: " + ", ".join(f"{p['label']} -> {p['suggested']} ({p['n']})" for p in block["pairs"][:5]))
     if block["items"]:
