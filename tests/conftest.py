@@ -5,9 +5,14 @@ Everything runs offline on CPU in seconds, through the real code paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +76,72 @@ def tiny_folder(tmp_path) -> Path:
     return make_folder(tmp_path / "data")
 
 
+@dataclass
+class CliResult:
+    """What a ``nextclass`` command did: the exit code and what it printed (as ``subprocess.CompletedProcess``)."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Give back what a command may change in this process: environment, cwd, torch threads/RNG/grad mode,
+    numpy's and Python's global RNG, logging handlers and warning filters (a subprocess changed none of them)."""
+    import logging
+    import random
+    import warnings
+
+    import torch
+
+    env, cwd = dict(os.environ), os.getcwd()
+    threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
+    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
+        torch.set_default_dtype(dtype)
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+        root.handlers[:], root.level = handlers, level
+
+
+def cli(*args: str, check: bool = True, env: dict | None = None) -> CliResult:
+    """Run the real ``nextclass`` CLI in this process (Typer's ``CliRunner`` on :data:`nextclass.cli.app`).
+
+    stdout and stderr are kept apart as a terminal shows them; an uncaught exception ends with exit code 1
+    and its traceback on stderr, as ``python -m nextclass`` would print it. ``env`` is set for the call only.
+    With ``check``, a non-zero exit code fails the test with everything the command printed.
+    """
+    from typer.testing import CliRunner
+
+    from nextclass.cli import app
+
+    with _process_state_kept():
+        r = CliRunner().invoke(app, list(args), env=env, prog_name="nextclass")
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*r.exc_info))
+    res = CliResult(tuple(args), r.exit_code, r.stdout, stderr)
+    if check and res.returncode != 0:
+        raise AssertionError(f"nextclass {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
 def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real ``nextclass`` CLI in a subprocess (``python -m nextclass``)."""
+    """Run the real ``nextclass`` CLI in a subprocess (``python -m nextclass``): only where the process itself is
+    under test (start-up imports, a kill, a server's signals); everything else uses :func:`cli`."""
     e = dict(os.environ)
     e.update(env or {})
     p = subprocess.run([sys.executable, "-m", "nextclass", *args], capture_output=True, text=True, timeout=timeout, env=e)
@@ -81,13 +150,53 @@ def run_cli(*args: str, check: bool = True, timeout: float = 600, env: dict | No
     return p
 
 
+def _files_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(root)): (f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(root.rglob("*"))
+            if f.is_file()}
+
+
+@contextlib.contextmanager
+def _left_as_trained(run: Path):
+    """Fail at the end of the session if any test wrote into the shared run or its data (order dependence)."""
+    before = _files_state(run.parent.parent)
+    yield
+    after = _files_state(run.parent.parent)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test wrote into the shared run {run.name} (copy it first): {changed}"
+
+
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """One tiny trained run (simple_cnn, 3 classes x 30 images at 32 px, 4 epochs) shared by many tests."""
+def tiny_run(tmp_path_factory) -> Iterator[Path]:
+    """One tiny trained run (simple_cnn, 3 classes x 30 images at 32 px, 4 epochs) shared by many tests.
+
+    Read-only for every test (a test that writes into a run takes :func:`tiny_run_copy`): at the end of the
+    session it must be as training left it, so no test depends on another having run first.
+    """
     import nextclass
 
     base = tmp_path_factory.mktemp("tinyrun")
     data = make_folder(base / "data", n=30)
-    run = nextclass.train(data=str(data), model="simple_cnn", epochs=4, output=str(base / "runs"), name="tiny",
-                          batch_size=16, lr=3e-3, progress=False)
-    return Path(run)
+    run = Path(nextclass.train(data=str(data), model="simple_cnn", epochs=4, output=str(base / "runs"), name="tiny",
+                               batch_size=16, lr=3e-3, progress=False))
+    with _left_as_trained(run):
+        yield run
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared tiny run, for a test that writes into its run (its data stays shared)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def trust_run(tmp_path_factory) -> Iterator[Path]:
+    """The shared run's trust variant: trained with ``target_accuracy`` (the bundle keeps an abstain threshold)
+    on 40 images a class (24 val images: enough for the 95% 'unfamiliar' quantile, 19+); no report."""
+    import nextclass
+
+    base = tmp_path_factory.mktemp("trust")
+    data = make_folder(base / "data", n=40)
+    run = Path(nextclass.train(data=str(data), model="simple_cnn", epochs=2, output=str(base / "runs"), name="trust",
+                               batch_size=16, lr=3e-3, progress=False, report=False, target_accuracy=0.9))
+    with _left_as_trained(run):
+        yield run

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli
 
 
 def texture(rng: np.random.Generator, size: int = 48) -> Image.Image:
@@ -124,13 +124,13 @@ def test_fix_manifest_drops_leaks_and_bad_files_and_trains(planted, tmp_path):
 
 def test_cli_audit_summary_json_and_fix(planted, tmp_path):
     root, _ = planted
-    p = run_cli("audit", str(root), "-o", str(tmp_path / "a.json"), "--fix", str(tmp_path / "fixed.csv"), "-q",
-                env={"COLUMNS": "200"})
+    p = cli("audit", str(root), "-o", str(tmp_path / "a.json"), "--fix", str(tmp_path / "fixed.csv"), "-q",
+            env={"COLUMNS": "200"})
     out = p.stdout
     assert "leak train-test: exact / near" in out and "unreadable" in out and "labels differ" in out
     assert "cleaned manifest" in out and (tmp_path / "fixed.csv").exists()
     assert json.loads((tmp_path / "a.json").read_text())["summary"]["unreadable"] == 2
-    bad = run_cli("audit", str(tmp_path / "missing"), check=False)
+    bad = cli("audit", str(tmp_path / "missing"), check=False)
     assert bad.returncode == 2 and "no such folder" in " ".join(bad.stderr.split())
 
 

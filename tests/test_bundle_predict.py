@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import nextclass
-from conftest import run_cli
+from conftest import cli
 from nextclass.bundle import BundleError, read_meta
 
 
@@ -57,15 +57,15 @@ def test_predict_cli_files_folders_globs_and_unreadable(tiny_run, tmp_path):
     data = tiny_run.parent.parent / "data"
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "pred.csv"
-    p = run_cli("predict", str(tiny_run), str(data / "circle"), str(data / "hbar" / "*.png"), str(tmp_path / "broken.jpg"),
-                "--format", "csv", "--output", str(out))
+    p = cli("predict", str(tiny_run), str(data / "circle"), str(data / "hbar" / "*.png"), str(tmp_path / "broken.jpg"),
+            "--format", "csv", "--output", str(out))
     rows = out.read_text().splitlines()
     assert len(rows) == 1 + 30 + 30 + 1
     assert "1 unreadable" in p.stderr
-    j = json.loads(run_cli("predict", str(tiny_run), str(data / "vbar" / "vbar_000.png"), "--format", "json").stdout)
+    j = json.loads(cli("predict", str(tiny_run), str(data / "vbar" / "vbar_000.png"), "--format", "json").stdout)
     assert j[0]["label"] == "vbar"  # the class the image was drawn as (the tiny run gets all 90 images right)
     assert j[0]["topk"][0]["label"] == "vbar" and j[0]["probability"] == pytest.approx(j[0]["topk"][0]["probability"])
-    t = run_cli("predict", str(tiny_run), str(data / "vbar" / "vbar_001.png"))
+    t = cli("predict", str(tiny_run), str(data / "vbar" / "vbar_001.png"))
     assert "vbar_001.png" in t.stdout
 
 
@@ -76,7 +76,7 @@ def test_evaluate_cli_labels_split_and_size(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     before = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({k: v for k, v in before.items() if k != "val"}))
-    p = run_cli("evaluate", str(run), "--split", "val", "-q")
+    p = cli("evaluate", str(run), "--split", "val", "-q")
     assert "val:" in p.stdout and "macro avg" in p.stdout
     m = json.loads((run / "metrics.json").read_text())
     assert m["test"] == before["test"]  # merged, not replaced

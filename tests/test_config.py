@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import cli
 from nextclass.config import ConfigError, load_config, make_config
 
 
@@ -24,10 +24,10 @@ def test_unknown_key_rejected(tmp_path):
 
 def test_cli_bad_config_exits_2_with_field(tmp_path):
     (tmp_path / "c.yaml").write_text("data: digits\nbatch_size: -4\n")
-    p = run_cli("train", "--config", str(tmp_path / "c.yaml"), check=False)
+    p = cli("train", "--config", str(tmp_path / "c.yaml"), check=False)
     assert p.returncode == 2
     assert "batch_size" in p.stderr and "Traceback" not in p.stderr
-    p = run_cli("train", "digits", "--set", "warmup_epochs=lots", check=False)
+    p = cli("train", "digits", "--set", "warmup_epochs=lots", check=False)
     assert p.returncode == 2 and "warmup_epochs" in p.stderr
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_folder, run_cli
+from conftest import cli, make_folder
 from nextclass.data.decode import DecodeError, open_image
 
 
@@ -75,8 +75,8 @@ def test_decompression_bomb_refused(tmp_path, monkeypatch):
 def test_training_survives_bad_files_and_lists_exactly_them(tmp_path):
     data = make_folder(tmp_path / "data", n=12)
     bad = salt(data)
-    p = run_cli("train", str(data), "--epochs", "2", "--output", str(tmp_path / "runs"), "--name", "salted", "-q",
-                "--batch-size", "8")
+    p = cli("train", str(data), "--epochs", "2", "--output", str(tmp_path / "runs"), "--name", "salted", "-q",
+            "--batch-size", "8")
     run = tmp_path / "runs" / "salted"
     assert "skipped 3" in p.stderr
     with open(run / "skipped.csv") as f:

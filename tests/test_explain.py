@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import cli
 
 
 @pytest.mark.parametrize("name,expected", [("simple_cnn", "features.10"), ("resnet18", "layer4"),
@@ -76,8 +76,8 @@ def test_explain_cli_writes_overlays(tiny_run: Path, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "cams"
-    p = run_cli("explain", str(tiny_run), str(data / "circle" / "circle_000.png"), str(data / "vbar" / "vbar_001.png"),
-                str(bad), "--output", str(out))
+    p = cli("explain", str(tiny_run), str(data / "circle" / "circle_000.png"), str(data / "vbar" / "vbar_001.png"),
+            str(bad), "--output", str(out))
     assert "unreadable" in p.stdout
     from PIL import Image
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import cli
 
 
 def exported_copy(tmp_path_factory, tiny_run: Path) -> Path:
@@ -142,14 +142,14 @@ def test_legacy_exporter_and_cli(tiny_run: Path, tmp_path: Path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    p = run_cli("export", str(run), "--exporter", "legacy", "--opset", "17")
+    p = cli("export", str(run), "--exporter", "legacy", "--opset", "17")
     assert "legacy exporter" in p.stdout and "model.onnx" in p.stdout
     info = json.loads((run / "model" / "model.json").read_text())["onnx"]
     assert info["exporter"] == "legacy" and info["opset"] == 17 and info["parity"]["top1_agreement"] == 1.0
     f = images_of(run, 3)
-    a = json.loads(run_cli("predict", str(run), *f, "--format", "json", "--backend", "onnx").stdout)
+    a = json.loads(cli("predict", str(run), *f, "--format", "json", "--backend", "onnx").stdout)
     b = [r.to_dict() for r in nextclass.load(run, backend="torch").predict(f)]
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert max(abs(x["probability"] - y["probability"]) for x, y in zip(a, b)) < 1e-5
-    bad = run_cli("export", str(tmp_path / "nope"), check=False)
+    bad = cli("export", str(tmp_path / "nope"), check=False)
     assert bad.returncode == 2 and "not a bundle" in " ".join(bad.stderr.split())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli, shape_image
+from conftest import cli, shape_image
 
 datasets = pytest.importorskip("datasets")
 
@@ -161,13 +161,13 @@ def test_hub_name_goes_through_load_dataset_and_falls_back_offline(monkeypatch, 
 def test_cli_audit_and_train_on_hf_dir(saved, tmp_path):
     env = {"COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     before = _stamp(saved)
-    p = run_cli("audit", f"hf:{saved}", "-o", str(tmp_path / "a.json"), "-q", env=env)
+    p = cli("audit", f"hf:{saved}", "-o", str(tmp_path / "a.json"), "-q", env=env)
     rep = json.loads((tmp_path / "a.json").read_text())
     assert rep["summary"]["unreadable"] == 1 and rep["classes"]["names"] == CLASSES
     assert rep["splits"]["mode"] == "given" and set(rep["classes"]["counts"]) == {"train", "val", "test"}
     assert "unreadable" in p.stdout
-    run_cli("train", f"hf:{saved}", "--epochs", "1", "--model", "simple_cnn", "--batch-size", "16",
-            "--output", str(tmp_path / "runs"), "--name", "hf", "-q", env=env)
+    cli("train", f"hf:{saved}", "--epochs", "1", "--model", "simple_cnn", "--batch-size", "16",
+        "--output", str(tmp_path / "runs"), "--name", "hf", "-q", env=env)
     run = tmp_path / "runs" / "hf"
     split = (run / "split.csv").read_text().splitlines()
     assert len(split) == 1 + 97 and sum(",val" in r for r in split) == 18

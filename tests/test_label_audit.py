@@ -118,10 +118,12 @@ def test_attach_label_issues_reads_a_runs_predictions(tmp_path):
     assert attach_label_issues(tmp_path / "nothing") == []  # never raises at the end of a run
 
 
-def test_attach_label_issues_on_a_real_run(tiny_run):
+def test_attach_label_issues_on_a_real_run(tiny_run_copy):
     from nextclass.data.label_issues import attach_label_issues
 
-    found = attach_label_issues(tiny_run)
-    rep = json.loads((tiny_run / "audit.json").read_text())
+    run = tiny_run_copy  # attach_label_issues writes audit.json and label_issues.csv into the run
+    (run / "label_issues.csv").unlink(missing_ok=True)
+    found = attach_label_issues(run)
+    rep = json.loads((run / "audit.json").read_text())
     assert rep["quick"] and rep["label_issues"]["checked"] > 0 and rep["label_issues"]["n"] == len(found)
-    assert (tiny_run / "label_issues.csv").exists()
+    assert (run / "label_issues.csv").exists()

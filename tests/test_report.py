@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import cli
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -122,7 +122,7 @@ def test_report_rebuilds_from_run_dir_alone(tiny_run: Path, tmp_path):
     out = build_report(run)  # no model, no ctx: bundle and images are read back from disk
     assert out == run / "report.html" and out.stat().st_size > 50_000
     assert (run / "plots" / "gradcam.png").exists() and "images unavailable" not in out.read_text()
-    bad = run_cli("report", str(tmp_path / "nope"), check=False)
+    bad = cli("report", str(tmp_path / "nope"), check=False)
     assert bad.returncode == 2 and "not a run directory" in " ".join(bad.stderr.split())
 
 

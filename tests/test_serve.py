@@ -191,9 +191,9 @@ def test_onnx_backend_and_store_name(tmp_path_factory, tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_serve_cli_starts_and_stops(tiny_run):
-    from conftest import run_cli
+    from conftest import cli
 
-    bad = run_cli("serve", "no-such-model", check=False, timeout=120)
+    bad = cli("serve", "no-such-model", check=False)
     assert bad.returncode == 2 and "no such file" in " ".join(bad.stderr.split())
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nextclass", "serve", str(tiny_run), "--port", str(port),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import cli
 
 
 @pytest.fixture
@@ -91,9 +91,9 @@ def test_load_by_name_predicts_like_the_run(tiny_run: Path, store: Path):
 
 def test_models_cli(tiny_run: Path, tmp_path: Path):
     s = str(tmp_path / "cli-store")
-    p = run_cli("models", "add", str(tiny_run), "--name", "shapes", "--store", s)
+    p = cli("models", "add", str(tiny_run), "--name", "shapes", "--store", s)
     assert "added shapes@v1" in p.stdout
-    rows = json.loads(run_cli("models", "list", "--json", "--store", s).stdout)
+    rows = json.loads(cli("models", "list", "--json", "--store", s).stdout)
     assert rows[0]["ref"] == "shapes@v1"
-    bad = run_cli("models", "show", "shapes@v3", "--store", s, check=False)
+    bad = cli("models", "show", "shapes@v3", "--store", s, check=False)
     assert bad.returncode == 2 and "versions v1" in " ".join(bad.stderr.split())

@@ -12,18 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_folder, run_cli
-
-
-@pytest.fixture(scope="module")
-def trust_run(tmp_path_factory) -> Path:
-    """A tiny run trained with ``target_accuracy`` (the bundle keeps a threshold); no report, to stay fast."""
-    import nextclass
-
-    base = tmp_path_factory.mktemp("trust")
-    data = make_folder(base / "data", n=40)  # 24 val images: enough for the 95% 'unfamiliar' quantile (19+)
-    return Path(nextclass.train(data=str(data), model="simple_cnn", epochs=2, output=str(base / "runs"), name="trust",
-                                batch_size=16, lr=3e-3, progress=False, report=False, target_accuracy=0.9))
+from conftest import cli
 
 
 def _files(run: Path, n: int = 6) -> list[str]:
@@ -134,11 +123,11 @@ def test_unfamiliar_python_cli_and_http(trust_run: Path, tmp_path: Path):
     with_nb = pred.predict(files, neighbors=2)  # the same flag from the neighbours' search
     assert [p.unfamiliar for p in with_nb] == want == [p.neighbors[0].distance > th for p in with_nb]
     assert [p.unfamiliar for p in pred.predict(files, unfamiliar=False)] == [None] * len(files)
-    rows = json.loads(run_cli("predict", str(bundle), *files, "--format", "json").stdout)
+    rows = json.loads(cli("predict", str(bundle), *files, "--format", "json").stdout)
     assert [r["unfamiliar"] for r in rows] == want
-    table = list(csv.DictReader(io.StringIO(run_cli("predict", str(bundle), *files, "--format", "csv").stdout)))
+    table = list(csv.DictReader(io.StringIO(cli("predict", str(bundle), *files, "--format", "csv").stdout)))
     assert [r["unfamiliar"] for r in table] == [str(int(w)) for w in want]
-    off = run_cli("predict", str(bundle), *files, "--format", "csv", "--no-unfamiliar").stdout
+    off = cli("predict", str(bundle), *files, "--format", "csv", "--no-unfamiliar").stdout
     assert [r["unfamiliar"] for r in csv.DictReader(io.StringIO(off))] == [""] * len(files)
     with LiveServer(str(bundle), backend="torch", max_batch=4) as srv:  # several micro-batches
         up = [("files", (Path(f).name, open(f, "rb"), "image/png")) for f in files]
@@ -162,9 +151,9 @@ def test_abstain_python_cli_and_http(trust_run: Path, tmp_path: Path):
     want = [p < th for p in probs]
     assert [p.abstained for p in preds] == want and any(want) and not all(want)
     assert [p.label for p in preds] == [p.label for p in nextclass.load(trust_run).predict(files)]  # best guess kept
-    rows = json.loads(run_cli("predict", str(bundle), *files, "--format", "json").stdout)
+    rows = json.loads(cli("predict", str(bundle), *files, "--format", "json").stdout)
     assert [r["abstained"] for r in rows] == want
-    table = list(csv.DictReader(io.StringIO(run_cli("predict", str(bundle), *files, "--format", "csv").stdout)))
+    table = list(csv.DictReader(io.StringIO(cli("predict", str(bundle), *files, "--format", "csv").stdout)))
     assert [r["abstained"] == "1" for r in table] == want
     # a target given at predict time overrides the bundle's threshold
     t99 = nextclass.load(bundle).abstain_threshold(0.5)
@@ -200,7 +189,7 @@ def test_neighbors_from_cli_api_and_server(trust_run: Path):
     for p in res:
         assert len(p.neighbors) == 3 and p.neighbors[0].thumbnail.shape == (32, 32, 3)
         _check_neighbors(p.to_dict()["neighbors"], 3, pred.classes)
-    rows = json.loads(run_cli("predict", str(trust_run), *files, "--format", "json", "--neighbors", "3").stdout)
+    rows = json.loads(cli("predict", str(trust_run), *files, "--format", "json", "--neighbors", "3").stdout)
     for r, p in zip(rows, res):
         _check_neighbors(r["neighbors"], 3, pred.classes)
         assert [n["id"] for n in r["neighbors"]] == [n.id for n in p.neighbors]
@@ -231,7 +220,7 @@ def test_bundle_without_the_new_fields_still_loads_and_predicts(trust_run: Path,
     assert all(p.unfamiliar is None for p in preds)
     with pytest.raises(ValueError, match="no 'unfamiliar' distance threshold"):
         nextclass.load(old).predict(files, unfamiliar=True)
-    rows = list(csv.DictReader(io.StringIO(run_cli("predict", str(old), *files, "--format", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(cli("predict", str(old), *files, "--format", "csv").stdout)))
     assert [r["unfamiliar"] for r in rows] == [""] * len(files)
     kept_index = tmp_path / "kept"  # a bundle with an index from before the threshold: neighbours, no flag
     shutil.copytree(trust_run / "model", kept_index)
@@ -244,7 +233,7 @@ def test_bundle_without_the_new_fields_still_loads_and_predicts(trust_run: Path,
         nextclass.load(old).predict(files, neighbors=3)
     with pytest.raises(ValueError, match="no validation curve"):
         nextclass.load(old).predict(files, target_accuracy=0.9)
-    p = run_cli("predict", str(old), files[0], "--neighbors", "2", check=False)
+    p = cli("predict", str(old), files[0], "--neighbors", "2", check=False)
     assert p.returncode == 2 and "nearest-neighbour index" in p.stderr
 
 
@@ -284,7 +273,7 @@ def test_explain_feature_maps_writes_a_grid_per_stage(trust_run: Path, tmp_path:
     from nextclass.report.feature_maps import stage_activations
 
     f = _files(trust_run, 1)[0]
-    run_cli("explain", str(trust_run), f, "--feature-maps", "-o", str(tmp_path / "fm"))
+    cli("explain", str(trust_run), f, "--feature-maps", "-o", str(tmp_path / "fm"))
     out = tmp_path / "fm" / f"{Path(f).stem}_features.png"
     assert Image.open(out).size[0] > 9 * 90  # the input + 8 channels per row
     pred = nextclass.load(trust_run)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_trust import _bundle_copy, _files, _median_distance, trust_run  # noqa: F401  (the module-scoped run fixture)
+from test_trust import _bundle_copy, _files, _median_distance
 from test_webpage import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make sysdeps)")
 
 
-def test_page_marks_abstained_and_shows_neighbors(trust_run: Path, tmp_path: Path):  # noqa: F811
+def test_page_marks_abstained_and_shows_neighbors(trust_run: Path, tmp_path: Path):
     import nextclass
     from playwright.sync_api import expect, sync_playwright
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import make_folder, run_cli
+from conftest import cli, make_folder
 
 
 @pytest.mark.slow
@@ -33,9 +33,9 @@ def test_tune_prunes_resumes_and_writes_a_config_that_trains(tmp_path):
     assert "batch_size" not in res.params  # set by the user: fixed, not searched
 
     # resume the same SQLite study from the CLI: 3 in total, so only the queued trial runs, and it is pruned
-    p = run_cli("tune", str(data), "--trials", "3", "--model", "simple_cnn", "-e", "3", "-o", str(out),
-                "--space", "lr=1e-6:5e-3", "--space", "augment=light", "--space", "drop_rate=0:0.1",
-                "--set", "batch_size=8", "--set", f"cache_dir={cache}", "--set", "hflip=false", "-q")
+    p = cli("tune", str(data), "--trials", "3", "--model", "simple_cnn", "-e", "3", "-o", str(out),
+            "--space", "lr=1e-6:5e-3", "--space", "augment=light", "--space", "drop_rate=0:0.1",
+            "--set", "batch_size=8", "--set", f"cache_dir={cache}", "--set", "hflip=false", "-q")
     assert "pruned" in p.stdout and "best.yaml" in p.stdout
     study = optuna.load_study(study_name="simple_cnn-data", storage=f"sqlite:///{study_dir / 'study.db'}")
     trials = sorted(study.trials, key=lambda t: t.number)
