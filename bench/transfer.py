@@ -74,7 +74,7 @@ def seed_way(ctx, model, epochs: int, lr: float) -> float:
     from nextclass.data.transforms import eval_transform
     from nextclass.models.freeze import frozen_backbone
     from nextclass.engine.optim import Schedule, build_optimizer, param_groups
-    from nextclass.training.phase import make_criterion
+    from nextclass.training.step import make_criterion
     from nextclass.training.probe import _epoch_order
 
     cfg = ctx.cfg

@@ -45,3 +45,35 @@ def test_probe_is_a_train_phase_with_the_shared_rules(tmp_path, monkeypatch):
     assert "stopped" not in state and state["probe_done"]  # a probe's early stop does not stop a later phase
     assert (ctx.run_dir / "checkpoints" / "best.safetensors").exists()
     assert np.isfinite(float(rows[-1]["train_loss"]))
+
+
+def test_one_step_builder_serves_every_phase_the_planner_and_benchmark():
+    """The training step is built in one place (training/step.build_parts); the planner and `nextclass benchmark`
+    time that step, not a plain cross-entropy stand-in. A second builder written elsewhere fails here."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "nextclass"
+    builders = {str(p.relative_to(src)) for p in src.rglob("*.py") if re.search(r"\bStepParts\(", p.read_text())}
+    assert builders == {"training/step.py", "training/probe.py"}, builders  # the probe: its head-only step
+    for user in ("training/plan.py", "benchmark.py", "training/phase.py"):
+        text = (src / user).read_text()
+        assert "build_parts(" in text and "F.cross_entropy" not in text, user
+
+
+def test_planner_times_the_runs_step_with_ema_and_label_smoothing(tmp_path, monkeypatch):
+    from nextclass.config import make_config
+    from nextclass.training import plan as plan_mod
+    from nextclass.training.setup import prepare
+
+    data = make_folder(tmp_path / "data", n=12, size=16)
+    ctx = prepare(make_config(data=str(data), model="simple_cnn", epochs=2, ema=True, label_smoothing=0.2,
+                              output=str(tmp_path / "runs"), batch_size=8, report=False), progress=False)
+    seen = []
+    real = plan_mod.build_parts
+    monkeypatch.setattr(plan_mod, "build_parts", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    train_rate, eval_rate, ckpt_s = plan_mod.measure_rates(ctx, steps=2, warmup=1)
+    assert train_rate > 0 and eval_rate > 0 and ckpt_s >= 0
+    parts = seen[0]
+    assert parts.ema is not None and parts.criterion.label_smoothing == 0.2  # the run's step, not a stand-in
+    assert parts.model is not ctx.model  # timed on a copy: the run's weights are untouched

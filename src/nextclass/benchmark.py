@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from nextclass.training.context import Context
 
@@ -180,22 +179,25 @@ class _Bench:
         m = build_model(self.cfg, len(self.ctx.classes)).to(self.dev)
         return m.to(memory_format=torch.channels_last) if self.cfg.channels_last else m
 
+    def parts(self, model, compile: bool = False):
+        """The run's own training step (:func:`nextclass.training.step.build_parts`: loss with label smoothing,
+        EMA, mixup, clipping), built for one process."""
+        from nextclass.training.defaults import epochs_cap
+        from nextclass.training.step import Phase, build_parts
+
+        phase = Phase("benchmark", max(1, epochs_cap(self.cfg) or 10), self.cfg.lr)
+        return build_parts(self.ctx, model, phase, None, ddp=False, compile=compile)
+
     def model_alone(self) -> None:
         """The training step and inference alone, on one batch held in memory."""
-        from nextclass.engine.optim import build_optimizer, param_groups
+        from nextclass.engine.loop import optimizer_step_on
 
         cfg, rt = self.cfg, self.ctx.runtime
         net = self.fresh_model()
-        opt = build_optimizer(cfg.optimizer, param_groups(net, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
+        parts = self.parts(net)
         x = rt.put(torch.randn(cfg.batch_size, self.ctx.pp.channels, cfg.img_size, cfg.img_size))
         y = torch.randint(0, len(self.ctx.classes), (cfg.batch_size,), device=self.dev)
-
-        def step():
-            with rt.autocast():
-                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step = lambda: optimizer_step_on(parts, x, y, 0)  # noqa: E731
 
         @torch.no_grad()
         def infer():
@@ -211,32 +213,26 @@ class _Bench:
                                    "parameters": sum(p.numel() for p in net.parameters()),
                                    **_peak_fraction(net, x, step_s, self.dev)}
 
-    def epoch_rate(self, model, n_steps: int, epoch: int) -> float:
-        """img/s of ``n_steps`` steps through the training loop itself (loader, augmentation, step)."""
-        from nextclass.engine.loop import StepParts, train_one_epoch
-        from nextclass.engine.optim import Schedule, build_optimizer, param_groups
+    def epoch_rate(self, parts, n_steps: int, epoch: int) -> float:
+        """img/s of ``n_steps`` steps through the training loop itself (loader, augmentation, the run's step)."""
+        from nextclass.engine.loop import train_one_epoch
         from nextclass.training.batches import train_batches
-        from nextclass.training.defaults import epochs_cap
 
-        cfg = self.cfg
-        opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
         ld, tf = train_batches(self.ctx, epoch=epoch)
-        parts = StepParts(model, opt, lambda out_, y_: F.cross_entropy(out_, y_),
-                          Schedule(cfg.scheduler, self.steps_per_epoch * max(1, epochs_cap(cfg) or 10)), self.ctx.runtime)
         res = train_one_epoch(parts, _Take(ld, n_steps), step0=0, batch_transform=tf)
         _sync(self.dev)
         return _rate(res.images, res.seconds)
 
     def whole_step(self) -> None:
-        net = self.fresh_model()
+        parts = self.parts(self.fresh_model())
         if self.warmup:
-            self.epoch_rate(net, self.warmup, epoch=1)
-        rate = self.epoch_rate(net, self.steps, epoch=2)
+            self.epoch_rate(parts, self.warmup, epoch=1)
+        rate = self.epoch_rate(parts, self.steps, epoch=2)
         self.out["step"] = {"images_per_second": rate, "epoch_seconds_estimate": len(self.ctx.rows["train"]) / rate}
 
     def compiled(self) -> None:
         """torch.compile: compile time, compiled step rate, and after how many epochs it pays back."""
-        compiled = torch.compile(self.fresh_model())
+        compiled = self.parts(self.fresh_model(), compile=True)  # compiled exactly as a --compile run compiles
         t = time.perf_counter()
         self.epoch_rate(compiled, 1, epoch=1)  # the first step compiles
         first = time.perf_counter() - t

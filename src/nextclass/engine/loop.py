@@ -21,7 +21,7 @@ from torch import nn
 from nextclass.dist import all_gather_object, is_distributed
 from nextclass.engine.budget import Budget
 
-__all__ = ["Device", "StepParts", "train_step", "train_one_epoch", "predict_logits", "EpochResult", "reduce_epoch",
+__all__ = ["Device", "StepParts", "train_step", "optimizer_step_on", "train_one_epoch", "predict_logits", "EpochResult", "reduce_epoch",
            "loss_and_acc"]
 
 
@@ -99,6 +99,14 @@ def _backward(parts: StepParts, x: torch.Tensor, y: torch.Tensor) -> dict:
         out = train_step(parts.model, x, y, parts.criterion)
     loss = out["loss"] / parts.accumulate
     (parts.scaler.scale(loss) if parts.scaler is not None else loss).backward()
+    return out
+
+
+def optimizer_step_on(parts: StepParts, x: torch.Tensor, y: torch.Tensor, step: int) -> dict:
+    """One whole optimiser step on one batch already on the device (forward, loss, backward, clip, step, EMA), with
+    no accumulation: the step ``nextclass benchmark`` times on a batch held in memory."""
+    out = _backward(parts, x, y)
+    _optimizer_step(parts, step)
     return out
 
 

@@ -12,7 +12,6 @@ before the report, so a report failure never costs the user the run.
 
 from __future__ import annotations
 
-import numpy as np
 from torch import nn
 
 from nextclass.bundle import save_bundle

@@ -1,7 +1,7 @@
 """A training phase: a stretch of epochs with one optimiser setup (``scratch``, ``finetune`` or ``probe``).
 
-:func:`build_parts` makes every part of the step in one place (optimiser, schedule, loss, EMA, mixup,
-grad scaler, DDP wrapper, torch.compile); :class:`TrainPhase` runs the epochs: resume from
+:func:`nextclass.training.step.build_parts` makes every part of the step in one place (optimiser, schedule, loss,
+EMA, mixup, grad scaler, DDP wrapper, torch.compile); :class:`TrainPhase` runs the epochs: resume from
 ``checkpoints/last``, one epoch, validation, history row, best/last checkpoints, early stopping and
 the time budget. ``state`` is the run's JSON state (``epoch``, ``best``, ``best_epoch``, ``stopped``...)
 that lives in the checkpoint, so a killed run resumes at the next epoch and ends where an
@@ -12,37 +12,24 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from nextclass.config import TrainConfig
-from nextclass.dist import broadcast_object, is_main, rank, world_size, wrap_ddp
+from nextclass.dist import broadcast_object, is_main, rank, world_size
 from nextclass.engine.budget import Budget
 from nextclass.engine.checkpoint import load_checkpoint, save_checkpoint
 from nextclass.engine.loop import EpochResult, StepParts, loss_and_acc, reduce_epoch, train_one_epoch
-from nextclass.engine.optim import Schedule, build_optimizer, param_groups
 from nextclass.training.batches import split_logits, train_batches
 from nextclass.training.context import Context
 from nextclass.training.defaults import ema_decay_for
 from nextclass.training.history import epoch_row, read_history, write_history
 from nextclass.training.plan import replan, save_plan
+from nextclass.training.step import Phase, build_parts, make_criterion, make_schedule, steps_per_epoch
 from nextclass.utils import log, progress_bar
 
 __all__ = ["Phase", "TrainPhase", "build_parts", "make_criterion", "make_schedule", "is_better", "steps_per_epoch"]
-
-
-@dataclass
-class Phase:
-    """A stretch of epochs with one optimiser setup (``scratch``, ``finetune`` or ``probe``)."""
-
-    name: str
-    epochs: int
-    lr: float
-    epoch_offset: int = 0  # global epoch index of this phase's first epoch
-    layer_decay: float | None = None
 
 
 def is_better(monitor: str, new: float, best: float | None) -> bool:
@@ -50,66 +37,6 @@ def is_better(monitor: str, new: float, best: float | None) -> bool:
     if best is None or (isinstance(best, float) and math.isnan(best)):
         return not math.isnan(new)
     return new > best if monitor == "val_acc" else new < best
-
-
-def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device, soft_targets: bool = False):
-    """Cross-entropy with the config's label smoothing and (``balance: loss``) class weights.
-
-    With ``soft_targets`` (mixup/cutmix) 2-d targets go through timm's soft-target cross-entropy.
-    """
-    weight = None
-    if cfg.balance == "loss":
-        counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
-        weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), device=device)
-    ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    if not soft_targets:
-        return ce
-    from timm.loss import SoftTargetCrossEntropy
-
-    soft = SoftTargetCrossEntropy()
-    return lambda out, y: soft(out, y) if y.ndim == 2 else ce(out, y)
-
-
-def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> Schedule:
-    """The config's lr schedule over ``epochs`` epochs (warm-up in epochs, converted to steps)."""
-    warm = int(cfg.warmup_epochs * steps_per_epoch) if cfg.scheduler in ("cosine", "plateau", "none") else 0
-    if cfg.scheduler == "linear":  # the fast recipe's warm-up: the first 20% of the steps
-        warm = int(0.2 * epochs * steps_per_epoch)
-    return Schedule(cfg.scheduler, epochs * steps_per_epoch, warm, cfg.min_lr_ratio)
-
-
-def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
-    """Optimiser steps in an epoch of ``n_train`` images (per rank under DDP; drop_last batches)."""
-    n = -(-n_train // world_size())
-    return math.ceil(max(1, n // cfg.batch_size if n > cfg.batch_size else 1) / cfg.accumulate)
-
-
-def build_parts(ctx: Context, model: nn.Module, phase: Phase, budget: Budget | None) -> StepParts:
-    """Every part of the training step for ``phase``, built once."""
-    cfg = ctx.cfg
-    optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, phase.lr, phase.layer_decay),
-                                phase.lr, cfg.momentum)
-    ema = mixup = None
-    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])))
-    if cfg.ema:  # weights and BatchNorm statistics averaged
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=ema_decay_for(cfg, schedule.total), device=ctx.device)
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        from timm.data import Mixup
-
-        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                      num_classes=len(ctx.classes))
-    criterion = make_criterion(cfg, ctx.labels["train"], len(ctx.classes), ctx.device, soft_targets=mixup is not None)
-    net = wrap_ddp(model, ctx.device)  # DDP all-reduces gradients; `model` stays the plain module for saving
-    if cfg.compile:  # the training step only; evaluation and checkpoints use the plain module (shared weights)
-        if is_main():
-            log("torch.compile: the first training step compiles (10-50 s on a CPU); `nextclass benchmark --compile` "
-                "measures whether it pays back")
-        net = torch.compile(net)
-    scaler = torch.amp.GradScaler("cuda") if ctx.amp_dtype == torch.float16 else None
-    return StepParts(net, optimizer, criterion, schedule, ctx.runtime, cfg.accumulate, cfg.clip_grad, scaler, mixup,
-                     ema, budget)
 
 
 class TrainPhase:

@@ -19,19 +19,19 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from nextclass.data.batch_aug import BatchEval
-from nextclass.data.loader import BatchLoader
 from nextclass.config import save_config
 from nextclass.dist import is_main, world_size
 from nextclass.engine.checkpoint import save_checkpoint
-from nextclass.engine.loop import StepParts, predict_logits, train_one_epoch
-from nextclass.engine.optim import Schedule, build_optimizer, param_groups
+from nextclass.engine.loop import train_one_epoch
+from nextclass.evaluation.scorer import predict_rows
 from nextclass.training.batches import train_batches
 from nextclass.training.context import Context
-from nextclass.training.defaults import settle_budget
+from nextclass.training.defaults import epochs_cap, settle_budget
+from nextclass.training.scoring import eval_images, scoring_of
+from nextclass.training.step import Phase, build_parts
 from nextclass.utils import atomic_write_json, log
 
 __all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "FINISH_OVERHEAD_S", "ROBUSTNESS_S"]
@@ -77,8 +77,9 @@ def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
     model = copy.deepcopy(ctx.model).to(ctx.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.lr), cfg.lr, cfg.momentum)
-    parts = StepParts(model, opt, lambda o, y: F.cross_entropy(o, y), Schedule("none", 1), ctx.runtime)
+    # the run's own step (loss with label smoothing, EMA, mixup, accumulation, clipping), on a copy of the model
+    parts = build_parts(ctx, model, Phase(cfg.recipe, max(1, epochs_cap(cfg) or 1), cfg.lr), None, ddp=False, compile=False)
+    opt = parts.optimizer
     take, epoch = [], 0
     while len(take) < warmup + steps:  # a small training set: several (cheap) passes of its loader
         loader, tf = train_batches(ctx, epoch=epoch)
@@ -98,15 +99,15 @@ def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
 
 
 def _eval_rate(ctx: Context, batches: int = 4) -> float:
-    """img/s of the evaluation pass (batched eval preprocessing + forward) on training images."""
+    """img/s of the scorer's evaluation pass (batched eval preprocessing + forward) on training images."""
     model = copy.deepcopy(ctx.model).to(ctx.device)
-    bs = max(ctx.cfg.batch_size, 64)
-    rows = ctx.rows["train"][: bs * (batches + 1)]
-    loader = BatchLoader(ctx.images.array, rows, ctx.labels["train"][: len(rows)], bs, train=False)
-    predict_logits(model, [next(iter(loader))], ctx.runtime, batch_transform=BatchEval(ctx.pp))  # warm-up
+    s = scoring_of(ctx)
+    images = eval_images(ctx, "train", keep=np.arange(min(len(ctx.rows["train"]), s.batch_size * (batches + 1))))
+    warm = dataclasses.replace(images, rows=images.rows[:s.batch_size], labels=images.labels[:s.batch_size])
+    predict_rows(model, warm, s)  # warm-up
     _sync(ctx.device)
     t = time.perf_counter()
-    lg, _ = predict_logits(model, loader, ctx.runtime, batch_transform=BatchEval(ctx.pp))
+    lg, _ = predict_rows(model, images, s)
     _sync(ctx.device)
     return len(lg) / max(time.perf_counter() - t, 1e-9)
 

@@ -24,7 +24,8 @@ from nextclass.engine.optim import build_optimizer, param_groups
 from nextclass.models.freeze import freeze_backbone, unfreeze
 from nextclass.models.heads import head_from_trunk, head_logits
 from nextclass.training.context import Context
-from nextclass.training.phase import Phase, TrainPhase, make_criterion, make_schedule
+from nextclass.training.phase import Phase, TrainPhase
+from nextclass.training.step import make_criterion, make_schedule
 from nextclass.utils import log
 
 __all__ = ["probe_phase", "ProbePhase"]
