@@ -6,7 +6,8 @@
    where the classes really are confusable.
 2. Out-of-sample probabilities for every training image, exactly as ``nextclass audit DATA --labels``
    makes them (:func:`nextclass.curation.label_audit.out_of_sample_probs`: the default embedding, i.e. the
-   28-px pixels, PCA to 256 dims, 5-fold cross-validated logistic heads), then on the *same* probabilities:
+   28-px pixels, PCA keeping 99 % of the variance up to 256 dims, C chosen by cross-validation, 5-fold
+   cross-validated logistic heads; the quality gate is reported beside), then on the *same* probabilities:
    * **cleanlab**: :func:`nextclass.data.label_issues.find_label_issues`, what ``audit --labels`` flags;
    * cleanlab without nextclass's guard (a flag needs p(suggested) >= 0.5);
    * **previous method**: the confident-learning rule of the deleted ``nextclass/data/label_suspects.py``,
