@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_folder, run_cli
+from conftest import cli, make_folder
 from nextclass.engine.checkpoint import load_checkpoint
 
 
@@ -48,7 +48,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     args = ["train", str(data), "--epochs", "3", "--batch-size", "8", "--output", str(tmp_path / "runs"), "-q",
             "--set", "threads=1"]
     # the uninterrupted reference
-    run_cli(*args, "--name", "ref")
+    cli(*args, "--name", "ref")
     ref = tmp_path / "runs" / "ref"
     # the same run, killed during epoch 2: as soon as epoch 1 is on disk (its checkpoint, then its history row)
     cmd = [sys.executable, "-m", "nextclass", *args, "--name", "killed"]
@@ -64,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert len(_history(run)) == 1
     assert not (run / "metrics.json").exists()
     # resume
-    run_cli("train", "--resume", str(run), "-q")
+    cli("train", "--resume", str(run), "-q")
     assert len(_history(run)) == 3
     assert [r.split(",")[:6] for r in _history(run)] == [r.split(",")[:6] for r in _history(ref)]
     a = load_file(str(run / "model" / "model.safetensors"))
