@@ -200,3 +200,25 @@ def trust_run(tmp_path_factory) -> Iterator[Path]:
                                batch_size=16, lr=3e-3, progress=False, report=False, target_accuracy=0.9))
     with _left_as_trained(run):
         yield run
+
+
+SIX_CLASSES = ("c0", "c1", "c2", "c3", "c4", "c5")  # more than five: predictions.csv keeps only the top 5
+
+
+@pytest.fixture(scope="session")
+def six_class_run(tmp_path_factory) -> Iterator[Path]:
+    """A run on six classes with two planted wrong labels a class (files named ``flip_*``), a model strong enough
+    for the end-of-run label check to flag (120 val/test images), TTA on, no report (the numbers do not depend on
+    it). Read-only: copy it to write."""
+    import nextclass
+
+    base = tmp_path_factory.mktemp("six")
+    data = make_folder(base / "data", classes=SIX_CLASSES, n=40, size=24, seed=1)
+    for k, c in enumerate(SIX_CLASSES):  # move two images of each class into the next class's folder
+        for f in sorted((data / c).glob("*.png"))[:2]:
+            shutil.move(str(f), data / SIX_CLASSES[(k + 1) % len(SIX_CLASSES)] / f"flip_{f.name}")
+    run = Path(nextclass.train(data=str(data), model="simple_cnn", epochs=8, output=str(base / "runs"), name="six",
+                               batch_size=32, lr=3e-3, split=(0.5, 0.25, 0.25), report=False, tta=True,
+                               progress=False))
+    with _left_as_trained(run):
+        yield run

@@ -227,26 +227,33 @@ def _plant_wrong_label(run: Path) -> str:
     return best["path"]
 
 
-def test_finished_run_lists_label_issues(tiny_run, tmp_path):
+def test_finished_run_label_check_is_gated_on_the_models_strength(tiny_run, tmp_path):
+    """The end-of-run label check flags nothing, and says why, when the model is too weak (or val/test too small)
+    for its disagreements to point at labels rather than at its own mistakes (issue 23: a 77.7% model listed 18
+    clean images). That a strong model finds planted flips, and only them: tests/test_scorer.py."""
     import shutil
 
-    from nextclass.data.label_issues import attach_label_issues
+    import numpy as np
+
+    from nextclass.data.label_issues import Judged, attach_label_issues
 
     rep = json.loads((tiny_run / "audit.json").read_text())  # written by finish_run, not by this test
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert rep["quick"] and rep["n_images"] == 90  # the quick audit of train's prepare() is kept beside it
-    assert rep["label_issues"]["checked"] == metrics["val"]["n"] + metrics["test"]["n"]
-    assert len(list(csv.DictReader((tiny_run / "label_issues.csv").open()))) == rep["label_issues"]["n"]
+    block = rep["label_issues"]
+    assert block["checked"] == metrics["val"]["n"] + metrics["test"]["n"] < 30
+    assert block["n"] == 0 and block["skipped"].startswith("label check skipped") and not block["gate"]["ok"]
+    assert len(list(csv.DictReader((tiny_run / "label_issues.csv").open()))) == 0
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
-    planted = _plant_wrong_label(run)
-    found = attach_label_issues(run)
-    block = json.loads((run / "audit.json").read_text())["label_issues"]
-    item = next(it for it in block["items"] if it["path"] == planted)
-    assert item["split"] == "val" and item["suggested"] != item["label"] and item["score"] < 0.5
-    assert block["n"] == len(found) and any(f"{len(found)} val/test image(s) look mislabelled" in x
-                                            for x in json.loads((run / "audit.json").read_text())["findings"])
-    rows = list(csv.DictReader((run / "label_issues.csv").open()))
-    assert [r["rank"] for r in rows] == [str(k) for k in range(1, len(rows) + 1)] and planted in {r["path"] for r in rows}
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 10
+    weak = np.full((300, 10), 0.02)
+    weak[np.arange(300), np.where(rng.random(300) < 0.78, y, (y + 1) % 10)] = 0.82  # right on ~78%: too weak
+    judged = Judged(weak, y, [f"img{i}.png" for i in range(300)], ["val"] * 300, [str(c) for c in range(10)])
+    assert attach_label_issues(run, judged) == []
+    saved = json.loads((run / "audit.json").read_text())
+    assert "the model is right on" in saved["label_issues"]["skipped"]
+    assert not any("disagrees with" in f for f in saved["findings"])
 
 
 def test_fingerprints_cached_until_a_file_changes(tmp_path):

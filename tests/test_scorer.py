@@ -10,33 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_folder
+from conftest import SIX_CLASSES, make_folder
 
-CLASSES = ("c0", "c1", "c2", "c3", "c4", "c5")  # more than five: predictions.csv keeps only the top 5
-
-
-def _plant_flips(root: Path, per_class: int = 1) -> list[str]:
-    """Move ``per_class`` images of each class into the next class's folder (wrong labels)."""
-    moved = []
-    for k, c in enumerate(CLASSES):
-        for f in sorted((root / c).glob("*.png"))[:per_class]:
-            dest = root / CLASSES[(k + 1) % len(CLASSES)] / f"flip_{f.name}"
-            shutil.move(str(f), dest)
-            moved.append(dest.name)
-    return moved
-
-
-@pytest.fixture(scope="module")
-def six_class_run(tmp_path_factory) -> Path:
-    """A run on six classes with a few planted wrong labels (no report: the numbers do not depend on it)."""
-    import nextclass
-
-    base = tmp_path_factory.mktemp("six")
-    data = make_folder(base / "data", classes=CLASSES, n=40, size=24, seed=1)
-    _plant_flips(data, per_class=2)
-    return Path(nextclass.train(data=str(data), model="simple_cnn", epochs=8, output=str(base / "runs"), name="six",
-                                batch_size=32, lr=3e-3, split=(0.5, 0.25, 0.25), report=False, tta=True,
-                                progress=False))
+CLASSES = SIX_CLASSES
 
 
 def _roundtrip(block: dict) -> dict:

@@ -326,18 +326,30 @@ def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *
     """
     run = RunDir(run_dir)
     judged = judged if judged is not None else Judged.from_run_files(run.path)
-    issues = find_label_issues(judged.probs, judged.labels)
+    gate = quality_gate(judged.probs, judged.labels)
+    issues = find_label_issues(judged.probs, judged.labels) if gate.ok else []
     write_label_issues_csv(run.label_issues, issues, judged.ids, judged.classes)
-    method = ("cleanlab confident learning (prune_by_noise_rate) on the run's val/test probabilities, flag needs "
-              "p(suggested) >= 0.5; ranked by p(given label)")
+    method = ("cleanlab confident learning (prune_by_noise_rate) on the trained model's val/test probabilities, flag "
+              "needs p(suggested) >= 0.5 and a model strong enough for its disagreements to point at labels; ranked "
+              "by p(given label)")
     block = issues_block(issues, judged.ids, judged.classes, method=method, checked=len(judged.labels),
                          max_items=max_items, splits=judged.splits)
     rep = run.read_audit() or {"version": 1}
-    rep["label_issues"] = {**block, "csv": run.label_issues.name}
-    note = f"{len(issues)} val/test image(s) look mislabelled ({run.label_issues.name})"
-    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x] + ([note] if issues else [])
+    rep["label_issues"] = {**block, "csv": run.label_issues.name, "source": "model", "gate": gate.as_dict(),
+                           "skipped": None if gate.ok else _model_gate_reason(gate)}
+    note = (f"{len(issues)} val/test image(s) the trained model confidently disagrees with: wrong labels or the "
+            f"model's own mistakes ({run.label_issues.name})")
+    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x and "disagrees with" not in x] \
+        + ([note] if issues else [])
     run.write_audit(rep)
     return issues
+
+
+def _model_gate_reason(gate: Gate) -> str:
+    """One line for a run whose model is too weak for the end-of-run label check (the gate of ``audit --labels``)."""
+    return (f"label check skipped: the model is right on {gate.accuracy:.1%} of {gate.n} val/test images (95% interval "
+            f"from {gate.low:.1%}; chance {gate.chance:.1%}); below {gate.needed:.1%} its disagreements would be mostly "
+            f"its own mistakes, not wrong labels (train longer, or `nextclass audit DATA --labels --model RUN`)")
 
 
 def attach_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None) -> list[LabelIssue]:
@@ -345,8 +357,9 @@ def attach_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None
     its exact probabilities): one log line, never raises."""
     try:
         found = run_label_issues(run_dir, judged)
-        log(f"label issues: {len(found)} val/test image(s) look mislabelled"
-            + (f" (see {RunDir(run_dir).label_issues})" if found else ""))
+        skipped = (RunDir(run_dir).read_audit().get("label_issues") or {}).get("skipped")
+        log(skipped or f"label check: {len(found)} val/test image(s) the model confidently disagrees with (wrong "
+                       f"labels or its own mistakes)" + (f"; see {RunDir(run_dir).label_issues}" if found else ""))
         return found
     except Exception as e:  # informative only: never fail a finished run
         log(f"[yellow]label-issue check skipped[/]: {type(e).__name__}: {e}")

@@ -134,6 +134,19 @@ def _finish_eval_s(ctx: Context, n: dict, eval_rate: float) -> float:
     return (passes * scored + (index + scored if index else 0)) / eval_rate
 
 
+def _robustness_s(ctx: Context, n: dict, eval_rate: float) -> float:
+    """The robustness pass on the headline split: clean + every corrupted copy of at most ``max_images`` images, the
+    corruption itself counted as much as the forward (as :func:`nextclass.metrics.robustness.robustness` budgets
+    it), and never more than its cap."""
+    from nextclass.metrics.robustness import CORRUPTIONS
+
+    if not ctx.cfg.robustness:
+        return 0.0
+    last = n["test"] if ctx.cfg.evaluate_test and n["test"] else n["val"]
+    passes = 1 + sum(len(levels) for _, levels in CORRUPTIONS.values())
+    return min(ROBUSTNESS_S, 2 * passes * min(last, 500) / eval_rate)
+
+
 def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
     """The epochs that fit ``minutes`` of wall time counted from ``started`` (see the module docstring).
 
@@ -151,7 +164,7 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
     epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
     finish_eval = _finish_eval_s(ctx, n, eval_rate)
-    reserve = finish_eval + (ROBUSTNESS_S if ctx.cfg.robustness else 0.0) + (FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
+    reserve = finish_eval + _robustness_s(ctx, n, eval_rate) + (FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
     budget = 60.0 * minutes
     spent = time.time() - started
     train_end = budget * (1 - SAFETY) - reserve
