@@ -47,13 +47,12 @@ def evaluate(run: Any, data: Any = None, *, report: bool = True, **kwargs: Any) 
     Returns the metrics block (also merged into ``RUN/metrics.json``); with ``report`` the run's
     ``report.html`` is re-rendered afterwards. Options: see :func:`nextclass.evaluation.run.evaluate`.
     """
-    from pathlib import Path
-
     from nextclass.evaluation.run import evaluate as _evaluate
+    from nextclass.rundir import RunDir
     from nextclass.utils import log
 
     m = _evaluate(run, data, **kwargs)
-    if report and (Path(run) / "config.yaml").exists():
+    if report and RunDir(run).is_run():
         from nextclass.report.html import build_report
 
         log(f"report: {build_report(run)}")

@@ -22,7 +22,6 @@ and ``summary.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import types
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from nextclass.config import ConfigError, TrainConfig, load_config, make_config
+from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_json, atomic_write_text, log
 
 __all__ = ["tune", "TuneResult", "default_space", "parse_space", "trials_table", "plot_trials", "LOG_PARAMS"]
@@ -148,7 +148,7 @@ def _objective(base: dict, space: dict, out: Path, progress: bool):
         log(f"[bold]trial {trial.number}[/]: " + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()))
         run = fit(cfg, progress=progress, callbacks=(_pruning_callback(trial),))
         trial.set_user_attr("run_dir", str(run))
-        val = json.loads((Path(run) / "metrics.json").read_text()).get("val")
+        val = RunDir(run).read_metrics().get("val")
         if not val:
             raise ConfigError("tune: the data has no validation images to score trials on")
         return float(val["accuracy"])

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from nextclass.deploy.onnx import DEFAULT_OPSET, INT8_NAME, ONNX_NAME, parity, run_session, session, torch_to_onnx
+from nextclass.rundir import RunDir
 from nextclass.utils import file_sha256, log
 
 __all__ = ["export_onnx"]
@@ -21,7 +22,7 @@ __all__ = ["export_onnx"]
 
 def _run_dir(bundle_dir: Path) -> Path:
     """The run folder holding ``config.yaml``/``split.csv`` for a bundle (itself if standalone)."""
-    return bundle_dir.parent if (bundle_dir.parent / "config.yaml").is_file() else bundle_dir
+    return bundle_dir.parent if RunDir(bundle_dir.parent).is_run() else bundle_dir
 
 
 def _fp32(model, folder: Path, val, pp, temperature: float, opts: dict) -> tuple[dict, np.ndarray]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from nextclass.rundir import RunDir
 
 __all__ = ["SplitImages", "split_images", "to_batch"]
 
@@ -47,20 +48,18 @@ def split_images(run: str | os.PathLike, pp, split: str = "val", limit: int = 25
         >>> imgs.x.shape                                          # doctest: +SKIP
         (18, 3, 32, 32)
     """
-    import yaml
-
+    from nextclass.config import ConfigError
     from nextclass.data.cache import decode_all
     from nextclass.data.sources import DataError, load_source
     from nextclass.data.splits import read_split_csv
     from nextclass.utils import log
 
-    run = Path(run)
-    cfg_path, split_csv = run / "config.yaml", run / "split.csv"
-    if cfg_path.is_file() and split_csv.is_file():
+    run = RunDir(run)
+    if run.is_run() and run.split.is_file():
         try:
-            cfg = yaml.safe_load(cfg_path.read_text())
-            source = load_source(cfg["data"], cache_dir=cfg.get("cache_dir"))
-            read_split_csv(split_csv, source)
+            cfg = run.read_config()
+            source = load_source(cfg.data, cache_dir=cfg.cache_dir)
+            read_split_csv(run.split, source)
             for sp in (split, "train") if split != "train" else (split,):
                 pos = [i for i, s in enumerate(source.samples) if s.split == sp]
                 if pos:
@@ -69,15 +68,15 @@ def split_images(run: str | os.PathLike, pp, split: str = "val", limit: int = 25
             if len(pos) > limit:
                 pos = sorted(rng.choice(pos, size=limit, replace=False).tolist())
             imgs = decode_all(source, pos, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
-                              cache_dir=cfg.get("cache_dir"), progress=False)
+                              cache_dir=cfg.cache_dir, progress=False)
             ok = np.flatnonzero(imgs.ok)
             if len(ok):
                 labels = np.array([source.samples[pos[i]].label for i in ok])
                 return SplitImages(to_batch(imgs.array[ok], pp), labels, sp, True)
-        except (DataError, FileNotFoundError, KeyError, OSError) as e:
+        except (ConfigError, DataError, FileNotFoundError, KeyError, OSError) as e:
             log(f"[yellow]NOTE[/]: cannot read the run's data ({e}); checks use random inputs")
     else:
-        log(f"[yellow]NOTE[/]: {run} is not a run directory (no config.yaml/split.csv); checks use random inputs")
+        log(f"[yellow]NOTE[/]: {run.path} is not a run directory (no config.yaml/split.csv); checks use random inputs")
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (min(limit, 32), pp.size, pp.size, pp.channels), dtype=np.uint8)
     return SplitImages(to_batch(arr, pp), None, "random", False)

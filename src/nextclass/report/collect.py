@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nextclass.utils import log, natural_key
+from nextclass.rundir import RunDir
 
 __all__ = ["read_rows", "read_json", "RunImages", "dataset_summary", "audit_summary", "model_info"]
 
@@ -95,12 +96,13 @@ class RunImages:
 
 def dataset_summary(run_dir: Path) -> dict:
     """Counts per class and split (``split.csv``) and the skipped files (``skipped.csv``)."""
-    rows = read_rows(run_dir / "split.csv")
+    run = RunDir(run_dir)
+    rows = read_rows(run.split)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
         counts[r.get("class") or r.get("label", "?")][r.get("split") or "-"] += 1
     splits = [s for s in ("train", "val", "test") if any(c[s] for c in counts.values())]
-    skipped = read_rows(run_dir / "skipped.csv")
+    skipped = read_rows(run.skipped)
     per_split = {s: sum(c[s] for c in counts.values()) for s in splits}
     sizes = [sum(c.values()) for c in counts.values()]
     return {
@@ -127,8 +129,8 @@ def audit_summary(run_dir: Path, max_rows: int = 12) -> dict | None:
     suspects, unreadable files; each row with the image ``paths`` it names, for thumbnails) and every
     other scalar field (shown folded). Unknown layouts still render: lists and scalars are found generically.
     """
-    data = read_json(run_dir / "audit.json")
-    if not isinstance(data, dict):
+    data = RunDir(run_dir).read_audit()
+    if not data:
         return None
     facts: list = []
     lists: list = []

@@ -22,7 +22,8 @@ import numpy as np
 from nextclass.utils import atomic_write_bytes, atomic_write_text, log
 from nextclass.report import plots
 from nextclass.report.trust import trust_plots
-from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_json, read_rows
+from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_rows
+from nextclass.rundir import RunDir
 
 __all__ = ["build_report", "SECTIONS"]
 
@@ -41,7 +42,7 @@ def _main_block(metrics: dict) -> tuple[str | None, dict]:
 def _pred_rows(run_dir: Path, split: str | None) -> list[dict]:
     if split is None:
         return []
-    return read_rows(run_dir / ("predictions.csv" if split == "test" else f"predictions_{split}.csv"))
+    return read_rows(RunDir(run_dir).predictions(split))
 
 
 def _caption(r: dict, show_true: bool = True) -> str:
@@ -174,7 +175,7 @@ def _load_model(run_dir: Path, model, meta):
     from nextclass.bundle import load_model
 
     try:
-        return load_model(run_dir / "model")[0]
+        return load_model(RunDir(run_dir).bundle)[0]
     except Exception as e:  # a broken bundle must not stop the report; the page says what is missing
         log(f"[yellow]NOTE[/]: report: model not loaded ({e})")
         return None
@@ -183,18 +184,19 @@ def _load_model(run_dir: Path, model, meta):
 def _read_run(run_dir: Path) -> tuple[str, dict, dict, dict | None]:
     """The run's config (text and fields), metrics.json and the bundle's model.json (None without a bundle)."""
     from nextclass.bundle import BundleError, read_meta
-    from nextclass.config import ConfigError, read_run_config
+    from nextclass.config import ConfigError
 
-    cfg_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    run = RunDir(run_dir)
+    cfg_text = run.config.read_text() if run.is_run() else ""
     try:
-        cfg = read_run_config(run_dir).model_dump(mode="json") if cfg_text else {}
+        cfg = run.read_config().model_dump(mode="json") if cfg_text else {}
     except (ConfigError, OSError):  # a config from another version: the report still builds without it
         cfg = {}
     try:
-        meta = read_meta(run_dir / "model")
+        meta = read_meta(run.bundle)
     except (BundleError, OSError):
         meta = None
-    return cfg_text, cfg, read_json(run_dir / "metrics.json") or {}, meta
+    return cfg_text, cfg, run.read_metrics(), meta
 
 
 def _metric_plots(history: list[dict], block: dict, split: str | None, classes: list[str]) -> dict[str, bytes | None]:
@@ -218,7 +220,7 @@ def _model_info(model, run_dir: Path, pp) -> dict | None:
     import torch
 
     with torch.no_grad():
-        return model_info(model, run_dir / "model", pp, device=next(model.parameters()).device)
+        return model_info(model, RunDir(run_dir).bundle, pp, device=next(model.parameters()).device)
 
 
 def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images: int = 8, seed: int = 0) -> Path:
@@ -238,7 +240,8 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     """
     t0 = time.time()
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.json").exists():
+    run = RunDir(run_dir)
+    if not run.is_run() and not run.metrics.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml or metrics.json)")
     from nextclass.data.transforms import Preprocess
 
@@ -249,19 +252,19 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     images = RunImages(run_dir, pp, ctx, cfg) if pp is not None else None
     model = _load_model(run_dir, model, meta)
     rows = _pred_rows(run_dir, split)
-    history = read_rows(run_dir / "history.csv")
+    history = read_rows(run.history)
     png = _metric_plots(history, block, split, classes)
     png.update(_prediction_plots(images, rows, classes, split or "", seed))
     png.update(trust_plots(run_dir, images, block, split))
     png["feature_maps"] = _feature_maps_plot(model, images, rows, pp)
     png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
-    label_issues = (read_json(run_dir / "audit.json") or {}).get("label_issues")
+    label_issues = run.read_audit().get("label_issues")
     label_issues = label_issues if isinstance(label_issues, dict) else None
     png["label_issues"] = _label_issues_plot(images, label_issues)
-    (run_dir / "plots").mkdir(exist_ok=True)
+    run.plots.mkdir(exist_ok=True)
     for name, data in png.items():
         if data is not None:
-            atomic_write_bytes(run_dir / "plots" / f"{name}.png", data)
+            atomic_write_bytes(run.plots / f"{name}.png", data)
     info = _model_info(model, run_dir, pp)
     audit = audit_summary(run_dir)
     _thumbs(images, audit)
@@ -270,7 +273,7 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
                    label_issues=label_issues,
                    images_problem=images.problem if images is not None else "no bundle: preprocessing unknown",
                    plots={k: _b64(v) for k, v in png.items()}, cam_note=cam_note, model=info, seconds=time.time() - t0)
-    out = atomic_write_text(run_dir / "report.html", page)
+    out = atomic_write_text(run.report, page)
     log(f"report built in {time.time() - t0:.1f}s")
     return Path(out)
 

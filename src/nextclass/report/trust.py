@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nextclass.report import plots
+from nextclass.rundir import RunDir
 
 __all__ = ["trust_plots"]
 
@@ -20,7 +21,7 @@ def _neighbor_grid(run_dir: Path, images, block: dict) -> bytes | None:
     wrong = (nb.get("wrong") or [])[:SHOWN]
     if not wrong or images is None:
         return None
-    index = NeighborIndex.load(run_dir / "model")
+    index = NeighborIndex.load(RunDir(run_dir).bundle)
     if index is None:
         return None
     classes = block.get("classes") or []

@@ -14,6 +14,7 @@ from nextclass.data.cache import DecodedImages
 from nextclass.data.samples import DataSource
 from nextclass.data.transforms import Preprocess
 from nextclass.engine.loop import Device
+from nextclass.rundir import RunDir
 
 __all__ = ["Context"]
 
@@ -43,6 +44,11 @@ class Context:
     features: object = None  # training.features.Features when the backbone stayed frozen (linear probe)
     plan: object = None  # training.plan.Plan of a --max-minutes run (corrected after its first epoch)
     started: float = 0.0  # time.time() when the job started (the budget counts from here)
+
+    @property
+    def run(self) -> RunDir:
+        """The run directory's layout (:class:`~nextclass.rundir.RunDir`): every file of the run is placed there."""
+        return RunDir(self.run_dir)
 
     @property
     def classes(self) -> list[str]:

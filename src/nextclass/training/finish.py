@@ -21,7 +21,6 @@ from nextclass.evaluation.record import record
 from nextclass.evaluation.scorer import Scoring, score, split_logits
 from nextclass.metrics.calibration import fit_temperature
 from nextclass.metrics.tta import views_from_config
-from nextclass.rundir import RunDir
 from nextclass.training.context import Context
 from nextclass.training.defaults import arch_kwargs
 from nextclass.training.scoring import eval_images, scoring_of
@@ -43,7 +42,7 @@ def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust
             "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
     short = {sp: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": sp}
              for sp, b in blocks.items() if isinstance(b, dict)}
-    save_bundle(ctx.run_dir / "model", model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
+    save_bundle(ctx.run.bundle, model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=s.temperature,
                 extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
                        "tta": {"views": views_from_config(cfg), "default": len(s.views) > 1}, **trust})
@@ -88,7 +87,7 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     s = scoring_of(ctx)
     blocks, probs, rest = _score_splits(ctx, model, s, progress)
     images = rest["images"]
-    metrics = record(RunDir(ctx.run_dir), {sp: (blocks[sp], probs[sp], images[sp]) for sp in blocks}, ctx.classes,
+    metrics = record(ctx.run, {sp: (blocks[sp], probs[sp], images[sp]) for sp in blocks}, ctx.classes,
                      extra={"skipped": len(ctx.images.errors)})
     _save_bundle(ctx, model, blocks, s, rest["trust"])
     judged = Judged.of({sp: (probs[sp], images[sp].labels, images[sp].ids) for sp in blocks}, ctx.classes)

@@ -56,7 +56,7 @@ class TrainPhase:
         self.budget = Budget(left, synced=True)
         self.parts = self._build_parts()
         self.steps = steps_per_epoch(self.cfg, len(ctx.rows["train"]))
-        self.last = ctx.run_dir / "checkpoints" / "last.safetensors"
+        self.last = ctx.run.last_checkpoint
         self.forward_model = self.parts.ema.module if self.parts.ema is not None else model  # what is evaluated
 
     # Every phase runs on this class; the probe (:class:`nextclass.training.probe.ProbePhase`) overrides only
@@ -81,7 +81,7 @@ class TrainPhase:
     def run(self, progress: bool = True) -> nn.Module:
         """Train the phase's remaining epochs; returns the model to evaluate (the EMA copy when on)."""
         start = self._resume()
-        hist_path = self.ctx.run_dir / "history.csv"
+        hist_path = self.ctx.run.history
         self.history = [r for r in read_history(hist_path) if int(r["epoch"]) <= start]
         self.t0 = time.time() - float(self.state.get("elapsed", 0.0))
         epoch, walls = start, []
@@ -144,7 +144,7 @@ class TrainPhase:
         if improved:  # equal accuracy with a lower val loss counts (small val sets tie often)
             st.update(best=metric, best_loss=val[0], best_epoch=epoch + 1, bad_epochs=0)
             if is_main():
-                save_checkpoint(self.ctx.run_dir / "checkpoints" / "best.safetensors", self.forward_model, None, dict(st))
+                save_checkpoint(self.ctx.run.best_checkpoint, self.forward_model, None, dict(st))
         else:
             st["bad_epochs"] = st.get("bad_epochs", 0) + 1
         if cfg.patience and st["bad_epochs"] >= cfg.patience:

@@ -89,7 +89,7 @@ def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
     _sync(ctx.device)
     res = train_one_epoch(parts, take[warmup:], step0=0, batch_transform=tf)
     _sync(ctx.device)
-    tmp = ctx.run_dir / "checkpoints" / ".plan-timing.safetensors"
+    tmp = ctx.run.checkpoints / ".plan-timing.safetensors"
     t = time.perf_counter()
     save_checkpoint(tmp, model, opt, {})
     save_checkpoint(tmp, model, None, {})
@@ -214,5 +214,5 @@ def save_plan(ctx: Context, plan: Plan) -> None:
     for n in notes:
         log(f"[dim]auto[/] {n}")
     if is_main():
-        save_config(ctx.cfg, ctx.run_dir / "config.yaml")
-        atomic_write_json(ctx.run_dir / "plan.json", plan.to_dict())
+        save_config(ctx.cfg, ctx.run.config)
+        atomic_write_json(ctx.run.plan, plan.to_dict())

@@ -141,5 +141,5 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     state.pop("stopped", None)  # an early stop of the probe ends the probe, not a two-phase run's fine-tuning
     state.update(phase="probe", epoch=epochs, probe_done=True, feature_cache="hit" if feats.hit else "built",
                  feature_key=feats.key, feature_seconds=round(feats.seconds, 3))
-    save_checkpoint(ctx.run_dir / "checkpoints" / "last.safetensors", model, None, dict(state))
+    save_checkpoint(ctx.run.last_checkpoint, model, None, dict(state))
     return model

@@ -95,7 +95,7 @@ def run_recipe(ctx: Context, model: nn.Module, state: dict, progress: bool = Tru
             if not state.get("probe_done"):
                 _ignored_in_probe(ctx)
                 probe_phase(ctx, model, state, probe_epochs, cfg.lr * PROBE_LR_FACTOR, progress)
-            best = ctx.run_dir / "checkpoints" / "best.safetensors"
+            best = ctx.run.best_checkpoint
             if best.exists():  # finetune starts from the best probed head, not the last one
                 load_checkpoint(best, model)
             state["bad_epochs"] = 0

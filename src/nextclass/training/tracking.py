@@ -29,8 +29,7 @@ from typing import Any
 __all__ = ["Tracker", "MlflowTracker", "TensorBoardTracker", "start_tracker", "flat_params", "EPOCH_METRICS"]
 
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_second", "epoch_seconds")
-ARTIFACTS = ("config.yaml", "split.csv", "skipped.csv", "history.csv", "metrics.json", "predictions.csv",
-             "predictions_val.csv", "report.html")
+ARTIFACTS = ("config", "split", "skipped", "history", "metrics", "report")  # RunDir's files, logged to MLflow
 
 
 def flat_params(cfg_dict: dict) -> dict[str, str]:
@@ -115,17 +114,17 @@ class MlflowTracker(Tracker):
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, epoch) for k, v in values.items()])
 
     def finish(self, run_dir: Path) -> None:
-        import json
+        from nextclass.rundir import RunDir
 
-        m = run_dir / "metrics.json"
-        if m.exists():
-            for k, v in _final_values(json.loads(m.read_text())).items():
-                self.client.log_metric(self.run_id, k, v)
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        if (run_dir / "model").is_dir():
-            self.client.log_artifacts(self.run_id, str(run_dir / "model"), artifact_path="model")
+        run = RunDir(run_dir)
+        for k, v in _final_values(run.read_metrics()).items():
+            self.client.log_metric(self.run_id, k, v)
+        files = [getattr(run, name) for name in ARTIFACTS] + [run.predictions("test"), run.predictions("val")]
+        for f in files:
+            if f.is_file():
+                self.client.log_artifact(self.run_id, str(f))
+        if run.bundle.is_dir():
+            self.client.log_artifacts(self.run_id, str(run.bundle), artifact_path="model")
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str = "") -> None:
@@ -152,10 +151,9 @@ class TensorBoardTracker(Tracker):
         self.writer.flush()
 
     def finish(self, run_dir: Path) -> None:
-        import json
+        from nextclass.rundir import RunDir
 
-        m = run_dir / "metrics.json"
-        final = _final_values(json.loads(m.read_text())) if m.exists() else {}
+        final = _final_values(RunDir(run_dir).read_metrics())
         if final:
             self.writer.add_hparams(self.params, final, run_name=".")
         self.writer.close()
