@@ -77,3 +77,25 @@ def test_planner_times_the_runs_step_with_ema_and_label_smoothing(tmp_path, monk
     parts = seen[0]
     assert parts.ema is not None and parts.criterion.label_smoothing == 0.2  # the run's step, not a stand-in
     assert parts.model is not ctx.model  # timed on a copy: the run's weights are untouched
+
+
+def test_one_model_builder_for_training_and_loading(tmp_path):
+    """Training and loading a bundle build the model in one place (models/factory.build); a second builder that
+    attaches heads elsewhere fails here, and a bundle with an MLP head rebuilds to the trained model exactly."""
+    import re
+    from pathlib import Path
+
+    from nextclass.bundle import build_model as bundle_build
+    from nextclass.config import make_config
+    from nextclass.training.defaults import arch_of, build_model
+
+    src = Path(__file__).resolve().parents[1] / "src" / "nextclass"
+    attach = {str(p.relative_to(src)) for p in src.rglob("*.py") if re.search(r"\battach_head\(", p.read_text())}
+    assert attach == {"models/factory.py", "models/heads.py"}, attach
+    cfg = make_config(data="digits", model="test_efficientnet", head="mlp", in_chans=3, drop_rate=0.1)
+    torch.manual_seed(0)
+    trained = build_model(cfg, 4).eval()
+    again = bundle_build({"arch": arch_of(cfg, 4, trained)}).eval()
+    again.load_state_dict(trained.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    assert type(again) is type(trained) and torch.equal(again(x), trained(x))

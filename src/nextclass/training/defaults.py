@@ -127,16 +127,18 @@ def arch_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
     return kw
 
 
+def arch_of(cfg: TrainConfig, num_classes: int, model: nn.Module | None = None) -> dict:
+    """The run's architecture as the bundle stores it (with the built ``model``'s head options when given)."""
+    return {"name": cfg.model, "kwargs": arch_kwargs(cfg, num_classes), "head": cfg.head,
+            "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The backbone (pretrained weights loaded when asked) with the configured head."""
-    from nextclass.models.factory import create
+    """The backbone (pretrained weights loaded when asked) with the configured head: the one builder
+    (:func:`nextclass.models.factory.build`) on the run's architecture."""
+    from nextclass.models.factory import build
 
-    model = create(cfg.model, pretrained=cfg.pretrained, **arch_kwargs(cfg, num_classes))
-    if cfg.head != "linear":
-        from nextclass.models.heads import attach_head
-
-        model = attach_head(model, cfg.head, num_classes)
-    return model
+    return build(arch_of(cfg, num_classes), pretrained=cfg.pretrained)
 
 
 def measure_channels_last(model: nn.Module, in_chans: int, size: int, batch: int = 64, steps: int = 3) -> tuple[float, float]:
@@ -167,7 +169,7 @@ def measure_channels_last(model: nn.Module, in_chans: int, size: int, batch: int
 
 def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource) -> tuple[nn.Module, dict]:
     """The model (``auto``), in_chans, drop rate, layer decay, probe epochs; the model built once, its data config."""
-    from nextclass.models.factory import create, data_config
+    from nextclass.models.factory import data_config
     from nextclass.models.freeze import default_layer_decay
 
     pretrained = bool(cfg.pretrained)
@@ -182,17 +184,13 @@ def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource) -> tuple[
         two = cfg.recipe == "two-phase"
         c.set("probe_epochs", 10 if two else 0, "head-only epochs on cached features take seconds" if two else None)
     full = make_config(**c.d)
-    model = create(full.model, pretrained=cfg.pretrained, **arch_kwargs(full, len(source.classes)))
+    model = build_model(full, len(source.classes))
     if c.unset("drop_rate"):  # the architecture's own (simple_cnn: the seed notebooks' 0.5), now written down
         c.set("drop_rate", float(getattr(model, "drop_rate", 0.0) or 0.0))
     dc = data_config(model)
     if c.unset("layer_decay"):
         ld = default_layer_decay(model) if cfg.recipe in ("finetune", "two-phase") else None
         c.set("layer_decay", ld or 1.0, None if ld is None else "first layer group learns at 1/10 of the head's rate")
-    if cfg.head != "linear":
-        from nextclass.models.heads import attach_head
-
-        model = attach_head(model, cfg.head, len(source.classes))
     return model, dc
 
 

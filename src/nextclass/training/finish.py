@@ -22,7 +22,7 @@ from nextclass.evaluation.scorer import Scoring, score, split_logits
 from nextclass.metrics.calibration import fit_temperature
 from nextclass.metrics.tta import views_from_config
 from nextclass.training.context import Context
-from nextclass.training.defaults import arch_kwargs
+from nextclass.training.defaults import arch_of
 from nextclass.training.scoring import eval_images, scoring_of
 from nextclass.training.trust import abstain_on_val, build_index, log_index
 from nextclass.utils import log, progress_bar
@@ -38,8 +38,7 @@ def final_splits(ctx: Context) -> list[str]:
 
 def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust: dict) -> None:
     cfg = ctx.cfg
-    arch = {"name": cfg.model, "kwargs": arch_kwargs(cfg, len(ctx.classes)), "head": cfg.head,
-            "head_kwargs": dict(getattr(model, "head_kwargs", {}) or {})}
+    arch = arch_of(cfg, len(ctx.classes), model)
     short = {sp: {"accuracy": b["accuracy"], "top5": b["top5"], "macro_f1": b["macro"]["f1"], "n": b["n"], "split": sp}
              for sp, b in blocks.items() if isinstance(b, dict)}
     save_bundle(ctx.run.bundle, model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
