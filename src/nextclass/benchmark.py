@@ -89,8 +89,10 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     from nextclass.data.splits import assign_splits
     from nextclass.training.defaults import amp_dtype_for, resolve
     from nextclass.data.splits import split_rows
+    from nextclass.dist import check_device
     from nextclass.utils import configure_threads
 
+    check_device(cfg.device)  # --device foo / cuda without a GPU: one line, before any work
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)

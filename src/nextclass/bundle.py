@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nextclass.data.transforms import Preprocess
-from nextclass.utils import atomic_write_json
+from nextclass.utils import atomic_write_json, publish_file
 
 __all__ = ["save_bundle", "read_meta", "load_model", "resolve_bundle_dir", "BundleError", "FORMAT"]
 
@@ -51,7 +51,7 @@ def save_bundle(folder: str | os.PathLike, model: nn.Module, *, arch: dict, clas
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / f".model.safetensors.{os.getpid()}.tmp"
     save_file(sd, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, folder / "model.safetensors")
+    publish_file(tmp, folder / "model.safetensors")
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "arch": arch, "classes": list(classes), "preprocess": preprocess.to_dict(),
@@ -80,6 +80,9 @@ def resolve_bundle_dir(path: str | os.PathLike) -> Path:
     for cand in (p, p / "model"):
         if (cand / "model.json").is_file():
             return cand
+    if (p / "config.yaml").is_file():  # a run directory whose finish step never saved the bundle
+        raise BundleError(f"{path}: this run did not finish (no bundle in {p / 'model'}); "
+                          f"`nextclass train --resume {path}` finishes it")
     raise BundleError(f"{path}: not a bundle (no model.json here or in {p / 'model'}); "
                       "give a run directory, a bundle directory or a model store name")
 

@@ -171,6 +171,16 @@ def _requeue_stale(study) -> int:
     return len(stale)
 
 
+def _check_inputs(base: TrainConfig) -> None:
+    """The data and the device, checked once before the study: a bad DATA is one error line, not a failed trial
+    logged with its traceback by Optuna (and no study folder is made for it)."""
+    from nextclass.data.sources import load_source
+    from nextclass.dist import check_device
+
+    check_device(base.device)
+    load_source(base.data, cache_dir=base.cache_dir, download=base.download)
+
+
 def tune(config: Any, trials: int = 20, *, storage: str | None = None, study_name: str | None = None,
          output: str | os.PathLike = "tune", space: dict | None = None, timeout: float | None = None,
          seed: int = 0, enqueue: list[dict] | None = None, progress: bool = False, **overrides: Any) -> TuneResult:
@@ -206,6 +216,7 @@ def tune(config: Any, trials: int = 20, *, storage: str | None = None, study_nam
     search.update(user_space)
     base_d = base.model_dump(exclude_unset=True)
     name = study_name or f"{base.model}-{Path(str(base.data)).name}".replace("/", "_").replace(":", "_")
+    _check_inputs(base)
     out = Path(output) / name
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"

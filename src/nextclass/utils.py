@@ -14,6 +14,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "publish_file",
     "natural_key",
     "sha1_of",
     "log",
@@ -66,6 +67,17 @@ def _umask() -> int:
     except OSError:
         pass
     return 0o022
+
+
+def publish_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename a finished temp file onto ``path`` with the mode a new file gets (0644 under the usual umask).
+
+    For files written by libraries that create them 0600 (safetensors' ``save_file``, ``tempfile.mkstemp``):
+    every file of a bundle then has one mode, as readable as the ONNX files beside them.
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["expand_paths", "input_files", "parse_sets", "run_guarded"]
+__all__ = ["expand_paths", "input_files", "parse_sets", "run_guarded", "wide_console"]
 
 
 def run_guarded(fn, *args, **kwargs):
@@ -17,7 +17,9 @@ def run_guarded(fn, *args, **kwargs):
     from rich.console import Console
     from rich.markup import escape
 
-    user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+    # OSErrors a user's path causes (a file where a folder belongs, and the reverse): theirs to fix, not a traceback
+    user_errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, NotADirectoryError,
+                                                    IsADirectoryError, FileExistsError)
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
@@ -28,6 +30,14 @@ def run_guarded(fn, *args, **kwargs):
         # message (a path with [brackets]) printed as text
         Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2)
+
+
+def wide_console():
+    """A stdout Console that never cuts a table row: tables of paths (suggest, audit) are as wide as their longest
+    path, and the terminal wraps what it must (Rich crops each line at its width, 80 when not on a terminal)."""
+    from rich.console import Console
+
+    return Console(width=10_000)
 
 
 def parse_sets(items: list[str] | None) -> dict:
@@ -68,11 +78,14 @@ def input_files(items: list[str]) -> list[str]:
     """:func:`expand_paths`, naming each pattern that matched nothing on stderr; exit code 2 when no file is left."""
     from rich.console import Console
 
+    from rich.markup import escape
+
     files, missing = expand_paths(items)
-    err = Console(stderr=True)
-    for m in missing:
-        err.print(f"[yellow]no such file or pattern:[/] {m}")
-    if not files:
-        err.print("[red]error:[/] no input files")
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not files:  # one line: what matched nothing
+        err.print("[bold red]error:[/] no input files" + (f" (no such file or pattern: {escape(', '.join(missing))})"
+                                                         if missing else " (the folders hold no images)"))
         raise typer.Exit(2)
+    for m in missing:
+        err.print(f"[yellow]no such file or pattern:[/] {escape(m)}")
     return files

@@ -63,9 +63,23 @@ def predict(
         from nextclass import load
 
         pred = run_guarded(load, model, backend=backend)
+        if target_accuracy is not None:
+            _say_threshold(pred, target_accuracy)
         rows = [r.to_dict() for r in run_guarded(pred.predict, files, target_accuracy=target_accuracy,
                                                  neighbors=neighbors, unfamiliar=unfamiliar, **opts)]
     _print_predictions(rows, fmt, topk, output)
+
+
+def _say_threshold(pred, target_accuracy: float) -> None:
+    """The abstain threshold ``--target-accuracy`` chose on validation, and the share of val it kept (stderr)."""
+    from nextclass.metrics.selective import threshold_from_curve
+    from nextclass.utils import log
+
+    th = run_guarded(pred.abstain_threshold, target_accuracy)
+    entry = pred.meta.get("abstain") or {}
+    coverage = threshold_from_curve(entry["curve"], target_accuracy)[1]
+    log(f"abstain threshold: {entry.get('score', 'probability')} below {th:.4f} (chosen on validation for accuracy "
+        f">= {target_accuracy:g} of the accepted predictions; it kept {coverage:.1%} of the validation images)")
 
 
 def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | None) -> None:
@@ -78,7 +92,16 @@ def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | Non
         predictions_table,
     )
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"--format {fmt!r}: choose table, csv or json")
+    if rows and all(r.get("error") for r in rows):  # nothing was predicted: a failure, not an empty table
+        from rich.markup import escape
+
+        reasons = "; ".join(f"{Path(r['source']).name}: {r['error']}" for r in rows[:3])
+        err.print(f"[bold red]error:[/] none of the {len(rows)} input(s) could be used as an image "
+                  f"({escape(reasons)}{'; ...' if len(rows) > 3 else ''})")
+        raise typer.Exit(2)
     if fmt == "table":
         Console(width=200).print(predictions_table(rows, topk))
     elif fmt in ("csv", "json"):
@@ -90,8 +113,6 @@ def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | Non
             err.print(f"wrote {len(rows)} predictions to {output}")
         else:
             typer.echo(text, nl=False)
-    else:
-        raise typer.BadParameter(f"--format {fmt!r}: choose table, csv or json")
     bad = [r for r in rows if r.get("error")]
     if bad:
         err.print(f"[yellow]{len(bad)} unreadable file(s)[/] listed above with the reason")

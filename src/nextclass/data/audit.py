@@ -24,7 +24,8 @@ val/test is carved from train as ``nextclass train`` does, same default seed); u
 the run's default stratified 70/20/10 split with seed 0 (``splits="none"`` audits it unsplit).
 
 The user's files are only read. ``fix=OUT.csv`` writes a new manifest (path,label,split) without the
-unreadable files and without val/test images that leak or repeat; train keeps every readable image.
+unreadable files, without val/test images that leak or repeat, and without identical copies of one picture
+that carry different labels; otherwise train keeps every readable image.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance:
     gi, gj, gd, candidates = _near(fp, okidx[first], threshold, tolerance, picture_tolerance)
     cross, within = _split_links(split, group, ng, gi, gj)
     groups = _clusters(source, okidx, split, label, group, ng, gi, gj, gd)
-    drops = _fix_drops(okidx, split, group, gi, gj)
+    drops = _fix_drops(okidx, split, group, gi, gj) | _conflict_drops(okidx, label, group)
     size = np.bincount(group, minlength=ng)
     conflicts = [g for g in groups if g["label_conflict"]]
     summary = {"exact_groups": int((size > 1).sum()), "exact_extra_copies": int((size[size > 1] - 1).sum()),
@@ -203,7 +204,8 @@ def _fix_drops(okidx, split, group, gi, gj) -> set:
 
     Images are kept in the order train, val, test, then by position; a val/test image goes when an
     exact or near duplicate of it was already kept. Train is never thinned (duplicates there only
-    weigh an image twice); label conflicts are reported for a person to settle.
+    weigh an image twice); near-duplicate label conflicts are reported for a person to settle (identical copies with
+    different labels: :func:`_conflict_drops`).
     """
     nbrs: dict[int, list[int]] = {}
     for a, b in zip(gi.tolist(), gj.tolist()):
@@ -217,6 +219,21 @@ def _fix_drops(okidx, split, group, gi, gj) -> set:
             drops.add(int(okidx[p]))
             continue
         kept_groups.add(g)
+    return drops
+
+
+def _conflict_drops(okidx, label, group) -> set:
+    """Positions of every copy of an identical image (same pixels) that carries more than one label.
+
+    One picture cannot be both a 0 and a 3: ``--fix`` keeps neither copy, since nothing says which label is
+    right (the report lists the group for a person to settle). Near duplicates with other labels may be
+    different pictures and are only reported.
+    """
+    drops = set()
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        if len(members) > 1 and len(np.unique(label[members])) > 1:
+            drops.update(int(okidx[m]) for m in members)
     return drops
 
 
@@ -359,6 +376,10 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
         rep["fix"] = {"path": str(fix), "rows": rows, "dropped": len(source.samples) - rows}
     if output is not None:
         atomic_write_json(output, rep)
+    if rep["n_images"] and not rep["n_readable"]:
+        first = rep["unreadable"][0]
+        raise DataError(f"{data}: none of the {rep['n_images']} files is a readable image (first: {first['path']}: "
+                        f"{first['reason']})" + (f"; the full list is in {output}" if output is not None else ""))
     return rep
 
 

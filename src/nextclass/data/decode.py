@@ -71,6 +71,11 @@ def _file_or_buffer(src: str | os.PathLike | bytes) -> io.BytesIO | str:
     return str(p)
 
 
+def _too_big(size: str) -> str:
+    return (f"too many pixels ({size}; nextclass refuses more than {MAX_PIXELS:,} against decompression bombs): "
+            "downscale the image first")
+
+
 def _decode(fp: io.BytesIO | str) -> Image.Image:
     """Open and fully decode (truncated files fail now, not mid-epoch), refusing decompression bombs."""
     try:
@@ -79,7 +84,7 @@ def _decode(fp: io.BytesIO | str) -> Image.Image:
             img = Image.open(fp)
             w, h = img.size
             if w * h > MAX_PIXELS:
-                raise DecodeError(f"too many pixels ({w}x{h} > {MAX_PIXELS}); possible decompression bomb")
+                raise DecodeError(_too_big(f"{w}x{h} = {w * h:,}"))
             img.load()
             return img
     except DecodeError:
@@ -87,7 +92,12 @@ def _decode(fp: io.BytesIO | str) -> Image.Image:
     except UnidentifiedImageError:
         raise DecodeError("not an image (unknown format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DecodeError(f"decompression bomb refused: {e}") from None
+        # PIL checks its own limit when it reads the header, before ours can: say it in our words
+        import re
+
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(n.group(1)):,}" if n else "more than PIL's limit"
+        raise DecodeError(_too_big(size)) from None
     except OSError as e:
         msg = str(e)
         if "truncated" in msg.lower():

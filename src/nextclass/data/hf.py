@@ -154,6 +154,13 @@ def _open_hub(spec: HfSpec) -> tuple[dict[str | None, Any], str]:
     """``datasets.load_dataset(OWNER/NAME, CONFIG)`` -> (datasets by split, fingerprint)."""
     import datasets
 
+    from nextclass.utils import can_reach, hub_host
+
+    host = hub_host()
+    if os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "")).lower() not in ("1", "true", "yes", "on") \
+            and not can_reach(host):
+        # a quick check: datasets' own retries take close to half a minute before the same failure
+        raise ConnectionError(f"{host} cannot be reached (offline?)")
     d = datasets.load_dataset(spec.target, spec.config)
     dsets = dict(d.items()) if isinstance(d, datasets.DatasetDict) else {None: d}
     # NOTE: Dataset._fingerprint is private but is what datasets itself keys its cache on; it changes
@@ -320,6 +327,8 @@ def _open(spec: HfSpec, root: Path, where: str) -> tuple[Path, dict]:
     except DataError:
         raise
     except Exception as e:  # datasets raises many types (network, format); the user needs one clear message
+        if isinstance(e, ImportError) and getattr(e, "name", "") in ("datasets", "pyarrow"):
+            raise DataError(f"{where}: needs the {e.name} package (pip install datasets)") from None
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if spec.local:
             raise DataError(f"{where}: datasets cannot read it ({reason})") from None

@@ -99,7 +99,7 @@ def create(name: str, num_classes: int, in_chans: int = 3, pretrained: str | os.
         hub_name = name if pre in ("timm", "hub", "true", "True") else pre.removeprefix("timm/")
         if pre.startswith(("hf-hub:", "hf_hub:")):
             hub_name = pre
-        return timm.create_model(hub_name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return _from_hub(hub_name, pre, num_classes=num_classes, in_chans=in_chans, **kwargs)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if pre is not None:
         from nextclass.models.pretrained import load_pretrained

@@ -106,7 +106,7 @@ def audit_problems_table(rep: dict) -> Table:
 def _audit_overview_lines(rep: dict) -> list[str]:
     """Image sizes/modes/formats (when decoded) and the class imbalance line."""
     cls, out = rep["classes"], []
-    if rep.get("images"):
+    if rep.get("images") and rep["images"].get("min_side") is not None:  # sizes of the readable images only
         im = rep["images"]
         out.append(f"sizes: {im['distinct_sizes']} distinct, shorter side {im['min_side']}-{im['max_side']} px "
                    f"(median {im['median_side']}); modes {im['modes']}; formats {im['formats']}")
@@ -395,6 +395,8 @@ def suggest_lines(res: dict, max_items: int = 10) -> list:
         t.add_row(str(r["rank"]), r["predicted"], f"{r['probability']:.3f}", f"{r['margin']:.3f}", f"{r['score']:.3f}",
                   r["reason"], r["path"])
     out.append(t)
+    if res.get("score_meaning"):
+        out.append(f"[dim]{res['score_meaning']}[/]")
     if res.get("output"):
         out.append(f"written: {res['output']}")
     return out

@@ -23,7 +23,7 @@ from nextclass.training.defaults import PLANNED_RECIPES, epochs_cap
 from nextclass.training.finish import finish_run
 from nextclass.training.plan import plan_run, save_plan
 from nextclass.training.recipes import run_recipe
-from nextclass.training.setup import prepare
+from nextclass.training.setup import discard_if_unstarted, prepare
 from nextclass.utils import log
 
 __all__ = ["fit"]
@@ -39,11 +39,17 @@ def fit(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, pro
         >>> from nextclass.config import make_config
         >>> run = fit(make_config(data="digits", epochs=3))  # doctest: +SKIP
     """
-    from nextclass.training.tracking import start_tracker
-
     started = time.time()
     ctx = prepare(cfg, resume=resume, progress=progress)
-    _apply_budget(ctx, started)
+    with discard_if_unstarted(ctx.run_dir, new=not ctx.resumed):  # e.g. a budget too small for one epoch
+        _apply_budget(ctx, started)
+        return _run(ctx, progress, callbacks)
+
+
+def _run(ctx: Context, progress: bool, callbacks: tuple) -> Path:
+    """The epochs, the finish step and the tracker around them."""
+    from nextclass.training.tracking import start_tracker
+
     ctx.callbacks.extend(callbacks)
     last = ctx.run_dir / "checkpoints" / "last.safetensors"
     state = load_checkpoint(last) if last.exists() else {}

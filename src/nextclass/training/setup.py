@@ -11,6 +11,8 @@ import csv
 import hashlib
 import io
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,21 @@ from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
 from nextclass.data.splits import assign_splits, read_split_csv, split_rows, write_split_csv
 from nextclass.data.transforms import Preprocess
-from nextclass.dist import barrier, broadcast_object, device_for_rank, init_from_env, is_main, local_rank
+from nextclass.dist import (
+    barrier,
+    broadcast_object,
+    check_device,
+    device_for_rank,
+    init_from_env,
+    is_main,
+    local_rank,
+    world_size,
+)
 from nextclass.training.context import Context
 from nextclass.training.defaults import amp_dtype_for, resolve, run_name
 from nextclass.utils import atomic_write_text, configure_threads, log
 
-__all__ = ["prepare", "new_run_dir", "split_rows", "data_hash"]
+__all__ = ["prepare", "new_run_dir", "split_rows", "data_hash", "check_readable", "discard_if_unstarted"]
 
 
 def new_run_dir(output: str, name: str) -> Path:
@@ -106,6 +117,9 @@ def _log_data(source: DataSource, images: DecodedImages, rows: dict, pp: Preproc
 def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None, progress: bool = True) -> Context:
     """Create (or reopen) the run directory, resolve the config, build the model and get the data ready.
 
+    The device, the data and the batch size are checked before any work; a new run that fails before its
+    first epoch leaves no directory behind (:func:`discard_if_unstarted`), so the next run gets the same name.
+
     Example:
         >>> ctx = prepare(make_config(data="digits", epochs=1))  # doctest: +SKIP
         >>> ctx.run_dir, ctx.cfg.img_size                        # doctest: +SKIP
@@ -114,16 +128,27 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     if resume is not None:
         cfg = read_run_config(resume)  # raises FileNotFoundError for a folder that is not a run
     assert cfg is not None
+    check_device(cfg.device)  # a one-line error before anything is made, not a traceback at the first tensor
     init_from_env(cfg.device)  # under torchrun / --nproc: join the process group (gloo on CPU, NCCL on GPU)
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
+    check_readable(source, cfg.data)
     probe = None if resume is not None else probe_data(source)  # the one data probe: run name and defaults
     run_dir = _open_run(cfg, resume, source, probe)
+    with discard_if_unstarted(run_dir, new=resume is None):
+        return _prepare_in(cfg, source, run_dir, resume is not None, progress, probe)
+
+
+def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bool, progress: bool,
+                probe: DataProbe | None = None) -> Context:
+    """:func:`prepare` once the run directory exists: splits, defaults, decoding, the device."""
     _splits(source, run_dir, cfg)
-    res = resolve(cfg, source, sum(1 for s in source.samples if s.split == "train"), probe)  # on resume: nothing changes
+    n_train = sum(1 for s in source.samples if s.split == "train")
+    _check_batch(cfg, n_train)
+    res = resolve(cfg, source, n_train, probe)  # on resume: nothing changes
     cfg = res.cfg
-    if resume is None and is_main():
+    if not resumed and is_main():
         save_config(cfg, run_dir / "config.yaml")
         for n in res.notes:
             log(f"[dim]auto[/] {n}")
@@ -139,4 +164,56 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     if is_main():  # DDP: one log line, not one per rank
         _log_data(source, images, rows, res.pp, run_dir)
     return Context(cfg, run_dir, source, res.pp, images, rows, labels, dev, amp_dtype,
-                   data_hash(images, rows["train"], labels["train"]), res.model, resumed=resume is not None)
+                   data_hash(images, rows["train"], labels["train"]), res.model, resumed=resumed)
+
+
+def _check_batch(cfg: TrainConfig, n_train: int) -> None:
+    """A given batch size larger than the training split is a mistake (and would scale the automatic lr up)."""
+    if cfg.batch_size == "auto" or n_train == 0:
+        return
+    world = max(1, world_size())
+    if cfg.batch_size * world > n_train:
+        per = f" ({cfg.batch_size} per process x {world})" if world > 1 else ""
+        raise ValueError(f"batch_size: {cfg.batch_size * world}{per} is more than the {n_train} training images; "
+                         f"give at most {max(1, n_train // world)} (or leave --batch-size out: it is chosen for the data)")
+
+
+def check_readable(source: DataSource, data: str, n: int = 16) -> None:
+    """Fail in a second, before any set-up, when none of ``n`` evenly spaced files opens as an image.
+
+    A folder of text files named ``.jpg`` used to cost the whole set-up (defaults guessed from no image sizes)
+    before decoding found nothing usable. Some unreadable files among readable ones are fine: they are skipped
+    and listed in ``skipped.csv``.
+    """
+    from nextclass.data.decode import DecodeError, open_image
+
+    if source.array is not None or not source.samples:
+        return
+    probe = source.samples[:: max(1, len(source.samples) // n)][:n]
+    reasons = []
+    for s in probe:
+        try:
+            with open_image(s.path, 3):
+                return
+        except DecodeError as e:
+            reasons.append(f"{Path(s.path).name}: {e}")
+    raise ValueError(f"{source.name}: none of the {len(probe)} files probed (of {len(source.samples)}) is a readable "
+                     f"image (first: {reasons[0]}); `nextclass audit {data}` lists every file")
+
+
+@contextmanager
+def discard_if_unstarted(run_dir: Path, *, new: bool):
+    """Remove a new run's directory when the block fails before the first epoch was written (``history.csv``).
+
+    Nothing is lost: such a directory holds only what the next attempt writes again (config, split, audit),
+    and leaving it would make the next run with the same ``--name`` silently ``NAME-2``. A resumed run, an
+    interrupted one (Ctrl-C: the user may resume it) and one with a finished epoch are always kept.
+    """
+    try:
+        yield
+    except Exception:
+        started = (run_dir / "history.csv").exists() or any(
+            (run_dir / "checkpoints" / f).exists() for f in ("last.safetensors", "best.safetensors"))
+        if new and is_main() and not started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
