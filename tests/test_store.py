@@ -26,6 +26,8 @@ def test_add_creates_immutable_numbered_versions(tiny_run: Path, store: Path, tm
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     v1 = st.add(run, "shapes")
+    assert st.add(run, "shapes") == v1  # the same files again: no identical v2
+    (run / "model" / "README.md").write_text("an edited card\n")
     v2 = st.add(run / "model", "shapes", note="second")
     assert v1 == store / "shapes" / "v1" and v2 == store / "shapes" / "v2"
     meta = json.loads((run / "model" / "model.json").read_text())
@@ -46,11 +48,18 @@ def test_add_creates_immutable_numbered_versions(tiny_run: Path, store: Path, tm
     assert file_sha256(v1 / "model.safetensors") == before
 
 
-def test_resolve_references_and_errors(tiny_run: Path, store: Path):
+def _edited_copy(tiny_run: Path, dest: Path, text: str) -> Path:
+    """The run's bundle with another model card: a bundle the store keeps as a new version."""
+    shutil.copytree(tiny_run / "model", dest)
+    (dest / "README.md").write_text(text)
+    return dest
+
+
+def test_resolve_references_and_errors(tiny_run: Path, store: Path, tmp_path: Path):
     from nextclass.deploy import store as st
 
     st.add(tiny_run, "shapes")
-    st.add(tiny_run, "shapes")
+    st.add(_edited_copy(tiny_run, tmp_path / "b2", "second\n"), "shapes")
     assert st.resolve("shapes") == store / "shapes" / "v2"
     assert st.resolve("shapes@v1") == st.resolve("shapes@1") == store / "shapes" / "v1"
     with pytest.raises(st.StoreError, match="versions v1, v2"):
@@ -64,11 +73,12 @@ def test_resolve_references_and_errors(tiny_run: Path, store: Path):
     assert st.list_models(store=store.parent / "empty") == []
 
 
-def test_concurrent_adds_get_distinct_versions(tiny_run: Path, store: Path):
+def test_concurrent_adds_get_distinct_versions(tiny_run: Path, store: Path, tmp_path: Path):
     from nextclass.deploy import store as st
 
     out: list[Path] = []
-    threads = [threading.Thread(target=lambda: out.append(st.add(tiny_run, "race"))) for _ in range(4)]
+    bundles = [_edited_copy(tiny_run, tmp_path / f"b{i}", f"copy {i}\n") for i in range(4)]
+    threads = [threading.Thread(target=lambda b=b: out.append(st.add(b, "race"))) for b in bundles]
     for t in threads:
         t.start()
     for t in threads:

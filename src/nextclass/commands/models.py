@@ -24,8 +24,14 @@ def add(
     from rich.console import Console
 
     from nextclass.deploy.store import add as _add
+    from nextclass.deploy.store import identical_version
     from nextclass.deploy.store import show as _show
 
+    same = run_guarded(identical_version, str(run), name, store=store)
+    if same is not None:
+        Console(highlight=False, soft_wrap=True).print(f"unchanged: [bold]{name}@{same.name}[/] already holds this "
+                                                       "bundle (every file identical); nothing added")
+        return
     dest = run_guarded(_add, str(run), name, store=store, note=note)
     m = _show(f"{name}@{dest.name}", store=store)
     Console(highlight=False, soft_wrap=True).print(f"added [bold]{m['ref']}[/] -> {dest} ({len(m['files'])} files: "

@@ -30,7 +30,7 @@ def serve(
     log_level: str = typer.Option("info"),
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs and a web page at /."""
-    from nextclass.serve.app import ServeConfig, load_for_serving
+    from nextclass.serve.app import ServeConfig, check_port, load_for_serving
     from nextclass.serve.app import serve as _serve
     from nextclass.utils import log
 
@@ -42,6 +42,7 @@ def serve(
     # Load once here so a bad MODEL is a red line and exit 2, not a traceback from the lifespan.
     pred, _ = run_guarded(load_for_serving, model, ServeConfig(backend=backend, **opts))
     run_guarded(pred.abstain_threshold, target_accuracy)  # a bundle without a val curve: a red line, not a traceback
+    run_guarded(check_port, host, port)  # a busy port: one red line, not the page's address then uvicorn's error
     log(f"web page: http://{host}:{port}/  API docs: http://{host}:{port}/docs")
     run_guarded(_serve, pred, host=host, port=port, log_level=log_level, backend=backend, **opts)
 

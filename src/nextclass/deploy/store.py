@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nextclass.utils import atomic_write_json
 
-__all__ = ["store_dir", "add", "list_models", "show", "resolve", "parse_ref", "StoreError", "MANIFEST"]
+__all__ = ["store_dir", "add", "identical_version", "list_models", "show", "resolve", "parse_ref", "StoreError", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -66,8 +66,28 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+def identical_version(run: str | os.PathLike, name: str, *, store: str | os.PathLike | None = None) -> Path | None:
+    """The latest version of ``name`` when it holds exactly the bundle files of ``run`` (same names, same sha256);
+    None otherwise (no such model, or something changed)."""
+    from nextclass.bundle import resolve_bundle_dir
+
+    src = resolve_bundle_dir(run)
+    versions = _versions(store_dir(store) / name) if _NAME.match(name) else []
+    if not versions:
+        return None
+    latest = store_dir(store) / name / f"v{versions[-1]}"
+    stored = json.loads((latest / MANIFEST).read_text()).get("files", {})
+    here = [f for f in _BUNDLE_FILES if (src / f).is_file()]
+    if sorted(here) != sorted(stored) or any(_sha256(src / f) != stored[f].get("sha256") for f in here):
+        return None
+    return latest
+
+
 def add(run: str | os.PathLike, name: str, *, store: str | os.PathLike | None = None, note: str = "") -> Path:
     """Copy a run's bundle into the store as the next version of ``name``. Returns ``<store>/NAME/vN``.
+
+    A bundle identical to the latest version (every file the same) is not stored again: that version is
+    returned (:func:`identical_version`).
 
     Example:
         >>> add("runs/tiny", "shapes")             # doctest: +SKIP
@@ -79,6 +99,12 @@ def add(run: str | os.PathLike, name: str, *, store: str | os.PathLike | None = 
         raise ValueError(f"model name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (starting with a letter or digit)")
     src = resolve_bundle_dir(run)
     meta = read_meta(src)
+    same = identical_version(run, name, store=store)
+    if same is not None:
+        from nextclass.utils import log
+
+        log(f"{name}@{same.name} already holds this bundle (every file identical): nothing added")
+        return same
     root = store_dir(store) / name
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=root))

@@ -25,7 +25,7 @@ from nextclass.serve.metrics import Metrics
 from nextclass.serve.middleware import Guard
 from nextclass.serve.routes import STATIC, register_routes
 
-__all__ = ["create_app", "load_for_serving", "ServeConfig", "serve"]
+__all__ = ["create_app", "load_for_serving", "ServeConfig", "serve", "check_port"]
 
 
 
@@ -55,12 +55,9 @@ def load_for_serving(model: Any, cfg: ServeConfig):
         folder = Path(model.path) if model.path else None
         pred = model
     else:
-        p = Path(str(model)).expanduser()
-        if not p.exists():
-            from nextclass.deploy.store import resolve
+        from nextclass.deploy.loading import resolve_model
 
-            p = resolve(str(model), store=cfg.store)
-        folder = resolve_bundle_dir(p)
+        folder = resolve_bundle_dir(resolve_model(str(model), store=cfg.store))
         pred = _open(folder, cfg)
     # The model's name and version, never the server's filesystem path (the page and /healthz show them).
     fallback = folder.parent.name if folder and folder.name == "model" else (folder.name if folder else "model")
@@ -79,6 +76,8 @@ def _open(folder: Path, cfg: ServeConfig):
 
     if cfg.backend not in ("torch", "onnx", "auto"):
         raise ValueError(f"backend {cfg.backend!r}: choose torch, onnx or auto")
+    if cfg.int8 and cfg.backend == "torch":
+        raise ValueError("--int8 serves model.int8.onnx with ONNX Runtime: use --backend onnx or auto, not torch")
     if cfg.threads:
         import torch
 
@@ -88,7 +87,9 @@ def _open(folder: Path, cfg: ServeConfig):
         return Predictor(model, meta, path=str(folder))
     from nextclass.deploy.runtime import OnnxPredictor
 
-    return OnnxPredictor.from_bundle(folder, fallback_torch=cfg.backend == "auto", int8=cfg.int8, threads=cfg.threads)
+    # --int8 is an explicit request: without model.int8.onnx it is an error, never a quiet full-precision fallback
+    return OnnxPredictor.from_bundle(folder, fallback_torch=cfg.backend == "auto" and not cfg.int8, int8=cfg.int8,
+                                     threads=cfg.threads)
 
 
 def _warm_up(pred) -> None:
@@ -174,6 +175,20 @@ def _version() -> str:
     from nextclass.utils import VERSION as __version__
 
     return __version__
+
+
+def check_port(host: str, port: int) -> None:
+    """ValueError (one line) when ``host:port`` cannot be bound, before the page's address is printed."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT port is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            why = "is already in use (another server?)" if e.errno in (98, 48, 10048) else f"cannot be used ({e.strerror or e})"
+            raise ValueError(f"port {port} on {host} {why}; choose another with --port") from None
 
 
 def serve(model: Any, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options: Any) -> None:

@@ -66,7 +66,8 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
                   neighbors_form: Optional[int] = Form(None, alias="neighbors", ge=0, le=100, include_in_schema=False)):
     """Top-k classes with calibrated probabilities for each uploaded image (micro-batched), with ``abstained``,
     ``unfamiliar`` (None when the bundle keeps no distance threshold) and, when asked for (query or form field
-    ``neighbors``), the nearest training images."""
+    ``neighbors``), the nearest training images. A file that is not a usable image gets ``error`` (its reason)
+    in its place among the results; only a request without any usable image is a 422."""
     st = request.app.state
     cfg, metrics, pred = st.cfg, st.metrics, st.pred
     if len(files) > cfg.max_images:
@@ -79,8 +80,8 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     except ValueError as e:
         return error(422, str(e))
     tensors, errors = await decode_uploads(pred, files)
-    if errors:
-        metrics.images["rejected"] += len(errors)
+    metrics.images["rejected"] += len(errors)
+    if len(errors) == len(files):  # nothing to predict: the request as a whole is unusable
         names = ", ".join(f"{e['file']}: {e['reason']}" for e in errors[:5])
         return error(422, f"{len(errors)} of {len(files)} file(s) could not be used as images ({names})", errors)
     probs, dist = await st.batcher.submit(tensors)
@@ -90,13 +91,27 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     nbs = await st.batcher.run_exclusive(pred.find_neighbors, torch.stack(tensors), n_nb) if n_nb else None
     k = max(1, min(topk or cfg.topk, len(pred.classes)))
     results = []
-    for i, (f, pr, ab) in enumerate(zip(files, probs, pred.abstains(probs, threshold))):
+    for i, (pr, ab) in enumerate(zip(probs, pred.abstains(probs, threshold))):
         order = pr.argsort()[::-1][:k]
-        results.append({"file": f.filename or "", "label": pred.classes[order[0]], "index": int(order[0]),
+        results.append({"label": pred.classes[order[0]], "index": int(order[0]),
                         "probability": float(pr[order[0]]), "abstained": bool(ab), "unfamiliar": far[i],
                         "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order],
                         "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None})
-    return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold, "results": results}
+    return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold,
+            "results": _in_upload_order(files, results, errors)}
+
+
+def _in_upload_order(files: list[UploadFile], results: list[dict], errors: list[dict]) -> list[dict]:
+    """One result per uploaded file, in upload order: a prediction, or ``error`` with the reason for a file
+    that could not be used (judged one by one, as ``nextclass predict`` and ``Predictor.predict`` do)."""
+    bad = {e["index"]: e["reason"] for e in errors}
+    good = iter(results)
+    out = []
+    for i, f in enumerate(files):
+        name = f.filename or ""
+        out.append({"file": name, "error": bad[i], "label": None, "index": None, "probability": None,
+                    "topk": []} if i in bad else {"file": name, **next(good)})
+    return out
 
 
 async def explain(request: Request, file: UploadFile = File(..., description="One image."),

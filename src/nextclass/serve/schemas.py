@@ -15,18 +15,22 @@ class TopK(BaseModel):
 
 
 class NeighborResult(BaseModel):
-    id: str = Field(description="The training image's id (its path when trained).")
+    id: str = Field(description="The training image's id: its path relative to the training data's root (never an "
+                    "absolute path).")
     label: str
     index: int = Field(description="Its class index.")
     distance: float = Field(description="Euclidean distance of the unit feature vectors (0 = same direction, 2 = opposite).")
-    thumbnail: str = Field(description="A small copy of the training image, data:image/png;base64,...")
+    thumbnail: Optional[str] = Field(description="A small copy of the training image, data:image/png;base64,...; "
+                                     "null when the model was trained with --no-neighbor-thumbnails.")
 
 
 class ImageResult(BaseModel):
     file: str = Field(description="The uploaded file name.")
-    label: str = Field(description="Predicted class name (when abstained: the best guess).")
-    index: int = Field(description="Predicted class index (the model's output order).")
-    probability: float
+    error: Optional[str] = Field(None, description="Why this file could not be used as an image (then label, index "
+                                 "and probability are None); the other files of the request are still predicted.")
+    label: Optional[str] = Field(description="Predicted class name (when abstained: the best guess).")
+    index: Optional[int] = Field(description="Predicted class index (the model's output order).")
+    probability: Optional[float]
     abstained: bool = Field(False, description="The confidence is below the abstain threshold: do not trust the label.")
     unfamiliar: Optional[bool] = Field(None, description=(
         "Farther from every training image than 95% of the validation images were: maybe a class or kind of image "

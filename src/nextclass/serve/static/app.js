@@ -39,13 +39,18 @@ function showNeighbors(card, neighbors) {
   for (const n of neighbors) {
     const fig = document.createElement("figure");
     fig.className = "neighbor";
-    const img = document.createElement("img");
-    img.src = n.thumbnail;
-    img.alt = n.id;
-    img.title = n.id;
     const cap = document.createElement("figcaption");
     cap.textContent = `${n.label} · d ${n.distance.toFixed(3)}`;
-    fig.append(img, cap);
+    if (n.thumbnail) {  // a bundle trained with --no-neighbor-thumbnails keeps no pictures of its training data
+      const img = document.createElement("img");
+      img.src = n.thumbnail;
+      img.alt = n.id;
+      img.title = n.id;
+      fig.append(img);
+    } else {
+      cap.title = n.id;
+    }
+    fig.append(cap);
     strip.appendChild(fig);
   }
   box.hidden = false;
@@ -112,6 +117,7 @@ async function classify(file) {
     const r = await fetch(`/v1/predict?topk=${k}` + (nb ? `&neighbors=${nb}` : ""), { method: "POST", body: fd });
     const body = await r.json();
     if (!r.ok) return showError(card, `${r.status}: ${body.detail || r.statusText}`);
+    if (body.results[0].error) return showError(card, body.results[0].error);
     showResult(card, body.results[0]);
     if (explainAvailable && $("#explain").checked) await explain(card, file);
   } catch (e) {
