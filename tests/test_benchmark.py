@@ -66,7 +66,7 @@ def _history(run) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_compile_benchmark_and_training(tmp_path):
+def test_compile_benchmark_and_training(tmp_path, capsys):
     """torch.compile: timed by the benchmark; a compiled training run takes the eager run's steps (to float
     rounding) and saves plain (loadable) weights. One model and input shape throughout, so this process compiles
     once: the training run reuses the benchmark's compiled step. No dropout: compiled code draws its own masks."""
@@ -80,9 +80,13 @@ def test_compile_benchmark_and_training(tmp_path):
     assert c["first_step_seconds"] > 0 and c["images_per_second"] > 0
     assert c["speedup"] == c["images_per_second"] / r["step"]["images_per_second"]
     assert any(v.startswith("torch.compile") for v in r["verdict"])
-    runs = {mode: nextclass.train(data=str(data), epochs=2, compile=mode == "compiled", report=False,
-                                  output=str(tmp_path / "runs"), name=mode, progress=False, **same)
-            for mode in ("compiled", "eager")}
+    runs, logs = {}, {}
+    for mode in ("compiled", "eager"):
+        capsys.readouterr()
+        runs[mode] = nextclass.train(data=str(data), epochs=2, compile=mode == "compiled", report=False,
+                                     output=str(tmp_path / "runs"), name=mode, progress=False, **same)
+        logs[mode] = capsys.readouterr().err
+    assert "torch.compile" in logs["compiled"] and "torch.compile" not in logs["eager"]  # the step was compiled
     for a, b in zip(_history(runs["compiled"]), _history(runs["eager"]), strict=True):
         for col in ("train_loss", "train_acc", "val_loss", "val_acc"):
             assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-4, abs=2e-5), (a["epoch"], col)
