@@ -124,7 +124,7 @@ def test_columns_missing_ambiguous_or_chosen(tmp_path):
     with pytest.raises(DataError, match=r"2 possible label columns \['fine', 'coarse'\].*\?label=COLUMN"):
         find_columns(two)
     assert find_columns(two, label="coarse") == ("img", "coarse")
-    with pytest.raises(DataError, match=r"\?label=img: not an label column"):
+    with pytest.raises(DataError, match=r"\?label=img: not a label column"):
         find_columns(two, label="img")
     d = tmp_path / "nolabel"
     datasets.Dataset.from_dict({"image": [{"bytes": _png(np.zeros((8, 8), np.uint8)), "path": None}]},
@@ -143,6 +143,9 @@ def test_hub_name_goes_through_load_dataset_and_falls_back_offline(monkeypatch, 
     from nextclass.data.sources import load_source
 
     assert parse_hf_spec("hf:owner/name:cfg?image=img").config == "cfg"
+    import nextclass.utils
+
+    monkeypatch.setattr(nextclass.utils, "can_reach", lambda *a, **k: True)  # "online": the quick check passes
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, **kw: calls.append((name, config)) or make_dict(2))
     src = load_source("hf:owner/shapes:small", cache_dir=tmp_path / "c")

@@ -39,6 +39,16 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * float(v):.2f}%"
 
 
+def _ci(block: dict) -> str:
+    """`` (95% Wilson interval a-b)`` for a metrics block (computed from accuracy and n for older blocks)."""
+    from nextclass.metrics.classification import wilson_interval
+
+    ci = block.get("accuracy_ci")
+    if ci is None and block.get("n"):
+        ci = wilson_interval(round(float(block["accuracy"]) * int(block["n"])), int(block["n"]))
+    return f" (95% Wilson interval {_pct(ci[0])}-{_pct(ci[1])})" if ci else ""
+
+
 def _front_matter(meta: dict, block: dict | None, split: str | None, data: str) -> str:
     import yaml
 
@@ -54,9 +64,15 @@ def _front_matter(meta: dict, block: dict | None, split: str | None, data: str) 
 
 
 def _weak_spots(block: dict) -> list[str]:
-    per = sorted(block.get("per_class", {}).items(), key=lambda kv: kv[1]["f1"])[:5]
-    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    lines += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |" for c, v in per]
+    """The (up to five) classes with the lowest F1 below a perfect score, then the most confused pairs."""
+    per = sorted(((c, v) for c, v in block.get("per_class", {}).items() if v.get("support") and v["f1"] < 0.9995),
+                 key=lambda kv: kv[1]["f1"])[:5]
+    if per:
+        lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |" for c, v in per]
+    else:
+        lines = [f"None measured: every class scored F1 1.000 on the {block.get('n')} {block.get('split')} images "
+                 "(a small split can hide weak classes; see the interval above)."]
     pairs = block.get("most_confused") or []
     lines += ["", "Most confused pairs (true → predicted):", ""]
     lines += [f"- {p['true']} → {p['predicted']}: {p['count']} image(s), {_pct(p['rate'])} of {p['true']}"
@@ -101,7 +117,9 @@ def _abstain(meta: dict, block: dict) -> list[str]:
     au = sel.get("auroc") or {}
     if au:
         out.append("AUROC of telling right from wrong predictions: "
-                   + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in au.items()) + ".")
+                   + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in au.items()) + "."
+                   + (f" (n/a: the {block['split']} predictions were all right or all wrong, so there was nothing "
+                      "to tell apart.)" if any(v is None for v in au.values()) else ""))
     return out + ["", *_unfamiliar(meta, block), "", WHY_SCORES]
 
 
@@ -120,8 +138,10 @@ def _unfamiliar(meta: dict, block: dict) -> list[str]:
 
 
 def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> list[str]:
+    pre = meta.get("pretrained")
+    start = "from scratch (no pretrained weights)" if pre in (None, "", "none", "None") else f"from pretrained `{pre}`"
     out = ["## Data", "", f"Trained on `{cfg.get('data', 'unknown')}` (data hash `{meta.get('data_hash', '')[:16]}`), "
-           f"recipe `{meta.get('recipe')}`, pretrained `{meta.get('pretrained')}`."]
+           f"recipe `{meta.get('recipe')}`, {start}."]
     sizes = [f"{s}: {metrics[s]['n']}" for s in ("val", "test") if isinstance(metrics.get(s), dict) and "n" in metrics[s]]
     if sizes:
         out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
@@ -162,8 +182,8 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
              "## Classes", "", ", ".join(f"`{c}`" for c in classes), ""]
     lines += _data_section(meta, cfg, audit, metrics) + ["", "## Evaluation", ""]
     if block:
-        lines.append(f"**{split} accuracy: {_pct(block['accuracy'])}** on {block['n']} held-out {split} images "
-                     f"(macro F1 {block['macro']['f1']:.4f}, top-5 {_pct(block.get('top5'))}). The {split} split was "
+        lines.append(f"**{split} accuracy: {_pct(block['accuracy'])}**{_ci(block)} on {block['n']} held-out {split} "
+                     f"images (macro F1 {block['macro']['f1']:.4f}, top-5 {_pct(block.get('top5'))}). The {split} split was "
                      "used for this number only: model selection and temperature fitting used the validation split.")
         nb = block.get("neighbors")
         if nb:

@@ -73,11 +73,10 @@ def audit(
 
 def _print_summary(rep: dict, output: str | None, fix: Path | None) -> None:
     """The Rich summary, the label issues, the time taken and where the report and the cleaned manifest went."""
-    from rich.console import Console
-
+    from nextclass.commands._common import wide_console
     from nextclass.report.console import audit_summary_lines, label_issue_lines
 
-    con = Console()
+    con = wide_console()  # the duplicate and label tables list whole paths
     for line in audit_summary_lines(rep) + (label_issue_lines(rep["label_issues"]) if "label_issues" in rep else []):
         con.print(line)
     con.print(f"[dim]{rep['seconds']}s[/]" + (f"; report: {output}" if output else ""))

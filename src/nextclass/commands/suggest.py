@@ -43,11 +43,10 @@ def suggest(
     if json_out:
         typer.echo(json_text(res))
         return
-    from rich.console import Console
-
+    from nextclass.commands._common import wide_console
     from nextclass.report.console import suggest_lines
 
-    con = Console()
+    con = wide_console()  # paths are never cut at 80 columns
     for line in suggest_lines(res):
         con.print(line)
 

@@ -92,11 +92,19 @@ def margins(probs: np.ndarray) -> np.ndarray:
     return top[:, -1] - top[:, -2]
 
 
+#: A pick is called ``uncertain`` when its top two probabilities are closer than this (margin), whatever the
+#: rest of the pool looks like: "above the pool's median uncertainty" called a p = 0.999 image uncertain.
+UNCERTAIN_MARGIN = 0.5
+
+
 def _reasons(u: np.ndarray, d: np.ndarray, picks: np.ndarray) -> list[str]:
-    u_med, d_med = np.median(u), np.median(d[np.isfinite(d)]) if np.isfinite(d).any() else 0.0
+    """Why each pick was made: ``uncertain`` (margin < :data:`UNCERTAIN_MARGIN`), ``far from labelled`` (farther
+    from every labelled image than the median candidate), else ``diversity`` (a confident image in a part of the
+    embedding the other picks do not cover)."""
+    d_med = np.median(d[np.isfinite(d)]) if np.isfinite(d).any() else 0.0
     out = []
     for i in picks:
-        parts = (["uncertain"] if u[i] >= u_med else []) + (["far from labelled"] if d[i] >= d_med else [])
+        parts = (["uncertain"] if 1.0 - u[i] < UNCERTAIN_MARGIN else []) + (["far from labelled"] if d[i] >= d_med else [])
         out.append(" + ".join(parts) or "diversity")
     return out
 

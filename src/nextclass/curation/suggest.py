@@ -104,6 +104,16 @@ def write_suggestions(path: str | os.PathLike, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+#: What the ``score`` column means for each strategy (printed under the table and kept in the result).
+SCORE_MEANING = {
+    "suggest": "score = the image's weight when it was drawn (uncertainty x squared distance to the nearest image "
+               "labelled or picked so far), relative to the largest weight left at that draw; picks are drawn at "
+               "random in proportion to it, so it need not fall with the rank",
+    "uncertainty": "score = 1 - margin (1: the top two classes tie); ranked by it",
+    "random": "score = 0 (drawn uniformly at random)",
+}
+
+
 def suggest(run, unlabeled, *, n: int = 100, output: str | os.PathLike | None = None, strategy: str = "suggest",
             seed: int = 0, cache_dir=None, progress: bool = True) -> dict:
     """Rank ``unlabeled`` images for labelling with the run ``run``; see the module docstring.
@@ -146,7 +156,7 @@ def suggest(run, unlabeled, *, n: int = 100, output: str | os.PathLike | None = 
         write_suggestions(output, rows)
     method = {"suggest": "margin uncertainty x embedding diversity (weighted k-means++ draws)",
               "uncertainty": "smallest margins", "random": "random"}[strategy]
-    return {"rows": rows, "candidates": len(emb.positions), "skipped_duplicates": int(len(sel.skipped)),
+    return {"rows": rows, "score_meaning": SCORE_MEANING[strategy], "candidates": len(emb.positions), "skipped_duplicates": int(len(sel.skipped)),
             "skipped": [pool.samples[emb.positions[i]].path for i in sel.skipped],
             "duplicate_threshold": float(sel.threshold), "threshold_note": sel.threshold_note,
             "pixel_copies": int(len(copies)),

@@ -64,9 +64,9 @@ def find_columns(features: Any, image: str | None = None, label: str | None = No
     kinds = {name: _kind(f) for name, f in features.items()}
     found = ", ".join(f"{n} ({k})" for n, k in kinds.items()) or "none"
     image_ok, label_ok = ("Image", "bytes struct", "binary"), ("ClassLabel", "int", "string")
-    for chosen, ok, what in ((image, image_ok, "image"), (label, label_ok, "label")):
+    for chosen, ok, what, a in ((image, image_ok, "image", "an"), (label, label_ok, "label", "a")):
         if chosen is not None and kinds.get(chosen) not in ok:
-            raise DataError(f"?{what}={chosen}: not an {what} column (columns found: {found}; an {what} column "
+            raise DataError(f"?{what}={chosen}: not {a} {what} column (columns found: {found}; {a} {what} column "
                             f"is one of {', '.join(ok)})")
     if image is None:
         cands = [n for n, k in kinds.items() if k == "Image"] or [n for n, k in kinds.items() if k in image_ok[1:]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["softmax", "classification_metrics", "topk_accuracy", "balanced_accuracy", "row_normalize",
+__all__ = ["softmax", "classification_metrics", "wilson_interval", "topk_accuracy", "balanced_accuracy", "row_normalize",
            "most_confused", "log_loss", "brier_score", "reliability_bins", "expected_calibration_error", "ECE_BINS"]
 
 #: Number of equal-width confidence bins for ECE and the reliability diagram (Guo et al. use 15).
@@ -169,13 +169,33 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows if r["count"]))
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """The 95 % Wilson score interval ``[lo, hi]`` of an accuracy of ``correct`` out of ``n`` (None for n = 0).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not zero-width at 100 % (E. B. Wilson,
+    "Probable inference...", JASA 1927; recommended by Brown, Cai & DasGupta 2001 for small n): 179 of 179 right
+    is [0.979, 1.0], not a certainty.
+
+    Example:
+        >>> [round(x, 3) for x in wilson_interval(179, 179)]
+        [0.979, 1.0]
+    """
+    if n <= 0:
+        return None
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], split: str) -> dict:
     """Top-1/top-5, balanced accuracy, per-class P/R/F1/support, macro & weighted averages, confusion matrices.
 
     A class with no predictions gets precision 0 (scikit-learn's ``zero_division=0``) and is counted;
     a class absent from the split has support 0 and is left out of the macro averages and balanced
     accuracy (so they average over the classes the split can measure). The block names its split
-    and its size (``n``); ``confusion_matrix`` is raw counts (rows = true class),
+    and its size (``n``); ``accuracy_ci`` is the 95 % Wilson interval of the accuracy (:func:`wilson_interval`);
+    ``confusion_matrix`` is raw counts (rows = true class),
     ``confusion_matrix_normalized`` divides each row by its support; ``most_confused`` lists the
     largest off-diagonal cells.
 
@@ -206,6 +226,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
         "split": split,
         "n": int(len(labels)),
         "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
+        "accuracy_ci": wilson_interval(int((pred == labels).sum()), len(labels)),
         "top5": topk_accuracy(probs, labels, 5),
         "balanced_accuracy": balanced_accuracy(cm),
         "macro": macro,

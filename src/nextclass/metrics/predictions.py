@@ -29,5 +29,8 @@ def write_predictions(path: Path, paths: list[str], split: str, labels: np.ndarr
 
 
 def summary_line(m: dict) -> str:
-    return (f"{m['split']} ({m['n']} images): top-1 {m['accuracy']:.4f}, top-5 {m['top5']:.4f}, "
+    """One line per split: top-1 with its 95 % Wilson interval (when the block has one), top-5, macro F1."""
+    ci = m.get("accuracy_ci")
+    ci_text = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
+    return (f"{m['split']} ({m['n']} images): top-1 {m['accuracy']:.4f}{ci_text}, top-5 {m['top5']:.4f}, "
             f"macro F1 {m['macro']['f1']:.4f}")
