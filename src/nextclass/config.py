@@ -167,6 +167,9 @@ class TrainConfig(BaseModel):
                                              "chosen on val for this accuracy of the accepted predictions; none: never")
     neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "
                                 "index (a seeded per-class subsample above it); 0: no index")
+    neighbor_thumbnails: bool = Field(True, description="keep a 32-px thumbnail of each indexed training image in the "
+                                      "bundle (shown beside a prediction's nearest training images; the model card "
+                                      "says so); off for data that may not leave the building")
     track: Literal["none", "mlflow", "tensorboard"] = Field("none", description="experiment tracking; none: off")
     tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; none: MLflow's own default "
                                         "($MLFLOW_TRACKING_URI, else a sqlite file in the run's parent folder)")

@@ -6,9 +6,11 @@ per-class subsample above it, so every class keeps its share):
 * ``embeddings``: float16 (N, D), L2-normalised *trunk features*, i.e. what the classifier head sees
   (:func:`nextclass.models.heads.trunk_features`; a feature map, for the ``attention`` head, is mean-pooled);
 * ``labels``: int32 (N,), class indices in the bundle's class order;
-* ``thumbnails``: uint8 (N, 32, 32, C), so the bundle shows its neighbours without the training data;
-* ``ids_utf8``: the images' paths (ids), UTF-8, one per line, as a uint8 tensor (safetensors holds tensors
-  only; no pickle anywhere).
+* ``thumbnails``: uint8 (N, 32, 32, C), so the bundle shows its neighbours without the training data (config
+  ``neighbor_thumbnails``, on by default; off: (N, 0, 0, C) and neighbours come back without a picture);
+* ``ids_utf8``: the images' ids, UTF-8, one per line, as a uint8 tensor (safetensors holds tensors only; no
+  pickle anywhere). An id is the image's path *relative to the training data's root* (:func:`relative_id`), never
+  an absolute path: a bundle travels, and its neighbours reach HTTP clients.
 
 Search: scikit-learn's ``NearestNeighbors`` with brute force on the unit vectors (Euclidean distance on
 unit vectors is a monotone function of cosine similarity: ``d = sqrt(2 - 2 cos)``). Why this and not
@@ -34,7 +36,7 @@ from torch import nn
 from nextclass.models.heads import trunk_features
 
 __all__ = ["INDEX_FILE", "THUMB", "KNN_K", "WRONG_SHOWN", "Embedder", "embedding_of", "NeighborIndex", "Neighbor", "subsample",
-           "thumbnails", "save_index", "png_base64", "second_opinion"]
+           "thumbnails", "save_index", "png_base64", "second_opinion", "relative_id"]
 
 INDEX_FILE = "neighbors.safetensors"
 THUMB = 32  # thumbnail side (pixels)
@@ -65,17 +67,18 @@ def embedding_of(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Neighbor:
-    """One training image near a query: its id (path), class, distance (0 = same direction, 2 = opposite)."""
+    """One training image near a query: its id (path relative to the training data's root), class, distance
+    (0 = same direction, 2 = opposite)."""
 
     id: str
     label: str
     index: int
     distance: float
-    thumbnail: np.ndarray  # uint8 (THUMB, THUMB, C)
+    thumbnail: np.ndarray | None  # uint8 (THUMB, THUMB, C); None: the bundle keeps no thumbnails
 
     def to_dict(self) -> dict:
         return {"id": self.id, "label": self.label, "index": self.index, "distance": round(self.distance, 6),
-                "thumbnail": png_base64(self.thumbnail)}
+                "thumbnail": png_base64(self.thumbnail) if self.thumbnail is not None else None}
 
 
 def png_base64(a: np.ndarray) -> str:
@@ -100,6 +103,21 @@ def subsample(labels: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(keep))[:cap]
 
 
+def relative_id(path: str, root: str) -> str:
+    """An image's id in the index: its path relative to the data ``root`` (POSIX separators); a path outside the
+    root keeps only its last two parts (``class/file``), so no absolute path is ever stored.
+
+    Example:
+        >>> relative_id("/data/photos/cat/1.jpg", "/data/photos"), relative_id("/elsewhere/cat/1.jpg", "/data/photos")
+        ('cat/1.jpg', 'cat/1.jpg')
+    """
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path(root).resolve()).as_posix()
+    except (ValueError, OSError):
+        return Path(*p.parts[-2:]).as_posix() if p.is_absolute() or ".." in p.parts else p.as_posix()
+
+
 def thumbnails(array: np.ndarray, size: int = THUMB) -> np.ndarray:
     """uint8 (N, S, S, C) → uint8 (N, size, size, C), antialiased bilinear."""
     t = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
@@ -112,6 +130,8 @@ def save_index(folder: str | os.PathLike, embeddings: np.ndarray, labels: np.nda
     """Write ``neighbors.safetensors`` into the bundle ``folder`` (atomically); returns its size in bytes."""
     from safetensors.numpy import save_file
 
+    from nextclass.utils import publish_file
+
     folder = Path(folder)
     tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float16),
                "labels": np.ascontiguousarray(labels, np.int32),
@@ -119,7 +139,7 @@ def save_index(folder: str | os.PathLike, embeddings: np.ndarray, labels: np.nda
                "ids_utf8": np.frombuffer("\n".join(ids).encode("utf-8"), np.uint8).copy()}
     tmp = folder / f".{INDEX_FILE}.{os.getpid()}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "nextclass.neighbors", "metric": "euclidean (unit vectors)"})
-    os.replace(tmp, folder / INDEX_FILE)
+    publish_file(tmp, folder / INDEX_FILE)
     return (folder / INDEX_FILE).stat().st_size
 
 
@@ -161,7 +181,9 @@ class NeighborIndex:
     def neighbors(self, queries: np.ndarray, k: int, classes: list[str]) -> list[list[Neighbor]]:
         """The ``k`` nearest training images of each query vector, as :class:`Neighbor` lists."""
         dist, pos = self.search(queries, k)
-        return [[Neighbor(self.ids[j], classes[int(self.labels[j])], int(self.labels[j]), float(d), self.thumbs[j])
+        thumbs = self.thumbs if self.thumbs.ndim == 4 and self.thumbs.shape[1] > 0 else None
+        return [[Neighbor(self.ids[j], classes[int(self.labels[j])], int(self.labels[j]), float(d),
+                          thumbs[j] if thumbs is not None else None)
                  for d, j in zip(drow, prow)] for drow, prow in zip(dist, pos)]
 
     def knn_predict(self, queries: np.ndarray, k: int = 5) -> np.ndarray:

@@ -23,6 +23,8 @@ CONFIG_FILE_ONLY = (
     "cutmix", "probe_epochs", "tta_views", "layer_decay", "amp", "channels_last", "evaluate_test", "report",
     "robustness", "neighbor_index",
 )
+NPROC_HELP = ("Local processes for DDP (gloo on CPU, NCCL on GPU); --batch-size is per process. Or launch with "
+              "`torchrun -m nextclass train`.")
 #: ``train`` parameters that are not config fields.
 CLI_ONLY = ("config", "resume", "set_", "quiet", "nproc")
 
@@ -64,6 +66,7 @@ def train(
     split: Optional[str] = _flag("split"),
     seed: Optional[int] = _flag("seed"),
     target_accuracy: Optional[float] = _flag("target_accuracy"),
+    neighbor_thumbnails: Optional[bool] = _flag("neighbor_thumbnails", "--neighbor-thumbnails/--no-neighbor-thumbnails"),
     device: Optional[str] = _flag("device"),
     workers: Optional[int] = _flag("workers"),
     threads: Optional[int] = _flag("threads"),
@@ -77,8 +80,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, help="Resume a killed or stopped run directory."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Any config field: --set mixup=0.2 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Local processes for DDP (gloo on CPU, NCCL on GPU); "
-                              "--batch-size is per process. Or launch with `torchrun -m nextclass train`."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help=NPROC_HELP),
 ):
     """Train a classifier: data -> splits -> decode once -> train -> evaluate -> bundle -> report. A flag left out
     takes the --config value, else the default; "auto" is chosen for you and logged.
@@ -121,14 +123,17 @@ def demo(
     epochs: int = typer.Option(15, help="Epochs on digits (under a minute on 2 cores)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
-    """Train simple_cnn on the bundled digits set (no download), evaluate on its test split, write the run."""
+    """Train on the bundled digits set (no download) with what `nextclass train digits` would choose, evaluate on
+    its test split, write the run."""
     from nextclass import train as _train
 
-    run = run_guarded(_train, {"data": "digits", "model": "simple_cnn", "epochs": epochs, "hflip": False,
-                               "output": output, "name": "demo-digits", "img_size": 16, "batch_size": 64,
-                               "lr": 3e-3, "label_smoothing": 0.05, "augment": "light"}, progress=not quiet)
+    # only the epochs and where the run goes: the model and its recipe are the train defaults (no demo-only recipe)
+    run = run_guarded(_train, {"data": "digits", "epochs": epochs, "hflip": False, "output": output,
+                               "name": "demo-digits"}, progress=not quiet)
     m = json.loads((Path(run) / "metrics.json").read_text())["test"]
-    typer.echo(f"\ndemo done: test accuracy {m['accuracy']:.4f} on {m['n']} held-out digits")
+    ci = m.get("accuracy_ci")
+    typer.echo(f"\ndemo done: test accuracy {m['accuracy']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+               + f" on {m['n']} held-out digits")
     typer.echo(f"run directory: {run}")
     for f in ("metrics.json", "predictions.csv", "history.csv", "report.html", "model/model.json"):
         if (Path(run) / f).exists():

@@ -18,7 +18,8 @@ from torch import nn
 
 from nextclass.evaluation.scorer import Logits, Scoring, embeddings
 from nextclass.metrics.selective import UNFAMILIAR_QUANTILE, abstain_entry, distance_threshold
-from nextclass.neighbors import INDEX_FILE, KNN_K, THUMB, WRONG_SHOWN, NeighborIndex, save_index, subsample, thumbnails
+from nextclass.neighbors import (INDEX_FILE, KNN_K, THUMB, WRONG_SHOWN, NeighborIndex, relative_id, save_index, subsample,
+                                 thumbnails)
 from nextclass.training.context import Context
 from nextclass.training.scoring import eval_images
 from nextclass.utils import log, progress_bar
@@ -61,14 +62,18 @@ def build_index(ctx: Context, model: nn.Module, s: Scoring, progress: bool = Tru
         return None
     keep = subsample(ctx.labels["train"], cap, ctx.cfg.seed)
     images = eval_images(ctx, "train", keep)
-    folder = ctx.run_dir / "model"
+    folder = ctx.run.bundle
     folder.mkdir(parents=True, exist_ok=True)
     with progress_bar(progress) as bar:
         emb = embeddings(model, images, s, bar)
-        size = save_index(folder, emb, images.labels, images.ids, thumbnails(ctx.images.array[images.rows]))
+        ids = [relative_id(i, ctx.source.root) for i in images.ids]  # no absolute path in a bundle
+        thumbs = thumbnails(ctx.images.array[images.rows]) if ctx.cfg.neighbor_thumbnails else \
+            np.zeros((len(ids), 0, 0, ctx.pp.channels), np.uint8)
+        size = save_index(folder, emb, images.labels, ids, thumbs)
         s.index, s.index_bytes = NeighborIndex.load(folder), int(size)  # float16, as predict and evaluate load it
         info = {"file": INDEX_FILE, "n": int(len(images.rows)), "of": int(len(train_rows)), "dim": int(emb.shape[1]),
-                "bytes": int(size), "thumbnail": THUMB, "seed": ctx.cfg.seed}
+                "bytes": int(size), "thumbnail": THUMB if ctx.cfg.neighbor_thumbnails else 0, "seed": ctx.cfg.seed,
+                "ids": "relative to the training data's root"}
         unfamiliar = _unfamiliar(ctx, model, s, bar)
     if unfamiliar is not None:
         info["unfamiliar"], s.unfamiliar = unfamiliar, unfamiliar["distance"]
