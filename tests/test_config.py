@@ -42,3 +42,13 @@ def test_resolved_config_saved(tiny_run):
         assert saved[field] is not None, field
     assert saved["img_size"] == 32 and saved["in_chans"] == 3
     make_config(**saved)  # the saved file is a valid config that trains
+
+
+@pytest.mark.parametrize("split", [[80, 30, 10], (0.5, 0.5, 0.5), "80/30/10"])
+def test_split_that_does_not_add_up_is_an_error_whatever_its_form(split):
+    """A YAML list or --set split=[...] is checked like the CLI string: a sum of 120 % is a typo, not a ratio."""
+    from nextclass.config import ConfigError, make_config
+
+    with pytest.raises(ConfigError, match="add up to"):
+        make_config(data="digits", split=split)
+    assert make_config(data="digits", split=[70, 20, 10]).split == pytest.approx((0.7, 0.2, 0.1))

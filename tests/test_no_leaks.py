@@ -71,3 +71,11 @@ def test_no_neighbor_thumbnails_keeps_no_pictures_in_the_bundle(no_thumbs_run):
 def test_train_help_offers_no_neighbor_thumbnails():
     out = " ".join(cli("train", "--help", env={"COLUMNS": "250"}).stdout.split())
     assert "--no-neighbor-thumbnails" in out
+
+
+def test_card_says_what_of_the_training_data_the_bundle_holds(no_thumbs_run, trust_run):
+    with_thumbs = (trust_run / "model" / "README.md").read_text()
+    without = (no_thumbs_run / "model" / "README.md").read_text()
+    assert "holds small copies of training images" in with_thumbs and "--no-neighbor-thumbnails" in with_thumbs
+    assert "no pictures (trained with `--no-neighbor-thumbnails`)" in without
+    assert "small copies" not in without

@@ -146,13 +146,31 @@ def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> l
     if sizes:
         out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
     li = (audit or {}).get("label_issues") or {}
-    # the label-issue finding is restated below with its denominator
-    found = [f"- {f}" for f in (audit or {}).get("findings") or [] if not (li and "look mislabelled" in f)]
-    if li.get("checked"):
-        found.append(f"- label issues (cleanlab confident learning on the trained model's val/test predictions): "
-                     f"{li.get('n', 0)} of {li['checked']} images look mislabelled (listed in the run's "
-                     f"`{li.get('csv', 'label_issues.csv')}`)")
-    return out + ["", "Audit findings:", ""] + (found or ["- no audit findings recorded"])
+    # the label check is restated below with its denominator
+    found = [f"- {f}" for f in (audit or {}).get("findings") or []
+             if not (li and ("look mislabelled" in f or "disagrees with" in f))]
+    if li.get("skipped"):
+        found.append(f"- {li['skipped']}")
+    elif li.get("checked"):
+        found.append(f"- label check (cleanlab confident learning on the trained model's val/test predictions): "
+                     f"the model confidently disagrees with {li.get('n', 0)} of {li['checked']} images' labels, "
+                     f"wrong labels or its own mistakes (listed in the run's `{li.get('csv', 'label_issues.csv')}`)")
+    return out + _holds(meta) + ["", "Audit findings:", ""] + (found or ["- no audit findings recorded"])
+
+
+def _holds(meta: dict) -> list[str]:
+    """What of the training data the bundle itself holds (it travels with the model)."""
+    nb = meta.get("neighbors") or {}
+    if not nb:
+        return ["", "The bundle holds no copy of the training images."]
+    n, of, t = nb.get("n"), nb.get("of"), nb.get("thumbnail")
+    if t:
+        return ["", f"**The bundle holds small copies of training images**: a {t}x{t}-pixel thumbnail of each of {n} "
+                f"training images (of {of}), with its class, feature vector and path relative to the data folder, in "
+                "`neighbors.safetensors` (the nearest-training-images index). Train with `--no-neighbor-thumbnails` "
+                "for data that may not leave the building."]
+    return ["", f"The bundle's nearest-training-images index holds, for each of {n} training images, its feature "
+            "vector, class and path relative to the data folder; no pictures (trained with `--no-neighbor-thumbnails`)."]
 
 
 def _usage(meta: dict) -> list[str]:
@@ -203,16 +221,17 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
 
 def write_card(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> Path | None:
     """Write ``<bundle>/README.md`` from the run's files; returns its path (None when there is no bundle)."""
-    import yaml
+    from nextclass.config import ConfigError
+    from nextclass.rundir import RunDir
 
-    run_dir = Path(run_dir)
-    bundle = Path(bundle_dir) if bundle_dir else run_dir / "model"
+    run = RunDir(run_dir)
+    bundle = Path(bundle_dir) if bundle_dir else run.bundle
     meta = _read(bundle / "model.json")
     if meta is None:
         return None
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        cfg = run.read_config().model_dump(mode="json")
+    except (ConfigError, OSError):  # a bundle stored without its run, or a config of another version
         cfg = {}
-    text = card_text(meta, _read(run_dir / "metrics.json") or {}, _read(run_dir / "audit.json"), cfg)
+    text = card_text(meta, run.read_metrics(), run.read_audit() or None, cfg)
     return Path(atomic_write_text(bundle / CARD_FILE, text))

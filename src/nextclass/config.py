@@ -194,7 +194,9 @@ class TrainConfig(BaseModel):
     @field_validator("split", mode="before")
     @classmethod
     def _split(cls, v):
-        if isinstance(v, str):
+        """A string, list or tuple (YAML, ``--set split=[80,20,0]``): three numbers adding up to 100 or to 1; a
+        sum like 120 is a typo, never rescaled silently."""
+        if isinstance(v, (str, list, tuple)):
             from nextclass.utils import parse_ratios
 
             try:
@@ -205,9 +207,6 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
-        if abs(sum(self.split) - 1.0) > 1e-6 and sum(self.split) > 0:
-            s = sum(self.split)
-            object.__setattr__(self, "split", tuple(x / s for x in self.split))
         if self.split[0] <= 0:
             raise ValueError("split: the train fraction must be > 0")
         if self.recipe in ("linear-probe", "finetune", "two-phase") and self.model in SCRATCH_MODELS and not self.pretrained:

@@ -180,6 +180,8 @@ def parse_ratios(spec: str | tuple | list) -> tuple[float, float, float]:
     if not (abs(s - 100) < 1e-6 or abs(s - 1) < 1e-6):
         raise ValueError(f"split {spec!r}: train/val/test add up to {s:g}; give percentages that sum to 100 "
                          "(e.g. 70/20/10) or fractions that sum to 1")
+    if abs(s - 1) < 1e-6:  # fractions: kept exactly as given (a saved config reads back unchanged)
+        return (vals[0], vals[1], vals[2])
     return (vals[0] / s, vals[1] / s, vals[2] / s)
 
 
