@@ -71,9 +71,9 @@ def test_audit_labels_cli_backbone_and_errors(tmp_path):
 
 def test_audit_labels_with_a_run_trunk(tiny_run, tmp_path):
     import nextclass
-    from nextclass.config import read_run_config
+    from nextclass.rundir import RunDir
 
-    data = read_run_config(tiny_run).data
+    data = RunDir(tiny_run).read_config().data
     rep = nextclass.audit(data, labels=True, model=str(tiny_run), output=tmp_path / "a.json", progress=False)
     assert rep["label_issues"]["checked"] == 90 and "trunk of" in rep["label_issues"]["method"]
     assert (tmp_path / "label_issues.csv").exists()

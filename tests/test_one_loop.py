@@ -99,3 +99,21 @@ def test_one_model_builder_for_training_and_loading(tmp_path):
     again.load_state_dict(trained.state_dict())
     x = torch.rand(2, 3, 32, 32)
     assert type(again) is type(trained) and torch.equal(again(x), trained(x))
+
+
+def test_only_the_run_handle_builds_run_paths():
+    """Every module that reads or writes a run goes through nextclass.rundir.RunDir: no other module joins a run
+    folder with one of its file names, and none reads a run's config as raw YAML."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "nextclass"
+    names = r"config\.yaml|split\.csv|skipped\.csv|metrics\.json|history\.csv|plan\.json|report\.html|checkpoints|" \
+            r"predictions\.csv|audit\.json|label_issues\.csv"
+    joined = re.compile(rf'/ "({names})"|\b(run|run_dir|rd) / "model"')
+    allowed = {"rundir.py", "curation/label_audit.py"}  # label_audit: `audit -o DIR` writes an audit folder, not a run
+    offenders = {str(p.relative_to(src)): m.group(0) for p in src.rglob("*.py")
+                 for m in [joined.search(p.read_text())] if m and str(p.relative_to(src)) not in allowed}
+    assert not offenders, offenders
+    raw_yaml = {str(p.relative_to(src)) for p in src.rglob("*.py") if "yaml.safe_load((" in p.read_text()}
+    assert not raw_yaml, raw_yaml

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nextclass.data.transforms import Preprocess
+from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_json, publish_file
 
 __all__ = ["save_bundle", "read_meta", "load_model", "resolve_bundle_dir", "BundleError", "FORMAT"]
@@ -80,7 +81,7 @@ def resolve_bundle_dir(path: str | os.PathLike) -> Path:
     for cand in (p, p / "model"):
         if (cand / "model.json").is_file():
             return cand
-    if (p / "config.yaml").is_file():  # a run directory whose finish step never saved the bundle
+    if RunDir(p).is_run():  # a run directory whose finish step never saved the bundle
         raise BundleError(f"{path}: this run did not finish (no bundle in {p / 'model'}); "
                           f"`nextclass train --resume {path}` finishes it")
     raise BundleError(f"{path}: not a bundle (no model.json here or in {p / 'model'}); "

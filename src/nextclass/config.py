@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "save_config", "make_config", "coerce_config",
-           "read_run_config", "AUTO", "auto_fields", "unresolved", "field_help", "field_choices"]
+           "AUTO", "auto_fields", "unresolved", "field_help", "field_choices"]
 
 
 AUTO = "auto"  # the one spelling of "choose for me"
@@ -332,16 +332,3 @@ def coerce_config(config: "TrainConfig | dict | str | Path | None" = None, **ove
     if config is not None and not isinstance(config, (str, Path)):
         raise ConfigError(f"config: expected a TrainConfig, a dict or a YAML path (got {type(config).__name__})")
     return load_config(config, **overrides)
-
-
-
-def read_run_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config a run saved (``<run>/config.yaml``): the one way to read it back.
-
-    Raises:
-        FileNotFoundError: ``run_dir`` is not a run directory.
-    """
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    return load_config(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -126,18 +125,20 @@ def demo(
     """Train on the bundled digits set (no download) with what `nextclass train digits` would choose, evaluate on
     its test split, write the run."""
     from nextclass import train as _train
+    from nextclass.rundir import RunDir
 
     # only the epochs and where the run goes: the model and its recipe are the train defaults (no demo-only recipe)
     run = run_guarded(_train, {"data": "digits", "epochs": epochs, "hflip": False, "output": output,
                                "name": "demo-digits"}, progress=not quiet)
-    m = json.loads((Path(run) / "metrics.json").read_text())["test"]
+    rd = RunDir(run)
+    m = rd.read_metrics()["test"]
     ci = m.get("accuracy_ci")
     typer.echo(f"\ndemo done: test accuracy {m['accuracy']:.4f}" + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
                + f" on {m['n']} held-out digits")
     typer.echo(f"run directory: {run}")
-    for f in ("metrics.json", "predictions.csv", "history.csv", "report.html", "model/model.json"):
-        if (Path(run) / f).exists():
-            typer.echo(f"  {Path(run) / f}")
+    for f in (rd.metrics, rd.predictions("test"), rd.history, rd.report, rd.bundle / "model.json"):
+        if f.exists():
+            typer.echo(f"  {f}")
     typer.echo(f"next: nextclass predict {run} some_image.png")
 
 

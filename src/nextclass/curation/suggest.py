@@ -55,13 +55,13 @@ def unlabeled_source(spec) -> DataSource:
 
 def _training_source(run: Path, cache_dir) -> tuple[DataSource, list[int]]:
     """The run's data with its saved split; positions of its training images."""
-    from nextclass.config import read_run_config
+    from nextclass.rundir import RunDir
     from nextclass.data.sources import load_source
     from nextclass.data.splits import read_split_csv
 
-    cfg = read_run_config(run)
+    cfg = RunDir(run).read_config()
     source = load_source(cfg.data, cache_dir=cache_dir or cfg.cache_dir)
-    read_split_csv(run / "split.csv", source)
+    read_split_csv(RunDir(run).split, source)
     return source, [i for i, s in enumerate(source.samples) if s.split == "train"]
 
 

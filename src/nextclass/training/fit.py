@@ -51,7 +51,7 @@ def _run(ctx: Context, progress: bool, callbacks: tuple) -> Path:
     from nextclass.training.tracking import start_tracker
 
     ctx.callbacks.extend(callbacks)
-    last = ctx.run_dir / "checkpoints" / "last.safetensors"
+    last = ctx.run.last_checkpoint
     state = load_checkpoint(last) if last.exists() else {}
     state = broadcast_object(state)  # DDP: rank 0's checkpoint state, so every rank resumes at the same epoch
     tracker = start_tracker(ctx)  # None unless cfg.track (rank 0 only)
@@ -73,7 +73,7 @@ def _apply_budget(ctx: Context, started: float) -> None:
     cfg = ctx.cfg
     if cfg.max_minutes is None:
         return
-    path = ctx.run_dir / "plan.json"
+    path = ctx.run.plan
     if ctx.resumed or cfg.recipe not in PLANNED_RECIPES:
         saved = json.loads(path.read_text()) if path.exists() else None
         ctx.train_seconds = saved["train_end_s"] - saved["spent_s"] if saved else 60.0 * cfg.max_minutes
@@ -91,7 +91,7 @@ def _train_and_finish(ctx: Context, state: dict, progress: bool) -> nn.Module | 
     model = run_recipe(ctx, ctx.model, state, progress)
     if not finish_training():  # DDP: the group is gone; rank 0 finishes exactly like a single process
         return None
-    best = ctx.run_dir / "checkpoints" / "best.safetensors"
+    best = ctx.run.best_checkpoint
     if best.exists():
         st = load_checkpoint(best, model)
         log(f"best checkpoint: epoch {st.get('best_epoch')} ({ctx.cfg.monitor} {st.get('best'):.4f})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nextclass.config import TrainConfig, read_run_config, save_config
+from nextclass.config import TrainConfig, save_config
 from nextclass.data.audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
 from nextclass.data.probe import DataProbe, probe_data
@@ -38,6 +38,7 @@ from nextclass.dist import (
 )
 from nextclass.training.context import Context
 from nextclass.training.defaults import amp_dtype_for, resolve, run_name
+from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_text, configure_threads, log
 
 __all__ = ["prepare", "new_run_dir", "split_rows", "data_hash", "check_readable", "discard_if_unstarted"]
@@ -84,7 +85,7 @@ def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source:
 
 def _splits(source: DataSource, run_dir: Path, cfg: TrainConfig) -> None:
     """The run's split.csv when it exists (resume), else a seeded stratified split, written by rank 0."""
-    split_csv = run_dir / "split.csv"
+    split_csv = RunDir(run_dir).split
     if split_csv.exists():
         read_split_csv(split_csv, source)
         return
@@ -102,8 +103,8 @@ def _decode(source: DataSource, pp: Preprocess, cfg: TrainConfig, run_dir: Path,
     if local_rank() == 0:
         barrier()
     if is_main():
-        _write_skipped(run_dir / "skipped.csv", source, images)
-        audit_decoded(source, images, run_dir / "audit.json")  # quick duplicate/leak audit; logs, never raises
+        _write_skipped(RunDir(run_dir).skipped, source, images)
+        audit_decoded(source, images, RunDir(run_dir).audit)  # quick duplicate/leak audit; logs, never raises
     return images
 
 
@@ -126,7 +127,7 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
         (PosixPath('runs/simple_cnn-digits'), 16)
     """
     if resume is not None:
-        cfg = read_run_config(resume)  # raises FileNotFoundError for a folder that is not a run
+        cfg = RunDir(resume).read_config()  # raises NotARunError (a FileNotFoundError) for a folder that is not a run
     assert cfg is not None
     check_device(cfg.device)  # a one-line error before anything is made, not a traceback at the first tensor
     init_from_env(cfg.device)  # under torchrun / --nproc: join the process group (gloo on CPU, NCCL on GPU)
@@ -149,7 +150,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     res = resolve(cfg, source, n_train, probe)  # on resume: nothing changes
     cfg = res.cfg
     if not resumed and is_main():
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, RunDir(run_dir).config)
         for n in res.notes:
             log(f"[dim]auto[/] {n}")
     configure_threads(cfg.threads)
@@ -212,8 +213,8 @@ def discard_if_unstarted(run_dir: Path, *, new: bool):
     try:
         yield
     except Exception:
-        started = (run_dir / "history.csv").exists() or any(
-            (run_dir / "checkpoints" / f).exists() for f in ("last.safetensors", "best.safetensors"))
+        run = RunDir(run_dir)
+        started = run.history.exists() or run.last_checkpoint.exists() or run.best_checkpoint.exists()
         if new and is_main() and not started:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
