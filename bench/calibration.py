@@ -39,7 +39,7 @@ def split_logits(run: Path, split: str, views: list[str]) -> tuple[dict[str, np.
 
     from nextclass.bundle import load_model
     from nextclass.data.cache import decode_all
-    from nextclass.data.loader import ArrayDataset, make_loader
+    from nextclass.data.loader import ArrayDataset, Batching, make_loader
     from nextclass.data.sources import load_source
     from nextclass.data.splits import read_split_csv
     from nextclass.data.transforms import Preprocess, eval_transform
@@ -55,7 +55,7 @@ def split_logits(run: Path, split: str, views: list[str]) -> tuple[dict[str, np.
                       cache_dir=cfg.get("cache_dir"), progress=False)
     ok = np.flatnonzero(imgs.ok)
     labels = np.array([source.samples[pos[i]].label for i in ok])
-    loader = make_loader(ArrayDataset(imgs.array, ok, labels, eval_transform(pp)), 512, train=False)
+    loader = make_loader(ArrayDataset(imgs.array, ok, labels, eval_transform(pp)), Batching(batch_size=512, train=False))
     out: dict[str, list] = {v: [] for v in views}
     with torch.no_grad():
         for x, _ in loader:

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import make_folder
 from nextclass.data.batch_aug import BatchAugment, BatchEval
 from nextclass.data.cache import decode_all
-from nextclass.data.loader import BatchLoader
+from nextclass.data.loader import BatchLoader, Batching
 from nextclass.data.sources import load_source
 from nextclass.data.transforms import Augment, Preprocess, image_to_tensor
 from nextclass.data.decode import open_image
@@ -45,7 +45,7 @@ def test_eval_batches_identical_with_and_without_cache(tmp_path):
     images = decode_all(src, list(range(len(src.samples))), size=pp.size, channels=3, interpolation="bicubic",
                         cache_dir=tmp_path / "c", progress=False)
     labels = np.array([s.label for s in src.samples])
-    x, _ = next(iter(BatchLoader(images.array, np.arange(len(labels)), labels, 64, train=False)))
+    x, _ = next(iter(BatchLoader(images.array, np.arange(len(labels)), labels, Batching(batch_size=64, train=False))))
     cached = BatchEval(pp)(x)
     direct = torch.stack([image_to_tensor(open_image(s.path, 3), pp) for s in src.samples])
     assert torch.equal(cached, direct)
@@ -73,12 +73,12 @@ def test_batch_augment_identity_when_off_equals_eval():
 def test_batch_loader_order_depends_on_seed_and_epoch_and_shards_cover_all():
     arr = np.zeros((50, 2, 2, 1), np.uint8)
     labels = np.arange(50) % 5
-    order = lambda **kw: np.concatenate([y.numpy() for _, y in BatchLoader(arr, np.arange(50), np.arange(50), 8, train=True, **kw)])
+    order = lambda **kw: np.concatenate([y.numpy() for _, y in BatchLoader(arr, np.arange(50), np.arange(50), Batching(batch_size=8, train=True, **kw))])
     assert np.array_equal(order(seed=1, epoch=2), order(seed=1, epoch=2))
     assert not np.array_equal(order(seed=1, epoch=2), order(seed=1, epoch=3))
     shards = [order(seed=0, epoch=0, shard=(r, 2)) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 25
     assert set(np.concatenate(shards)) == set(range(50))
     bal = np.concatenate([y.numpy() for _, y in BatchLoader(arr, np.arange(50), np.r_[np.zeros(45, int), np.ones(5, int)],
-                                                             10, train=True, balance=True)])
+                                                             Batching(batch_size=10, train=True, balance=True))])
     assert 0.3 < bal.mean() < 0.7  # minority class drawn about as often as the majority

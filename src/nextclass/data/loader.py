@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
@@ -9,7 +11,29 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from nextclass.data.samplers import train_sampler
 from nextclass.dist import is_distributed
 
-__all__ = ["ArrayDataset", "make_loader"]
+__all__ = ["ArrayDataset", "BatchLoader", "Batching", "make_loader"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batching:
+    """How an epoch is ordered and batched; one value shared by :class:`BatchLoader` and :func:`make_loader`.
+
+    The order of an epoch depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    Example:
+        >>> Batching(batch_size=64, train=True, seed=1, epoch=3).epoch
+        3
+    """
+
+    batch_size: int
+    train: bool  # shuffle (or balance-sample) the rows; False keeps row order
+    seed: int = 0
+    epoch: int = 0
+    balance: bool = False  # draw classes about equally often (train only)
+    drop_last: bool = False  # dropped only when there is more than one batch
+    shard: tuple[int, int] = (0, 1)  # (rank, world) for BatchLoader; make_loader takes it from DDP's sampler
+    pin_memory: bool = False
+    workers: int = 0  # DataLoader worker processes (make_loader only; BatchLoader gathers in a thread)
 
 
 class ArrayDataset(Dataset):
@@ -28,9 +52,9 @@ class ArrayDataset(Dataset):
         return x, int(self.labels[i])
 
 
-def make_loader(ds: ArrayDataset, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0,
-                workers: int = 0, balance: bool = False, pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
-    """A DataLoader whose order depends only on ``(seed, epoch)``: a resumed run sees the same batches."""
+def make_loader(ds: ArrayDataset, b: Batching) -> DataLoader:
+    """A DataLoader whose order depends only on ``(b.seed, b.epoch)``: a resumed run sees the same batches."""
+    batch_size, train, seed, epoch, balance = b.batch_size, b.train, b.seed, b.epoch, b.balance
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     sampler = None
     shuffle = train
@@ -44,15 +68,15 @@ def make_loader(ds: ArrayDataset, batch_size: int, *, train: bool, seed: int = 0
         sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(ds), replacement=True, generator=g)
         shuffle = False
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=g,
-                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last and n_items > batch_size,
+                      num_workers=b.workers, pin_memory=b.pin_memory, drop_last=b.drop_last and n_items > batch_size,
                       persistent_workers=False)
 
 
 class BatchLoader:
     """Whole uint8 batches gathered from the decoded array: no per-sample Python work.
 
-    The order of an epoch depends only on ``(seed, epoch)`` (a resumed run sees the same batches).
-    With ``shard=(rank, world)`` each rank takes every ``world``-th index of the shared permutation,
+    The order of an epoch depends only on ``(seed, epoch)`` of the :class:`Batching` (a resumed run sees the
+    same batches). With ``shard=(rank, world)`` each rank takes every ``world``-th index of the shared permutation,
     padded by wrapping so that all ranks run the same number of steps (as ``DistributedSampler``).
     The next batch is gathered in a background thread (numpy fancy indexing releases the GIL), and
     on CUDA it is pinned so the host-to-device copy is asynchronous.
@@ -61,14 +85,12 @@ class BatchLoader:
         ``(uint8 tensor (B, C, S, S), int64 labels (B,))``.
     """
 
-    def __init__(self, array: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int, *, train: bool,
-                 seed: int = 0, epoch: int = 0, balance: bool = False, drop_last: bool = False,
-                 shard: tuple[int, int] = (0, 1), pin_memory: bool = False):
+    def __init__(self, array: np.ndarray, rows: np.ndarray, labels: np.ndarray, b: Batching):
         self.array, self.rows, self.labels = array, np.asarray(rows), np.asarray(labels)
-        self.batch_size, self.train, self.seed, self.epoch = batch_size, train, seed, epoch
-        self.balance, self.pin = balance, pin_memory
-        self.drop_last = drop_last and len(self.rows) > batch_size
-        self.rank, self.world = shard
+        self.batch_size, self.train, self.seed, self.epoch = b.batch_size, b.train, b.seed, b.epoch
+        self.balance, self.pin = b.balance, b.pin_memory
+        self.drop_last = b.drop_last and len(self.rows) > b.batch_size
+        self.rank, self.world = b.shard
         self.order = self._order()
 
     def _order(self) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from nextclass.data.batch_aug import BatchEval
-from nextclass.data.loader import BatchLoader
+from nextclass.data.loader import BatchLoader, Batching
 from nextclass.data.transforms import Preprocess
 from nextclass.engine.loop import Device, predict_logits
 from nextclass.metrics.calibration import calibration_block
@@ -81,8 +81,8 @@ class Logits:
 
 def predict_rows(model: nn.Module, images: EvalImages, s: Scoring, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Logits of ``images.rows`` through ``model``: batched eval preprocessing on the device, in row order."""
-    loader = BatchLoader(images.array, images.rows, images.labels, s.batch_size, train=False,
-                         pin_memory=s.runtime.device.type == "cuda")
+    loader = BatchLoader(images.array, images.rows, images.labels,
+                         Batching(batch_size=s.batch_size, train=False, pin_memory=s.runtime.device.type == "cuda"))
     return predict_logits(model, loader, s.runtime, batch_transform=BatchEval(s.pp), progress=progress,
                           desc=images.name)
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from nextclass.data.batch_aug import BatchEval, batch_augment
 from nextclass.evaluation.scorer import predict_rows
-from nextclass.data.loader import ArrayDataset, BatchLoader, make_loader
+from nextclass.data.loader import ArrayDataset, BatchLoader, Batching, make_loader
 from nextclass.data.transforms import train_transform
 from nextclass.dist import all_gather_object, shard, unshard, world_size
 from nextclass.training.context import Context
@@ -40,13 +40,10 @@ def train_batches(ctx: Context, epoch: int, shard: tuple[int, int] = (0, 1)):
     """
     cfg = ctx.cfg
     aug = augment_for(cfg)
-    pin = ctx.device.type == "cuda"
+    b = Batching(batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, balance=cfg.balance == "sampler",
+                 drop_last=True, shard=shard, pin_memory=ctx.device.type == "cuda", workers=cfg.workers)
     if aug is None or aug.auto == "none":
-        loader = BatchLoader(ctx.images.array, ctx.rows["train"], ctx.labels["train"], cfg.batch_size, train=True,
-                             seed=cfg.seed, epoch=epoch, balance=cfg.balance == "sampler", drop_last=True, shard=shard,
-                             pin_memory=pin)
+        loader = BatchLoader(ctx.images.array, ctx.rows["train"], ctx.labels["train"], b)
         return loader, (batch_augment(ctx.pp, aug) if aug is not None else BatchEval(ctx.pp))
     ds = ArrayDataset(ctx.images.array, ctx.rows["train"], ctx.labels["train"], train_transform(ctx.pp, aug))
-    loader = make_loader(ds, cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch, workers=cfg.workers,
-                         balance=cfg.balance == "sampler", pin_memory=pin, drop_last=True)
-    return loader, None
+    return make_loader(ds, b), None

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nextclass.data.loader import ArrayDataset, make_loader
+from nextclass.data.loader import ArrayDataset, Batching, make_loader
 from nextclass.data.transforms import eval_transform, train_transform
 from nextclass.models.heads import trunk_features, weights_digest
 from nextclass.utils import default_cache_dir, log, progress_bar, sha1_of
@@ -81,7 +81,7 @@ def embed(model: nn.Module, array: np.ndarray, rows: np.ndarray, transform, *, b
         4
     """
     ds = ArrayDataset(array, rows, np.zeros(len(rows), np.int64), transform)
-    loader = make_loader(ds, batch_size, train=False, seed=seed, workers=workers)
+    loader = make_loader(ds, Batching(batch_size=batch_size, train=False, seed=seed, workers=workers))
     model.eval()
     out = []
     task = progress.add_task(desc, total=len(loader), metrics="") if progress is not None else None
