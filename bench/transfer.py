@@ -110,7 +110,7 @@ def part1(args, data: Path) -> dict:
 
     from nextclass.data.transforms import eval_transform
     from nextclass.models.heads import head_from_trunk
-    from nextclass.training.features import embed
+    from nextclass.training.features import EmbedOptions, embed
     from nextclass.training.probe import probe_phase
     from nextclass.training.setup import prepare
 
@@ -124,7 +124,8 @@ def part1(args, data: Path) -> dict:
     t_probe = time.time() - t0
     with torch.inference_mode():
         probe_model.eval().to(memory_format=torch.channels_last)
-        feats = embed(probe_model, ctx.images.array, test_rows, eval_transform(ctx.pp), batch_size=128, channels_last=True)
+        feats = embed(probe_model, ctx.images.array, test_rows, eval_transform(ctx.pp),
+                      EmbedOptions(batch_size=128, channels_last=True))
         probe_model.to(memory_format=torch.contiguous_format)
         y = ctx.labels["test"]
         acc = {name: float((head_from_trunk(m.eval(), feats).argmax(1).numpy() == y).mean())

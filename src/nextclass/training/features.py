@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,21 @@ from nextclass.data.transforms import eval_transform, train_transform
 from nextclass.models.heads import trunk_features, weights_digest
 from nextclass.utils import default_cache_dir, log, progress_bar, sha1_of
 
-__all__ = ["Features", "cached_features", "embed", "feature_key", "weights_digest", "FEATURE_VERSION"]
+__all__ = ["EmbedOptions", "Features", "cached_features", "embed", "feature_key", "weights_digest", "FEATURE_VERSION"]
 
 FEATURE_VERSION = 2  # 2: the test split is embedded too (its logits come from the cache)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedOptions:
+    """How :func:`embed` runs the backbone: batching, device and the dtype/layout of what it keeps."""
+
+    batch_size: int = 64
+    device: torch.device | str = "cpu"
+    workers: int = 0  # DataLoader worker processes
+    channels_last: bool = False  # move each batch to channels-last (the model must be converted by the caller)
+    half: bool = False  # keep the features as fp16 (computed in the model's dtype, stored half)
+    seed: int = 0  # seeds the DataLoader's workers: random (view) transforms depend only on it
 
 
 @dataclass
@@ -67,9 +79,8 @@ def feature_key(ctx, model: nn.Module) -> str:
 
 
 @torch.inference_mode()
-def embed(model: nn.Module, array: np.ndarray, rows: np.ndarray, transform, *, batch_size: int = 64,
-          device: torch.device | str = "cpu", workers: int = 0, channels_last: bool = False, half: bool = False,
-          seed: int = 0, progress=None, desc: str = "embed") -> torch.Tensor:
+def embed(model: nn.Module, array: np.ndarray, rows: np.ndarray, transform, opts: EmbedOptions = EmbedOptions(), *,
+          progress=None, desc: str = "embed") -> torch.Tensor:
     """Backbone outputs (:func:`~nextclass.models.heads.trunk_features`) for ``array[rows]``, in order.
 
     Example:
@@ -81,16 +92,16 @@ def embed(model: nn.Module, array: np.ndarray, rows: np.ndarray, transform, *, b
         4
     """
     ds = ArrayDataset(array, rows, np.zeros(len(rows), np.int64), transform)
-    loader = make_loader(ds, Batching(batch_size=batch_size, train=False, seed=seed, workers=workers))
+    loader = make_loader(ds, Batching(batch_size=opts.batch_size, train=False, seed=opts.seed, workers=opts.workers))
     model.eval()
     out = []
     task = progress.add_task(desc, total=len(loader), metrics="") if progress is not None else None
     for x, _ in loader:
-        x = x.to(device)
-        if channels_last:
+        x = x.to(opts.device)
+        if opts.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         f = trunk_features(model, x).float().cpu()
-        out.append(f.half() if half else f)
+        out.append(f.half() if opts.half else f)
         if task is not None:
             progress.advance(task)
     if task is not None:
@@ -110,18 +121,19 @@ def _embed_all(ctx, model: nn.Module, progress: bool) -> dict[str, torch.Tensor]
     model.to(ctx.device)
     if cl:
         model.to(memory_format=torch.channels_last)
-    kw = dict(batch_size=max(cfg.batch_size, 64), device=ctx.device, workers=cfg.workers, channels_last=cl, half=half)
+    opts = EmbedOptions(batch_size=max(cfg.batch_size, 64), device=ctx.device, workers=cfg.workers, channels_last=cl,
+                        half=half)
     try:
         with progress_bar(progress) as bar:
-            views = [embed(model, ctx.images.array, ctx.rows["train"], eval_transform(ctx.pp), progress=bar,
-                           desc="embed train", **kw)]
+            views = [embed(model, ctx.images.array, ctx.rows["train"], eval_transform(ctx.pp), opts, progress=bar,
+                           desc="embed train")]
             for v in range(cfg.tta_views):
                 torch.manual_seed(cfg.seed * 7919 + v + 1)  # views depend only on (seed, view)
                 tf = train_transform(ctx.pp, augment_for(cfg))
-                views.append(embed(model, ctx.images.array, ctx.rows["train"], tf, seed=cfg.seed + v + 1,
-                                   progress=bar, desc=f"embed view {v + 1}/{cfg.tta_views}", **kw))
-            out = {split: embed(model, ctx.images.array, ctx.rows[split], eval_transform(ctx.pp), progress=bar,
-                                desc=f"embed {split}", **kw) for split in ("val", "test")}
+                views.append(embed(model, ctx.images.array, ctx.rows["train"], tf, replace(opts, seed=cfg.seed + v + 1),
+                                   progress=bar, desc=f"embed view {v + 1}/{cfg.tta_views}"))
+            out = {split: embed(model, ctx.images.array, ctx.rows[split], eval_transform(ctx.pp), opts, progress=bar,
+                                desc=f"embed {split}") for split in ("val", "test")}
     finally:
         if cl and not cfg.channels_last:
             model.to(memory_format=torch.contiguous_format)
