@@ -34,7 +34,7 @@ def test_probe_is_a_train_phase_with_the_shared_rules(tmp_path, monkeypatch):
     from nextclass.training.probe import ProbePhase, probe_phase
 
     assert issubclass(ProbePhase, phase_mod.TrainPhase)
-    ctx = _ctx(tmp_path, patience=2)
+    ctx = _ctx(tmp_path, patience=2, head="mlp")  # an MLP head trains epochs (a linear one: a logistic fit)
     losses = iter([1.0, 0.9, 0.8, 0.8, 0.8, 0.8])  # val accuracy stays equal; val loss improves twice, then ties
     monkeypatch.setattr("nextclass.training.probe.loss_and_acc", lambda *a: (next(losses), 0.5))
     state: dict = {}

@@ -24,6 +24,7 @@ from nextclass.engine.optim import build_optimizer, param_groups
 from nextclass.models.freeze import freeze_backbone, unfreeze
 from nextclass.models.heads import head_from_trunk, head_logits
 from nextclass.training.context import Context
+from nextclass.training.linear_probe import fit_linear_probe, is_linear_head
 from nextclass.training.phase import Phase, TrainPhase
 from nextclass.training.step import make_criterion, make_schedule
 from nextclass.utils import log
@@ -117,9 +118,11 @@ class ProbePhase(TrainPhase):
 def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: float, progress: bool = True) -> nn.Module:
     """Train only the head of ``model`` on cached backbone features for ``epochs`` epochs.
 
-    Writes history rows (phase ``probe``, epochs ``1..epochs``), ``checkpoints/best.safetensors``
-    (full model) whenever val improves, and ``last.safetensors`` at the end with
-    ``state["probe_done"] = True``.
+    A linear head is fitted by logistic regression to convergence, its L2 strength chosen on val
+    (:mod:`nextclass.training.linear_probe`: one history row per strength tried); an MLP or attention head trains
+    ``epochs`` epochs on the loop every phase runs on (:class:`ProbePhase`). Either way the history rows have phase
+    ``probe``, ``checkpoints/best.safetensors`` holds the best head on val, and ``last.safetensors`` is written at
+    the end with ``state["probe_done"] = True``; ``state["epoch"]`` is the number of probe rows.
 
     Example:
         >>> model = probe_phase(ctx, model, {}, epochs=10, lr=1e-3)  # doctest: +SKIP
@@ -132,14 +135,18 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     undo = freeze_backbone(model, bn=False)  # only head parameters reach the optimiser
     t0 = time.time()
     try:
-        ProbePhase(ctx, model, Phase("probe", epochs, lr), state, feats).run(progress)
+        if is_linear_head(model):  # a convex fit to convergence, C chosen on val (training/linear_probe.py)
+            fit_linear_probe(ctx, model, feats, state)
+        else:  # mlp / attention heads: epochs on the loop every phase runs on
+            ProbePhase(ctx, model, Phase("probe", epochs, lr), state, feats).run(progress)
     finally:
         unfreeze(model, undo)
     best = state.get("best")
-    log(f"probe: {state.get('epoch')} epochs on cached features in {time.time() - t0:.1f}s; best {ctx.cfg.monitor} "
-        f"{best if best is None else round(best, 4)} at epoch {state.get('best_epoch')}")
+    log(f"probe: {state.get('epoch')} rows on cached features in {time.time() - t0:.1f}s; best {ctx.cfg.monitor} "
+        f"{best if best is None else round(best, 4)} at row {state.get('best_epoch')}")
     state.pop("stopped", None)  # an early stop of the probe ends the probe, not a two-phase run's fine-tuning
-    state.update(phase="probe", epoch=epochs, probe_done=True, feature_cache="hit" if feats.hit else "built",
+    state.update(phase="probe", probe_done=True, probe_rows=int(state.get("epoch") or epochs),
+                 feature_cache="hit" if feats.hit else "built",
                  feature_key=feats.key, feature_seconds=round(feats.seconds, 3))
     save_checkpoint(ctx.run.last_checkpoint, model, None, dict(state))
     return model

@@ -99,6 +99,7 @@ def run_recipe(ctx: Context, model: nn.Module, state: dict, progress: bool = Tru
             if best.exists():  # finetune starts from the best probed head, not the last one
                 load_checkpoint(best, model)
             state["bad_epochs"] = 0
-        phase = Phase("finetune", cfg.epochs, cfg.lr, epoch_offset=probe_epochs, layer_decay=cfg.layer_decay)
+        offset = int(state.get("probe_rows", probe_epochs))  # the probe's history rows (a logistic fit: one per C)
+        phase = Phase("finetune", cfg.epochs, cfg.lr, epoch_offset=offset, layer_decay=cfg.layer_decay)
         return _finetune(ctx, model, phase, state, progress)
     raise ValueError(f"Invalid recipe {cfg.recipe!r}. Only {', '.join(RECIPES)} are supported.")

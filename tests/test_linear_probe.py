@@ -1,0 +1,37 @@
+"""The linear probe is a logistic regression fitted to convergence, its C chosen on val, and written into the
+model's own classifier (issue 24: ten AdamW epochs stopped while val accuracy was still rising)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import torch
+
+from test_one_loop import _ctx
+
+
+def test_linear_probe_is_sklearns_logistic_regression_in_the_models_head(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from nextclass.models.heads import head_logits
+    from nextclass.training.features import cached_features
+    from nextclass.training.linear_probe import C_GRID, fit_linear_probe
+
+    ctx = _ctx(tmp_path)
+    model = ctx.model.eval()
+    feats = cached_features(ctx, model, progress=False)
+    state: dict = {}
+    fit_linear_probe(ctx, model, feats, state)
+    rows = list(csv.DictReader(open(ctx.run.history)))
+    assert [float(r["lr"]) for r in rows] == [float(f"{c:.3e}") for c in C_GRID]  # one row per C
+    val_acc = [float(r["val_acc"]) for r in rows]
+    assert state["best_epoch"] == int(np.argmax(val_acc)) + 1 or val_acc[state["best_epoch"] - 1] == max(val_acc)
+    x, y = feats.train[0].double().numpy(), ctx.labels["train"]
+    ref = LogisticRegression(C=state["probe_c"], max_iter=1000).fit(StandardScaler().fit(x).transform(x), y)
+    scaler = StandardScaler().fit(x)
+    want = ref.decision_function(scaler.transform(feats.val.double().numpy()))
+    got = head_logits(model, feats.val, "cpu")
+    assert np.array_equal(got.argmax(1), want.argmax(1))  # the folded scaling gives sklearn's decisions
+    assert ctx.run.best_checkpoint.exists() and torch.isfinite(model.get_classifier().weight).all()
