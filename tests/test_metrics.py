@@ -11,7 +11,7 @@ import torch
 from nextclass.metrics.calibration import calibration_block, fit_temperature, nll
 from nextclass.metrics.classification import (balanced_accuracy, brier_score, classification_metrics, expected_calibration_error,
                                         log_loss, reliability_bins, softmax, topk_accuracy)
-from nextclass.metrics.robustness import CORRUPTIONS, corrupt, robustness
+from nextclass.metrics.robustness import CORRUPTIONS, RobustnessOptions, corrupt, robustness
 from nextclass.metrics.tta import make_view, tta_logits, views_for, views_from_config
 
 CLASSES = ["a", "b", "c", "d"]
@@ -172,11 +172,11 @@ def test_robustness_table_with_a_known_classifier():
     imgs = np.where(labels[:, None, None, None] == 1, 200, 40).astype(np.uint8) * np.ones((1, 16, 16, 1), np.uint8)
     fn = lambda b: torch.stack([-b.mean((1, 2, 3)), b.mean((1, 2, 3))], 1).numpy()  # noqa: E731
     pp = Preprocess(size=16, crop=16, channels=1)
-    r = robustness(fn, imgs, labels, pp, split="test")
+    r = robustness(fn, imgs, labels, pp, RobustnessOptions(split="test"))
     assert r["n"] == r["of"] == n and r["split"] == "test" and r["clean_accuracy"] == 1.0
     # +0.15 and +0.30 keep dark images below mid-grey, +0.45 lifts them over: the dark half flips
     assert r["corruptions"]["brightness"]["accuracy"] == [1.0, 1.0, 0.5]
-    assert robustness(fn, imgs, labels, pp, max_images=40)["n"] == 40  # capped
+    assert robustness(fn, imgs, labels, pp, RobustnessOptions(max_images=40))["n"] == 40  # capped
     assert set(r["corruptions"]) == set(CORRUPTIONS)
     assert all(0 <= a <= 1 for v in r["corruptions"].values() for a in v["accuracy"])
     rows = np.arange(n)[::-1]  # via rows= into a larger array: same numbers

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from nextclass.metrics.robustness import ROBUSTNESS_VERSION, model_logits_fn, robustness
+from nextclass.metrics.robustness import ROBUSTNESS_VERSION, RobustnessOptions, model_logits_fn, robustness
 from nextclass.models.heads import weights_digest
 from nextclass.utils import atomic_write_json, default_cache_dir, log, sha1_of
 
@@ -37,8 +37,8 @@ def cached_robustness(model: nn.Module, images, s) -> dict:
         return block
     except (OSError, ValueError):  # missing or damaged: measure (a damaged file is never trusted)
         pass
-    block = robustness(model_logits_fn(model, s.runtime.device), images.array, images.labels, s.pp, rows=rows,
-                       split=images.name, seed=s.seed)
+    block = robustness(model_logits_fn(model, s.runtime.device), images.array, images.labels, s.pp,
+                       RobustnessOptions(split=images.name, seed=s.seed), rows=rows)
     try:
         atomic_write_json(path, block)
     except OSError as e:  # a read-only cache costs the next run time, never this run

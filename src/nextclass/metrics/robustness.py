@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-__all__ = ["CORRUPTIONS", "ROBUSTNESS_VERSION", "corrupt", "robustness", "model_logits_fn"]
+__all__ = ["CORRUPTIONS", "ROBUSTNESS_VERSION", "RobustnessOptions", "corrupt", "robustness", "model_logits_fn"]
 
 #: bump when the corruptions, the sampling or the returned block change: it is part of cached results' keys
 ROBUSTNESS_VERSION = 1
@@ -44,6 +45,17 @@ CORRUPTIONS: dict[str, tuple[str, tuple[float, ...]]] = {
     "brightness": ("brightness shift (0-1 scale)", (0.15, 0.30, 0.45)),
     "contrast": ("contrast factor", (0.6, 0.4, 0.2)),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobustnessOptions:
+    """How much of a split :func:`robustness` measures, and how: the sample, the time budget, the batch size."""
+
+    split: str = "test"  # the split's name, written into the block
+    max_images: int = 500  # cap on the images used (a seeded random subset)
+    time_budget_s: float = 20.0  # the corrupted passes are cut down to fit in about this many seconds
+    seed: int = 0  # the subset and the noise
+    batch_size: int = 128
 
 
 def _pil(a: np.ndarray) -> Image.Image:
@@ -112,8 +124,7 @@ def _accuracy(logits_fn, images: np.ndarray, labels: np.ndarray, transform, batc
 
 
 def robustness(logits_fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarray, labels: np.ndarray, preprocess,
-               *, rows: np.ndarray | None = None, split: str = "test", max_images: int = 500,
-               time_budget_s: float = 20.0, seed: int = 0, batch_size: int = 128) -> dict:
+               opts: RobustnessOptions = RobustnessOptions(), *, rows: np.ndarray | None = None) -> dict:
     """Accuracy of a model on clean and corrupted copies of ``images`` (uint8 ``NxSxSxC`` at the cache size).
 
     Args:
@@ -121,24 +132,24 @@ def robustness(logits_fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarr
         images: decoded square images with their ``labels``; or, with ``rows``, the whole decoded array
             (``DecodedImages.array``, possibly memory-mapped) of which only the sampled ``rows`` are read.
         preprocess: the bundle's :class:`~nextclass.data.transforms.Preprocess` (eval crop + normalisation).
-        max_images: cap on the images used (seeded random subset).
-        time_budget_s: the corrupted passes are cut down to fit in about this many seconds.
+        opts: the split's name, the cap on images, the time budget, the seed and the batch size.
 
     Returns:
         ``{"split", "n", "clean_accuracy", "corruptions": {name: {"parameter", "levels", "accuracy"}},
         "mean_corrupted_accuracy", "seconds"}``.
 
     Example:
-        >>> r = robustness(model_logits_fn(model), imgs, y, pp)   # doctest: +SKIP
-        >>> r["corruptions"]["blur"]["accuracy"]                    # doctest: +SKIP
+        >>> r = robustness(model_logits_fn(model), imgs, y, pp, RobustnessOptions(max_images=200))  # doctest: +SKIP
+        >>> r["corruptions"]["blur"]["accuracy"]  # doctest: +SKIP
         [0.91, 0.84, 0.62]
     """
     from nextclass.data.transforms import eval_transform
 
     t0 = time.time()
+    seed, batch_size = opts.seed, opts.batch_size
     labels = np.asarray(labels, dtype=int)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))[:max_images]
+    order = rng.permutation(len(labels))[:opts.max_images]
     tf = eval_transform(preprocess)
     passes = sum(len(v[1]) for v in CORRUPTIONS.values())
     t1 = time.time()
@@ -147,7 +158,7 @@ def robustness(logits_fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarr
     _accuracy(logits_fn, pick(probe), labels[probe], tf, batch_size)
     per_image = (time.time() - t1) / max(len(probe), 1)
     # corruption itself (JPEG, blur) costs about as much as a small model's forward: count it twice
-    affordable = int(time_budget_s / max(2 * (passes + 1) * per_image, 1e-9))
+    affordable = int(opts.time_budget_s / max(2 * (passes + 1) * per_image, 1e-9))
     if affordable < len(order):
         order = order[:max(affordable, min(len(order), 20))]
     idx = np.sort(order)
@@ -158,6 +169,6 @@ def robustness(logits_fn: Callable[[torch.Tensor], np.ndarray], images: np.ndarr
         accs = [_accuracy(logits_fn, corrupt(x, name, s + 1, seed), y, tf, batch_size) for s in range(len(levels))]
         table[name] = {"parameter": what, "levels": list(levels), "accuracy": accs}
     all_acc = [a for v in table.values() for a in v["accuracy"]]
-    return {"split": split, "n": int(len(idx)), "of": int(len(labels)), "clean_accuracy": clean, "severities": 3,
+    return {"split": opts.split, "n": int(len(idx)), "of": int(len(labels)), "clean_accuracy": clean, "severities": 3,
             "corruptions": table, "mean_corrupted_accuracy": float(np.mean(all_acc)) if all_acc else float("nan"),
             "seconds": round(time.time() - t0, 2)}
