@@ -51,8 +51,7 @@ def split_logits(run: Path, split: str, views: list[str]) -> tuple[dict[str, np.
     source = load_source(cfg["data"], cache_dir=cfg.get("cache_dir"))
     read_split_csv(run / "split.csv", source)
     pos = [i for i, s in enumerate(source.samples) if s.split == split]
-    imgs = decode_all(source, pos, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
-                      cache_dir=cfg.get("cache_dir"), progress=False)
+    imgs = decode_all(source, pos, pp, cache_dir=cfg.get("cache_dir"), progress=False)
     ok = np.flatnonzero(imgs.ok)
     labels = np.array([source.samples[pos[i]].label for i in ok])
     loader = make_loader(ArrayDataset(imgs.array, ok, labels, eval_transform(pp)), Batching(batch_size=512, train=False))

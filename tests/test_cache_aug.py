@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import make_folder
 from nextclass.data.batch_aug import BatchAugment, BatchEval
-from nextclass.data.cache import decode_all
+from nextclass.data.cache import DecodeSpec, decode_all
 from nextclass.data.loader import BatchLoader, Batching
 from nextclass.data.sources import load_source
 from nextclass.data.transforms import Augment, Preprocess, image_to_tensor
@@ -18,7 +18,7 @@ from nextclass.data.decode import open_image
 
 
 def _decode(src, cache, size=24, channels=3):
-    return decode_all(src, list(range(len(src.samples))), size=size, channels=channels, cache_dir=cache, progress=False)
+    return decode_all(src, list(range(len(src.samples))), DecodeSpec(size, channels), cache_dir=cache, progress=False)
 
 
 def test_cache_hit_then_invalidated_by_data_and_resolution(tmp_path):
@@ -42,8 +42,7 @@ def test_eval_batches_identical_with_and_without_cache(tmp_path):
     data = make_folder(tmp_path / "d", n=4, size=50)
     src = load_source(data)
     pp = Preprocess(size=36, crop=32, channels=3, interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    images = decode_all(src, list(range(len(src.samples))), size=pp.size, channels=3, interpolation="bicubic",
-                        cache_dir=tmp_path / "c", progress=False)
+    images = decode_all(src, list(range(len(src.samples))), pp, cache_dir=tmp_path / "c", progress=False)
     labels = np.array([s.label for s in src.samples])
     x, _ = next(iter(BatchLoader(images.array, np.arange(len(labels)), labels, Batching(batch_size=64, train=False))))
     cached = BatchEval(pp)(x)

@@ -60,7 +60,7 @@ def _counts(src) -> dict:
 
 
 def test_save_to_disk_folder_keeps_classes_splits_and_skips_the_corrupt_row(saved, tmp_path):
-    from nextclass.data.cache import decode_all
+    from nextclass.data.cache import DecodeSpec, decode_all
     from nextclass.data.sources import load_source
 
     src = load_source(f"hf:{saved}", cache_dir=tmp_path / "c")
@@ -68,7 +68,7 @@ def test_save_to_disk_folder_keeps_classes_splits_and_skips_the_corrupt_row(save
     assert _counts(src) == {"train": 61, "val": 18, "test": 18}  # the unlabelled test row is left out
     assert src.counts()["val"] == {c: 6 for c in CLASSES}
     assert all(Path(s.path).is_file() and str(tmp_path / "c") in s.path for s in src.samples)
-    images = decode_all(src, list(range(len(src.samples))), size=24, channels=3, use_cache=False, progress=False)
+    images = decode_all(src, list(range(len(src.samples))), DecodeSpec(24, 3), use_cache=False, progress=False)
     assert len(images.errors) == 1
     (bad,) = images.errors
     assert src.samples[bad].split == "train" and src.samples[bad].label == 1

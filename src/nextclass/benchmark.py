@@ -101,8 +101,7 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     cfg, pp = res.cfg, res.pp
     configure_threads(cfg.threads)
     t = time.perf_counter()
-    images = decode_all(source, list(range(len(source.samples))), size=pp.size, channels=pp.channels,
-                        interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress)
+    images = decode_all(source, list(range(len(source.samples))), pp, cache_dir=cfg.cache_dir, progress=progress)
     decode_s = time.perf_counter() - t
     rows, labels = split_rows(source, images)
     if len(rows["train"]) < cfg.batch_size:

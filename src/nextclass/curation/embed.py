@@ -84,8 +84,7 @@ def _run_batches(model: nn.Module, array: np.ndarray, rows: np.ndarray, pp: Prep
 
 
 def _decode(source: DataSource, positions: list[int], pp: Preprocess, cache_dir, progress: bool):
-    imgs = decode_all(source, positions, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
-                      cache_dir=cache_dir, progress=progress)
+    imgs = decode_all(source, positions, pp, cache_dir=cache_dir, progress=progress)
     errors = {source.samples[positions[j]].path: r for j, r in imgs.errors.items()}
     return imgs, np.flatnonzero(imgs.ok), errors
 

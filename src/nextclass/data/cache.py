@@ -22,12 +22,25 @@ import numpy as np
 from nextclass.utils import atomic_write_json, default_cache_dir, sha1_of
 from nextclass.data.decode import DecodeError, open_image
 from nextclass.data.samples import DataSource
-from nextclass.data.transforms import to_square
+from nextclass.data.transforms import Preprocess, to_square
 
-__all__ = ["DecodedImages", "decode_all", "CACHE_VERSION", "RAM_LIMIT_BYTES"]
+__all__ = ["DecodeSpec", "DecodedImages", "decode_all", "CACHE_VERSION", "RAM_LIMIT_BYTES"]
 
 CACHE_VERSION = 1
 RAM_LIMIT_BYTES = 1 << 30  # arrays up to 1 GiB are read into RAM, larger ones stay memory-mapped
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """What the cached pixels are: square side, channels and resize filter (with the data, the cache key).
+
+    A :class:`~nextclass.data.transforms.Preprocess` carries the same three fields, so :func:`decode_all`
+    takes either; this is for callers without one.
+    """
+
+    size: int  # cache resolution (square side)
+    channels: int  # 1 or 3
+    interpolation: str = "bilinear"  # resize filter
 
 
 @dataclass
@@ -63,22 +76,27 @@ def _array_item(arr: np.ndarray, size: int, channels: int, interpolation: str) -
     return to_square(img, size, interpolation)
 
 
-def decode_all(source: DataSource, positions: list[int], *, size: int, channels: int,
-               interpolation: str = "bilinear", cache_dir: str | os.PathLike | None = None,
-               workers: int | None = None, progress: bool = True, use_cache: bool = True) -> DecodedImages:
+def decode_all(source: DataSource, positions: list[int], spec: DecodeSpec | Preprocess, *,
+               cache_dir: str | os.PathLike | None = None, workers: int | None = None, progress: bool = True,
+               use_cache: bool = True) -> DecodedImages:
     """Decode ``source.samples[positions]`` into one uint8 array, through the on-disk cache.
 
     Args:
         source: the data source.
         positions: indices into ``source.samples``.
-        size: cache resolution (square side).
-        channels: 1 or 3.
-        interpolation: resize filter.
+        spec: ``size``, ``channels`` and ``interpolation`` of the cached pixels: a :class:`DecodeSpec`, or the
+            run's :class:`~nextclass.data.transforms.Preprocess` (which carries the same three fields).
         cache_dir: cache root (default: user cache).
         workers: decoding processes (default: number of cores).
         progress: show a Rich progress bar.
         use_cache: read/write the on-disk cache (``False`` decodes in memory only).
+
+    Example:
+        >>> imgs = decode_all(source, list(range(len(source.samples))), DecodeSpec(64, 3))  # doctest: +SKIP
+        >>> imgs.array.shape, imgs.hit  # doctest: +SKIP
+        ((120, 64, 64, 3), False)
     """
+    size, channels, interpolation = spec.size, spec.channels, spec.interpolation
     samples = [source.samples[i] for i in positions]
     key = sha1_of([CACHE_VERSION, source.fingerprint(samples), size, channels, interpolation])
     folder = Path(cache_dir or default_cache_dir()) / "images"

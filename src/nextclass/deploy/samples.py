@@ -67,8 +67,7 @@ def split_images(run: str | os.PathLike, pp, split: str = "val", limit: int = 25
             rng = np.random.default_rng(seed)
             if len(pos) > limit:
                 pos = sorted(rng.choice(pos, size=limit, replace=False).tolist())
-            imgs = decode_all(source, pos, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
-                              cache_dir=cfg.cache_dir, progress=False)
+            imgs = decode_all(source, pos, pp, cache_dir=cfg.cache_dir, progress=False)
             ok = np.flatnonzero(imgs.ok)
             if len(ok):
                 labels = np.array([source.samples[pos[i]].label for i in ok])

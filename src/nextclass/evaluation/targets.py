@@ -26,8 +26,7 @@ OTHER_PREFIX = "data:"  # blocks of other datasets: never the name of one of the
 
 
 def _decoded(source: DataSource, positions: list[int], pp: Preprocess, cache_dir: str | None, progress: bool):
-    return decode_all(source, positions, size=pp.size, channels=pp.channels, interpolation=pp.interpolation,
-                      cache_dir=cache_dir, progress=progress)
+    return decode_all(source, positions, pp, cache_dir=cache_dir, progress=progress)
 
 
 def _skipped(source: DataSource, positions: list[int], errors: dict, split: str | None = None) -> list[dict]:

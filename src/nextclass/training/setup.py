@@ -98,8 +98,8 @@ def _decode(source: DataSource, pp: Preprocess, cfg: TrainConfig, run_dir: Path,
     """Decode every image once into the uint8 cache (one process per machine under DDP), then audit."""
     if local_rank() != 0:
         barrier()  # DDP: one process per machine decodes; the others then read its cache
-    images = decode_all(source, list(range(len(source.samples))), size=pp.size, channels=pp.channels,
-                        interpolation=pp.interpolation, cache_dir=cfg.cache_dir, progress=progress and local_rank() == 0)
+    images = decode_all(source, list(range(len(source.samples))), pp, cache_dir=cfg.cache_dir,
+                        progress=progress and local_rank() == 0)
     if local_rank() == 0:
         barrier()
     if is_main():
