@@ -36,6 +36,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,35 @@ FEW_IMAGES = 5  # a class with fewer readable images cannot be trained and measu
 MAX_LISTED = 500  # duplicate groups listed in audit.json (counts are always complete)
 MAX_MEMBERS = 50  # members listed per group ("size" has the full count)
 _RANK = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class _NearRule:
+    """When two images are near duplicates (module docstring): the candidate filters and the pixel check."""
+
+    threshold: int  # phash bits (of 64)
+    tolerance: float  # mean grey-level difference of 16x16 thumbnails
+    picture_tolerance: float  # largest blurred block difference, in units of contrast
+
+
+@dataclass(frozen=True, eq=False)
+class _Readable:
+    """The readable images, one entry each, in ``source.samples`` order."""
+
+    okidx: np.ndarray  # position in source.samples
+    split: np.ndarray  # split rank (_RANK; 3: none)
+    label: np.ndarray
+    group: np.ndarray  # exact-duplicate group id
+    ng: int  # number of exact groups
+
+
+@dataclass(frozen=True, eq=False)
+class _Pairs:
+    """Verified near pairs between exact groups ``gi[k]`` and ``gj[k]``, ``gd[k]`` phash bits apart."""
+
+    gi: np.ndarray
+    gj: np.ndarray
+    gd: np.ndarray
 
 
 def _assign(source: DataSource, splits, seed: int) -> dict:
@@ -117,9 +147,10 @@ def _member(source: DataSource, k: int) -> dict:
     return out
 
 
-def _split_links(split, group, ng, gi, gj) -> tuple[dict, dict]:
+def _split_links(r: _Readable, p: _Pairs) -> tuple[dict, dict]:
     """Leaks (``cross_split``: images of a later split with an exact / only-near copy in an earlier one)
     and repeats inside each split (``within_split``)."""
+    split, group, ng, gi, gj = r.split, r.group, r.ng, p.gi, p.gj
     gmask = np.zeros(ng, np.int64)  # bit r set: the exact group has an image in split r
     np.bitwise_or.at(gmask, group, 1 << split)
     nmask = np.zeros(ng, np.int64)  # bit r set: a near neighbour group has an image in split r
@@ -141,10 +172,11 @@ def _split_links(split, group, ng, gi, gj) -> tuple[dict, dict]:
     return cross, within
 
 
-def _clusters(source: DataSource, okidx, split, label, group, ng, gi, gj, gd) -> list[dict]:
+def _clusters(source: DataSource, r: _Readable, p: _Pairs) -> list[dict]:
     """Duplicate groups (an image and its exact and near copies, see
     :func:`~nextclass.data.groups.centre_groups`), label
     conflicts and leaks first."""
+    okidx, split, label, group, ng, gi, gj, gd = r.okidx, r.split, r.label, r.group, r.ng, p.gi, p.gj, p.gd
     grank = np.full(ng, 3, np.int64)
     np.minimum.at(grank, group, split)  # train-first centres among equally linked ones
     comp = centre_groups(ng, gi, gj, grank)
@@ -167,39 +199,37 @@ def _clusters(source: DataSource, okidx, split, label, group, ng, gi, gj, gd) ->
     return groups
 
 
-def _near(fp: Fingerprints, reps: np.ndarray, threshold: int, tolerance: float,
-          picture_tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _near(fp: Fingerprints, reps: np.ndarray, rule: _NearRule) -> tuple[_Pairs, int]:
     """Near pairs among ``reps``: hash + thumbnail candidates, kept when the pixel check says same picture."""
-    gi, gj, gd = near_pairs(fp.phash[reps], fp.thumb[reps], threshold=threshold, tolerance=tolerance)
+    gi, gj, gd = near_pairs(fp.phash[reps], fp.thumb[reps], threshold=rule.threshold, tolerance=rule.tolerance)
     sides = np.minimum(fp.width[reps], fp.height[reps])
-    keep = same_picture_scores(fp.gray[reps], sides, gi, gj) <= picture_tolerance
-    return gi[keep], gj[keep], gd[keep], int(len(gi))
+    keep = same_picture_scores(fp.gray[reps], sides, gi, gj) <= rule.picture_tolerance
+    return _Pairs(gi[keep], gj[keep], gd[keep]), int(len(gi))
 
 
-def _duplicates(source: DataSource, fp: Fingerprints, threshold: int, tolerance: float,
-                picture_tolerance: float) -> tuple[dict, list, set]:
+def _duplicates(source: DataSource, fp: Fingerprints, rule: _NearRule) -> tuple[dict, list, set]:
     """Exact groups, verified near pairs, clusters, leaks, conflicts -> (summary, groups, fix drops)."""
     okidx = np.flatnonzero(fp.ok)
     split = np.array([_RANK.get(source.samples[k].split, 3) for k in okidx], dtype=np.int64)
     label = np.array([source.samples[k].label for k in okidx])
     _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
-    group, ng = group.ravel(), len(first)
+    r = _Readable(okidx, split, label, group.ravel(), len(first))
     # near search on one representative per exact group: copies never inflate the candidate count
-    gi, gj, gd, candidates = _near(fp, okidx[first], threshold, tolerance, picture_tolerance)
-    cross, within = _split_links(split, group, ng, gi, gj)
-    groups = _clusters(source, okidx, split, label, group, ng, gi, gj, gd)
-    drops = _fix_drops(okidx, split, group, gi, gj) | _conflict_drops(okidx, label, group)
-    size = np.bincount(group, minlength=ng)
+    pairs, candidates = _near(fp, okidx[first], rule)
+    cross, within = _split_links(r, pairs)
+    groups = _clusters(source, r, pairs)
+    drops = _fix_drops(r, pairs) | _conflict_drops(r)
+    size = np.bincount(r.group, minlength=r.ng)
     conflicts = [g for g in groups if g["label_conflict"]]
     summary = {"exact_groups": int((size > 1).sum()), "exact_extra_copies": int((size[size > 1] - 1).sum()),
-               "near_candidates": candidates, "near_pairs": int(len(gi)), "duplicate_clusters": len(groups),
+               "near_candidates": candidates, "near_pairs": int(len(pairs.gi)), "duplicate_clusters": len(groups),
                "near_clusters": sum(g["kind"] == "near" for g in groups), "cross_split": cross, "within_split": within,
                "label_conflict_groups": len(conflicts), "label_conflict_images": sum(g["size"] for g in conflicts),
                "fix_would_drop": len(drops)}
     return summary, groups, drops
 
 
-def _fix_drops(okidx, split, group, gi, gj) -> set:
+def _fix_drops(r: _Readable, p: _Pairs) -> set:
     """Positions (into source.samples) that ``--fix`` leaves out: val/test images that leak or repeat.
 
     Images are kept in the order train, val, test, then by position; a val/test image goes when an
@@ -207,6 +237,7 @@ def _fix_drops(okidx, split, group, gi, gj) -> set:
     weigh an image twice); near-duplicate label conflicts are reported for a person to settle (identical copies with
     different labels: :func:`_conflict_drops`).
     """
+    okidx, split, group, gi, gj = r.okidx, r.split, r.group, p.gi, p.gj
     nbrs: dict[int, list[int]] = {}
     for a, b in zip(gi.tolist(), gj.tolist()):
         nbrs.setdefault(a, []).append(b)
@@ -222,13 +253,14 @@ def _fix_drops(okidx, split, group, gi, gj) -> set:
     return drops
 
 
-def _conflict_drops(okidx, label, group) -> set:
+def _conflict_drops(r: _Readable) -> set:
     """Positions of every copy of an identical image (same pixels) that carries more than one label.
 
     One picture cannot be both a 0 and a 3: ``--fix`` keeps neither copy, since nothing says which label is
     right (the report lists the group for a person to settle). Near duplicates with other labels may be
     different pictures and are only reported.
     """
+    okidx, label, group = r.okidx, r.label, r.group
     drops = set()
     for g in np.unique(group):
         members = np.flatnonzero(group == g)
@@ -267,9 +299,10 @@ def _findings(rep: dict) -> list[str]:
     return out
 
 
-def _report(source: DataSource, fp: Fingerprints, split_info: dict, threshold: int, tolerance: float,
-            picture_tolerance: float, quick: bool = False) -> tuple[dict, set]:
-    summary, groups, drops = _duplicates(source, fp, threshold, tolerance, picture_tolerance)
+def _report(source: DataSource, fp: Fingerprints, split_info: dict, rule: _NearRule,
+            quick: bool = False) -> tuple[dict, set]:
+    threshold, tolerance, picture_tolerance = rule.threshold, rule.tolerance, rule.picture_tolerance
+    summary, groups, drops = _duplicates(source, fp, rule)
     rep = {"version": 1, "data": source.root if source.kind in ("folder", "split-folder", "csv") else source.name,
            "kind": source.kind, "quick": quick, "n_images": len(source.samples), "n_readable": int(fp.ok.sum()),
            "classes": {"names": source.classes, **_counts(source, fp.ok)}, "splits": split_info,
@@ -368,7 +401,8 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
     source = load_source(data, cache_dir=cache_dir)
     split_info = _assign(source, splits, seed)
     fp, cached = _fingerprint(source, progress, workers, cache_dir)
-    rep, drops = _report(source, fp, split_info, int(near_threshold), float(pixel_tolerance), float(picture_tolerance))
+    rule = _NearRule(int(near_threshold), float(pixel_tolerance), float(picture_tolerance))
+    rep, drops = _report(source, fp, split_info, rule)
     rep["seconds"] = round(time.time() - t0, 2)
     rep["hashes_cached"] = cached
     if fix is not None:
@@ -402,7 +436,7 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
         for name in ("exact", "phash", "thumb", "gray", "width", "height"):
             getattr(full, name)[ok] = getattr(fp, name)
         info = {"mode": "run", "note": "the run's split (split.csv)"}
-        rep, _ = _report(source, full, info, near_threshold, pixel_tolerance, picture_tolerance, quick=True)
+        rep, _ = _report(source, full, info, _NearRule(near_threshold, pixel_tolerance, picture_tolerance), quick=True)
         rep["seconds"] = round(time.time() - t0, 2)
         old = Path(path)
         if old.exists():  # a resumed run keeps the label issues found before
