@@ -86,7 +86,7 @@ def test_suggest_on_a_real_run_and_cli(tiny_run, tmp_path):
     assert not {r["path"] for r in res["rows"]} & set(copies)
     with open(tmp_path / "next.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["rank", "path", "predicted", "probability", "margin", "score", "reason"]
+    assert list(rows[0]) == ["rank", "path", "predicted", "probability", "margin", "score", "reason", "unfamiliar"]
     assert [int(r["rank"]) for r in rows] == list(range(1, 9)) and rows[0]["predicted"] in ("circle", "hbar", "vbar")
     man = tmp_path / "pool.csv"
     man.write_text("path\n" + "\n".join(str(p) for p in sorted(pool.glob("new_*.png"))[:6]) + "\n")

@@ -17,9 +17,13 @@ def suggest(
     unlabeled: str = typer.Argument(..., help="A folder of unlabelled images (recursive), or a CSV with a 'path' column."),
     n: int = typer.Option(100, "-n", "--n", help="How many images to suggest."),
     output: Optional[Path] = typer.Option(Path("next.csv"), "--output", "-o",
-                                          help="CSV: rank, path, predicted, probability, margin, score, reason."),
+                                          help="CSV: rank, path, predicted, probability, margin, score, reason, "
+                                               "unfamiliar."),
     strategy: str = typer.Option("suggest", help="suggest (uncertainty x diversity) | uncertainty | random."),
     seed: int = typer.Option(0, help="Seed of the weighted draws."),
+    skip_unfamiliar: bool = typer.Option(False, "--skip-unfamiliar", help=(
+        "Leave out images farther from every training image than the bundle's 'unfamiliar' distance (noise, blank "
+        "or off-topic images; the same test predict flags with). Without it such picks are kept and marked.")),
     cache_dir: Optional[str] = typer.Option(None, help="Cache root (decoded images)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -33,13 +37,15 @@ def suggest(
 
       nextclass suggest runs/simple_cnn-photos pool.csv -n 50 --strategy uncertainty
 
+      nextclass suggest runs/simple_cnn-photos new-photos/ --skip-unfamiliar   (no noise or blank images)
+
       label the images in next.csv, add them to the data, then train again
     """
     import nextclass
     from nextclass.report.console import json_text
 
     res = run_guarded(nextclass.suggest, run, unlabeled, n=n, output=output, strategy=strategy, seed=seed,
-                      cache_dir=cache_dir, progress=not quiet)
+                      cache_dir=cache_dir, progress=not quiet, skip_unfamiliar=skip_unfamiliar)
     if json_out:
         typer.echo(json_text(res))
         return

@@ -27,7 +27,7 @@ run's calibrated probabilities and trunk features); ``bench/active.py`` feeds it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class Selection:
     skipped: np.ndarray  # candidates skipped as near-duplicates of labelled images
     threshold: float
     threshold_note: str
+    left_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ``leave_out`` candidates
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -127,7 +128,7 @@ def _kmeanspp(x: np.ndarray, u: np.ndarray, d: np.ndarray, n: int, rng) -> tuple
 
 
 def select(probs: np.ndarray, features: np.ndarray, labelled: np.ndarray, n: int, *, strategy: str = "suggest",
-           seed: int = 0, exclude=()) -> Selection:
+           seed: int = 0, exclude=(), leave_out=()) -> Selection:
     """Pick ``n`` candidates to label.
 
     Args:
@@ -138,6 +139,8 @@ def select(probs: np.ndarray, features: np.ndarray, labelled: np.ndarray, n: int
         strategy: ``suggest`` (uncertainty x diversity), ``uncertainty`` (smallest margins) or ``random``.
         seed: seed of the draws.
         exclude: candidates to skip as well (e.g. verified copies of labelled images).
+        leave_out: candidates never to pick for another reason than duplication (``suggest --skip-unfamiliar``:
+            images unlike every training image); they are not counted in ``skipped`` but in ``left_out``.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -152,7 +155,8 @@ def select(probs: np.ndarray, features: np.ndarray, labelled: np.ndarray, n: int
     thr, note = duplicate_threshold(lab, seed)
     skipped = np.union1d(np.flatnonzero(d <= thr) if thr > 0 else np.zeros(0, np.int64),
                          np.asarray(list(exclude), dtype=np.int64)).astype(np.int64)
-    ok = np.setdiff1d(np.arange(len(x)), skipped)
+    left_out = np.setdiff1d(np.asarray(list(leave_out), dtype=np.int64), skipped)
+    ok = np.setdiff1d(np.arange(len(x)), np.union1d(skipped, left_out))
     u = 1.0 - margins(probs)
     n = min(int(n), len(ok))
     rng = np.random.default_rng(seed)
@@ -164,4 +168,5 @@ def select(probs: np.ndarray, features: np.ndarray, labelled: np.ndarray, n: int
     else:
         sub, score = _kmeanspp(x[ok], np.maximum(u[ok], 1e-6), d[ok], n, rng)
         picks = ok[sub]
-    return Selection(np.asarray(picks, np.int64), np.asarray(score, float), _reasons(u, d, picks), skipped, thr, note)
+    return Selection(np.asarray(picks, np.int64), np.asarray(score, float), _reasons(u, d, picks), skipped, thr, note,
+                     left_out)

@@ -4,7 +4,13 @@ The run's bundle embeds the unlabelled images and its own training images once
 (:mod:`nextclass.curation.embed`: trunk features, and logits divided by the bundle's calibration
 temperature, so "uncertain" means what the calibrated probabilities say); :func:`nextclass.curation.
 selection.select` picks uncertain and diverse images, skipping near-duplicates of images the run was
-trained on. The result is a CSV (rank, path, predicted, probability, margin, score, reason).
+trained on. The result is a CSV (rank, path, predicted, probability, margin, score, reason, unfamiliar).
+
+Uncertainty x distance favours noise, blank and off-topic images (on Fashion-MNIST 8 of the top 20 picks were
+noise or flat grey): each pick is marked ``unfamiliar`` as ``predict`` marks an image, when it is farther from
+every training image in the bundle's neighbour index than the bundle's ``neighbors.unfamiliar.distance`` (chosen
+on val at training, :func:`nextclass.metrics.selective.distance_threshold`); ``skip_unfamiliar`` leaves those
+candidates out of the draw.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from nextclass.curation.embed import Embedding, embed_source
-from nextclass.curation.selection import STRATEGIES, margins, select
+from nextclass.curation.selection import STRATEGIES, margins, select, unit
 from nextclass.data.samples import DataError, DataSource, Sample
 from nextclass.utils import atomic_write_text, log, natural_key
 
-__all__ = ["suggest", "unlabeled_source", "write_suggestions", "pixel_copies", "STRATEGIES"]
+__all__ = ["suggest", "unlabeled_source", "write_suggestions", "pixel_copies", "unfamiliar_flags", "STRATEGIES"]
 
 
 def unlabeled_source(spec) -> DataSource:
@@ -92,15 +98,34 @@ def pixel_copies(pool: Embedding, known: Embedding) -> np.ndarray:
     return np.unique(i[cross][same]).astype(np.int64)
 
 
+def unfamiliar_flags(run, emb: Embedding) -> tuple[np.ndarray | None, float | None]:
+    """Per embedded candidate: farther from every training image in the bundle's neighbour index than the bundle's
+    ``unfamiliar`` distance, as ``predict`` flags an image (the same trunk vectors, L2-normalised, searched in the
+    same index); and that distance. ``(None, None)`` when the bundle keeps no threshold or no index."""
+    from nextclass.bundle import read_meta, resolve_bundle_dir
+    from nextclass.neighbors import NeighborIndex
+
+    folder = resolve_bundle_dir(run)
+    th = ((read_meta(folder).get("neighbors") or {}).get("unfamiliar") or {}).get("distance")
+    index = NeighborIndex.load(folder) if th is not None else None
+    if index is None:
+        return None, None
+    if not len(emb.features):
+        return np.zeros(0, bool), float(th)
+    return index.search(unit(emb.features), 1)[0][:, 0] > float(th), float(th)
+
+
 def write_suggestions(path: str | os.PathLike, rows: list[dict]) -> None:
-    """The suggestions CSV (rank, path, predicted, probability, margin, score, reason), atomically."""
+    """The suggestions CSV (rank, path, predicted, probability, margin, score, reason, unfamiliar), atomically;
+    ``unfamiliar`` is 1 or 0 as in ``predict``'s CSV, empty when the bundle keeps no threshold to judge by."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    cols = ["rank", "path", "predicted", "probability", "margin", "score", "reason"]
+    cols = ["rank", "path", "predicted", "probability", "margin", "score", "reason", "unfamiliar"]
     w.writerow(cols)
     for r in rows:
+        far = r.get("unfamiliar")
         w.writerow([r["rank"], r["path"], r["predicted"], f"{r['probability']:.5f}", f"{r['margin']:.5f}",
-                    f"{r['score']:.5f}", r["reason"]])
+                    f"{r['score']:.5f}", r["reason"], "" if far is None else int(far)])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -114,8 +139,31 @@ SCORE_MEANING = {
 }
 
 
+def _check_skip(run, skip_unfamiliar: bool) -> None:
+    """Fail before any work when ``skip_unfamiliar`` is asked of a bundle with nothing to judge by."""
+    from nextclass.bundle import read_meta, resolve_bundle_dir
+    from nextclass.neighbors import INDEX_FILE
+
+    if not skip_unfamiliar:
+        return
+    meta = read_meta(run)
+    if (((meta.get("neighbors") or {}).get("unfamiliar") or {}).get("distance") is None
+            or not (resolve_bundle_dir(run) / INDEX_FILE).is_file()):
+        raise ValueError(f"{run}: --skip-unfamiliar needs the bundle's 'unfamiliar' distance threshold, and this one "
+                         "keeps none (no neighbour index, too few val images, or trained before nextclass kept one)")
+
+
+def _rows(pool: DataSource, emb: Embedding, probs: np.ndarray, sel, far: np.ndarray | None) -> list[dict]:
+    marg = margins(probs)
+    return [{"rank": r + 1, "path": pool.samples[emb.positions[i]].path,
+             "predicted": emb.classes[int(probs[i].argmax())], "probability": float(probs[i].max()),
+             "margin": float(marg[i]), "score": float(sel.score[r]), "reason": sel.reason[r],
+             "unfamiliar": None if far is None else bool(far[i])}
+            for r, i in enumerate(sel.order)]
+
+
 def suggest(run, unlabeled, *, n: int = 100, output: str | os.PathLike | None = None, strategy: str = "suggest",
-            seed: int = 0, cache_dir=None, progress: bool = True) -> dict:
+            seed: int = 0, cache_dir=None, progress: bool = True, skip_unfamiliar: bool = False) -> dict:
     """Rank ``unlabeled`` images for labelling with the run ``run``; see the module docstring.
 
     Args:
@@ -127,36 +175,46 @@ def suggest(run, unlabeled, *, n: int = 100, output: str | os.PathLike | None = 
         seed: seed of the weighted draws.
         cache_dir: cache root (decoded images).
         progress: progress bars.
+        skip_unfamiliar: leave out candidates farther from every training image than the bundle's ``unfamiliar``
+            distance (noise, blank or off-topic images); ValueError when the bundle keeps no such threshold.
 
     Returns:
-        ``rows`` (dicts as in the CSV), ``candidates``, ``skipped_duplicates``, ``duplicate_threshold``,
-        ``threshold_note``, ``unreadable``, ``method``, ``output``.
+        ``rows`` (dicts as in the CSV; ``unfamiliar`` None when not judged), ``candidates``, ``skipped_duplicates``,
+        ``duplicate_threshold``, ``threshold_note``, ``unreadable``, ``method``, ``output``, ``unfamiliar_distance``
+        (None: not judged), ``unfamiliar_picks`` and ``unfamiliar_left_out`` (counts), ``skip_unfamiliar``.
 
     Example:
         >>> res = suggest("runs/simple_cnn-photos", "new-photos/", n=50, output="next.csv")  # doctest: +SKIP
-        >>> res["rows"][0]["reason"]                                                        # doctest: +SKIP
-        'uncertain + far from labelled'
+        >>> res["rows"][0]["reason"], res["rows"][0]["unfamiliar"]                          # doctest: +SKIP
+        ('uncertain + far from labelled', False)
     """
     run = Path(run)
+    _check_skip(run, skip_unfamiliar)
     pool = unlabeled_source(unlabeled)
     emb = embed_source(pool, model=run, cache_dir=cache_dir, progress=progress)
     train_source, train_pos = _training_source(run, cache_dir)
     known = embed_source(train_source, train_pos, model=run, cache_dir=cache_dir, progress=progress)
     probs = _softmax(emb.logits, emb.temperature)
     copies = pixel_copies(emb, known)
-    sel = select(probs, emb.features, known.features, n, strategy=strategy, seed=seed, exclude=copies)
+    far, far_at = unfamiliar_flags(run, emb)
+    leave = np.flatnonzero(far) if skip_unfamiliar and far is not None else ()
+    sel = select(probs, emb.features, known.features, n, strategy=strategy, seed=seed, exclude=copies, leave_out=leave)
     log(f"suggest: embedding near-duplicate threshold {sel.threshold:.4g} ({sel.threshold_note}); "
         f"{len(copies)} same picture(s) as training images by the pixel check; {len(sel.skipped)} candidate(s) "
-        "skipped in all")
-    marg = margins(probs)
-    rows = [{"rank": r + 1, "path": pool.samples[emb.positions[i]].path, "predicted": emb.classes[int(probs[i].argmax())],
-             "probability": float(probs[i].max()), "margin": float(marg[i]), "score": float(sel.score[r]),
-             "reason": sel.reason[r]} for r, i in enumerate(sel.order)]
+        "skipped in all" + (f"; {len(sel.left_out)} unfamiliar candidate(s) left out" if skip_unfamiliar else ""))
+    rows = _rows(pool, emb, probs, sel, far)
     if output is not None:
         write_suggestions(output, rows)
+    return _result(rows, strategy, pool, emb, sel, copies, output) | {
+        "unfamiliar_distance": far_at, "unfamiliar_picks": sum(bool(r["unfamiliar"]) for r in rows),
+        "unfamiliar_left_out": int(len(sel.left_out)), "skip_unfamiliar": bool(skip_unfamiliar)}
+
+
+def _result(rows: list[dict], strategy: str, pool: DataSource, emb: Embedding, sel, copies, output) -> dict:
     method = {"suggest": "margin uncertainty x embedding diversity (weighted k-means++ draws)",
               "uncertainty": "smallest margins", "random": "random"}[strategy]
-    return {"rows": rows, "score_meaning": SCORE_MEANING[strategy], "candidates": len(emb.positions), "skipped_duplicates": int(len(sel.skipped)),
+    return {"rows": rows, "score_meaning": SCORE_MEANING[strategy], "candidates": len(emb.positions),
+            "skipped_duplicates": int(len(sel.skipped)),
             "skipped": [pool.samples[emb.positions[i]].path for i in sel.skipped],
             "duplicate_threshold": float(sel.threshold), "threshold_note": sel.threshold_note,
             "pixel_copies": int(len(copies)),

@@ -21,7 +21,8 @@ import numpy as np
 from nextclass.utils import log, natural_key
 from nextclass.rundir import RunDir
 
-__all__ = ["read_rows", "read_json", "RunImages", "dataset_summary", "audit_summary", "model_info"]
+__all__ = ["read_rows", "read_json", "RunImages", "dataset_summary", "audit_summary", "model_info", "audit_label",
+           "AUDIT_LABELS"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -117,6 +118,56 @@ def dataset_summary(run_dir: Path) -> dict:
     }
 
 
+#: Readable names for the keys of ``audit.json`` (:func:`nextclass.data.audit.audit`, the label check's block), as
+#: the report shows them; the raw key stays in the cell's tooltip, for looking it up in the file.
+AUDIT_LABELS = {
+    "version": "format version", "data": "data", "kind": "kind of source",
+    "quick": "quick audit (no image statistics)", "n_images": "images", "n_readable": "readable images",
+    "classes": "classes", "names": "names", "counts": "images per class", "totals": "images per class, all splits",
+    "imbalance_ratio": "largest / smallest class", "few_images": "classes with few images",
+    "missing_in_split": "classes missing from a split", "splits": "splits", "mode": "how split", "note": "note",
+    "images": "image sizes and formats", "sizes": "sizes", "distinct_sizes": "distinct sizes",
+    "min_side": "smallest side (px)", "median_side": "median side (px)", "max_side": "largest side (px)",
+    "formats": "file formats", "modes": "colour modes", "unreadable": "unreadable files", "method": "method",
+    "exact": "exact copies", "near": "near copies", "near_threshold": "near-copy hash threshold (bits)",
+    "pixel_tolerance": "thumbnail tolerance (grey levels)", "picture_tolerance": "same-picture tolerance",
+    "groups": "groups", "search": "search", "summary": "summary", "exact_groups": "groups of exact copies",
+    "exact_extra_copies": "extra exact copies", "near_candidates": "near-copy candidates",
+    "near_pairs": "near-copy pairs", "duplicate_clusters": "duplicate groups", "near_clusters": "near-copy groups",
+    "cross_split": "leaks between splits", "within_split": "copies within a split",
+    "label_conflict_groups": "duplicate groups with different labels",
+    "label_conflict_images": "images in duplicate groups with different labels",
+    "fix_would_drop": "images audit --fix would drop", "duplicates": "duplicate groups",
+    "duplicates_listed": "duplicate groups listed", "findings": "findings", "seconds": "seconds",
+    "duplicates.kind": "kind", "duplicates.cross_split": "across splits", "unreadable.reason": "reason",
+    "size": "images", "max_distance": "largest hash distance (bits)", "label_conflict": "different labels",
+    "members": "members (split:label)", "label_issues": "label check", "checked": "images checked",
+    "label_issues.n": "flagged", "n": "images", "pairs": "most frequent (given -> suggested)",
+    "items": "flagged images", "csv": "CSV file", "source": "judged by", "gate": "quality gate", "ok": "passed",
+    "accuracy": "accuracy", "chance": "chance", "low": "low end of the 95% interval", "needed": "needed",
+    "reason": "reason", "skipped": "not checked because", "head_accuracy": "head accuracy (cross-validated)",
+    "rank": "rank", "label": "label", "suggested": "suggested", "score": "p(label)", "split": "split",
+    "path": "path", "value": "value",
+}
+
+
+def audit_label(key: str) -> str:
+    """The readable name of an ``audit.json`` key or dotted path (``classes.imbalance_ratio`` -> ``classes:
+    largest / smallest class``); an unknown key reads with spaces for underscores.
+
+    Example:
+        >>> audit_label("n_images"), audit_label("summary.fix_would_drop"), audit_label("some_new_key")
+        ('images', 'summary: images audit --fix would drop', 'some new key')
+    """
+    parts = key.split(".")
+    return ": ".join(_known(parts[i - 1] if i else "", k) or k.replace("_", " ") for i, k in enumerate(parts))
+
+
+def _known(parent: str, key) -> str | None:
+    """Our name for ``key`` under ``parent`` (``label_issues.n`` is the flagged count, ``gate.n`` the images)."""
+    return AUDIT_LABELS.get(f"{parent}.{key}") or AUDIT_LABELS.get(key) if isinstance(key, str) else None
+
+
 def _scalar(v) -> bool:
     return isinstance(v, (str, int, float, bool)) or v is None
 
@@ -124,7 +175,8 @@ def _scalar(v) -> bool:
 def audit_summary(run_dir: Path, max_rows: int = 12) -> dict | None:
     """A view of ``audit.json`` (written by ``nextclass audit`` and at the start of every run), or None.
 
-    Returns ``{"findings": [str], "highlights": [(key, value)], "lists": [...], "facts": [(key, value)]}``:
+    Returns ``{"findings": [str], "highlights": [(label, value, key)], "lists": [...], "facts": [(label, value,
+    key)]}`` (``label``: :func:`audit_label` of the JSON ``key``, which the page keeps as a tooltip):
     the audit's own one-line findings, its ``summary`` counts, the listed problems (duplicates, label
     suspects, unreadable files; each row with the image ``paths`` it names, for thumbnails) and every
     other scalar field (shown folded). Unknown layouts still render: lists and scalars are found generically.
@@ -142,7 +194,9 @@ def audit_summary(run_dir: Path, max_rows: int = 12) -> dict | None:
             cols += [c for c in e if c not in cols and c not in ("path", "paths", "members")]
         has_members = any("members" in e for e in entries)
         rows = [[_short(e.get(c)) for c in cols[:7]] + ([_members(e.get("members"))] if has_members else []) for e in entries]
-        lists.append({"name": key, "count": len(v), "columns": cols[:7] + (["members"] if has_members else []),
+        keys = cols[:7] + (["members"] if has_members else [])
+        lists.append({"name": audit_label(key), "key": key, "count": len(v),
+                      "columns": [_known(key.split(".")[-1], c) or c.replace("_", " ") for c in keys],
                       "paths": [_paths_of(e) for e in entries], "rows": rows})
 
     def walk(obj: dict, prefix: str = "") -> None:
@@ -151,29 +205,35 @@ def audit_summary(run_dir: Path, max_rows: int = 12) -> dict | None:
             if key in ("findings", "summary"):
                 continue
             if _scalar(v):
-                facts.append((key, v))
+                facts.append((audit_label(key), v, key))
             elif isinstance(v, dict) and all(_scalar(x) for x in v.values()) and len(v) <= 30:
-                facts.append((key, ", ".join(f"{a}: {_short(b, 40)}" for a, b in v.items())))
+                text = ", ".join(f"{_inner(a, k)}: {_short(b, 40)}" for a, b in v.items())
+                facts.append((audit_label(key), text, key))
             elif isinstance(v, dict):
                 walk(v, key + ".")
             elif isinstance(v, list) and (not v or isinstance(v[0], dict)):
                 add_list(key, v)
             elif isinstance(v, list):
-                facts.append((key, _short(", ".join(_short(x, 30) for x in v), 200)))
+                facts.append((audit_label(key), _short(", ".join(_short(x, 30) for x in v), 200), key))
 
     walk(data)
     highlights = []
     summary = data.get("summary")
     if isinstance(summary, dict):
-        highlights = [(k, _flat(v)) for k, v in summary.items()]
+        highlights = [(audit_label(k), _flat(v), f"summary.{k}") for k, v in summary.items()]
     findings = [str(f) for f in data.get("findings", [])] if isinstance(data.get("findings"), list) else []
     return {"findings": findings, "highlights": highlights, "lists": lists, "facts": facts}
 
 
+def _inner(key, parent: str = "") -> str:
+    """A key inside a value: readable when it is one of ours, as it is otherwise (class names, split pairs)."""
+    return _known(parent, key) or str(key)
+
+
 def _flat(v, depth: int = 0) -> str:
-    """``{"train-val": {"exact": 0, "near": 6}}`` -> ``train-val: (exact 0, near 6)``."""
+    """``{"train-val": {"exact": 0, "near": 6}}`` -> ``train-val: (exact copies 0, near copies 6)``."""
     if isinstance(v, dict):
-        inner = ", ".join(f"{k}{': ' if depth == 0 else ' '}{_flat(x, depth + 1)}" for k, x in v.items())
+        inner = ", ".join(f"{_inner(k)}{': ' if depth == 0 else ' '}{_flat(x, depth + 1)}" for k, x in v.items())
         return f"({inner})" if depth else inner
     return _short(v, 60)
 

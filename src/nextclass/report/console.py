@@ -377,6 +377,20 @@ def label_issue_lines(block: dict, max_items: int = 10) -> list:
     return out
 
 
+def _unfamiliar_lines(res: dict) -> list[str]:
+    """How many picks are ``unfamiliar`` (or were left out as such), or why none was judged."""
+    d = res.get("unfamiliar_distance")
+    if d is None:
+        return ["[dim]unfamiliar: not judged (the bundle keeps no 'unfamiliar' distance threshold)[/]"]
+    what = f"farther from every training image than distance {d:.4g}, as predict flags an image"
+    if res.get("skip_unfamiliar"):
+        return [f"left out {res['unfamiliar_left_out']} unfamiliar image(s) ({what}; --skip-unfamiliar)"]
+    if res.get("unfamiliar_picks"):
+        return [f"[magenta]{res['unfamiliar_picks']} of {len(res['rows'])} pick(s) unfamiliar[/] ({what}: noise, blank "
+                "or off-topic images?); --skip-unfamiliar leaves them out"]
+    return [f"no pick is unfamiliar ({what})"]
+
+
 def suggest_lines(res: dict, max_items: int = 10) -> list:
     """What ``nextclass suggest`` chose: the counts, the near-duplicate threshold and the top rows."""
     from rich.table import Table
@@ -388,12 +402,14 @@ def suggest_lines(res: dict, max_items: int = 10) -> list:
                  f"{res['threshold_note']})"]
     if res.get("unreadable"):
         out.append(f"[yellow]{res['unreadable']} unreadable image(s) skipped[/]")
+    out += _unfamiliar_lines(res)
     t = Table(show_edge=False)
-    for col in ("rank", "predicted", "prob", "margin", "score", "reason", "path"):
+    for col in ("rank", "predicted", "prob", "margin", "score", "reason", "unfamiliar", "path"):
         t.add_column(col, justify="right" if col in ("rank", "prob", "margin", "score") else "left")
     for r in res["rows"][:max_items]:
+        far = r.get("unfamiliar")
         t.add_row(str(r["rank"]), r["predicted"], f"{r['probability']:.3f}", f"{r['margin']:.3f}", f"{r['score']:.3f}",
-                  r["reason"], r["path"])
+                  r["reason"], "-" if far is None else ("[magenta]unfamiliar[/]" if far else ""), r["path"])
     out.append(t)
     if res.get("score_meaning"):
         out.append(f"[dim]{res['score_meaning']}[/]")

@@ -21,7 +21,7 @@ import numpy as np
 
 from nextclass.utils import atomic_write_bytes, atomic_write_text, log
 from nextclass.report import plots
-from nextclass.report.trust import trust_plots
+from nextclass.report.trust import risk_coverage_note, trust_plots
 from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_rows
 from nextclass.rundir import RunDir
 
@@ -278,6 +278,25 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     return Path(out)
 
 
+def accuracy_interval(block: dict | None) -> list[float] | None:
+    """The 95 % Wilson interval of a metrics block's accuracy: its ``accuracy_ci``, or computed from ``accuracy``
+    and ``n`` for a block written before nextclass kept one (None without images)."""
+    from nextclass.metrics.classification import wilson_interval
+
+    if not isinstance(block, dict) or block.get("accuracy") is None or not block.get("n"):
+        return None
+    ci = block.get("accuracy_ci")
+    if ci is None and not math.isnan(float(block["accuracy"])):
+        ci = wilson_interval(round(float(block["accuracy"]) * int(block["n"])), int(block["n"]))
+    return list(ci) if ci else None
+
+
+def _ci_text(block: dict | None, d: int = 1, prefix: str = "95% CI ") -> str:
+    """``95% CI 86.2-100.0%`` (the Wilson interval of :func:`accuracy_interval`), or "-" when there is none."""
+    ci = accuracy_interval(block)
+    return "-" if ci is None else f"{prefix}{100 * ci[0]:.{d}f}\u2013{100 * ci[1]:.{d}f}%"
+
+
 def _render(**ctx) -> str:
     import datetime as dt
 
@@ -291,7 +310,8 @@ def _render(**ctx) -> str:
     env.filters["num"] = lambda v, d=4: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     env.filters["mb"] = lambda b: "-" if b is None else f"{b / 2 ** 20:.2f} MB"
     env.filters["thousands"] = lambda v: f"{int(v):,}"
+    env.filters["ci"] = _ci_text
     blocks = {k: v for k, v in ctx["metrics"].items() if isinstance(v, dict) and "accuracy" in v}
     return env.get_template("report.html.j2").render(
         **ctx, blocks=blocks, sections=SECTIONS, version=__version__,
-        now=dt.datetime.now().isoformat(timespec="seconds"), run_name=ctx["run_dir"].name)
+        risk_note=risk_coverage_note(ctx["block"], ctx["split"]), now=dt.datetime.now().isoformat(timespec="seconds"), run_name=ctx["run_dir"].name)

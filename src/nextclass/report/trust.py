@@ -8,7 +8,7 @@ from pathlib import Path
 from nextclass.report import plots
 from nextclass.rundir import RunDir
 
-__all__ = ["trust_plots"]
+__all__ = ["trust_plots", "risk_coverage_note", "no_errors"]
 
 SHOWN = 8  # wrong predictions drawn with their neighbours
 
@@ -36,8 +36,24 @@ def _neighbor_grid(run_dir: Path, images, block: dict) -> bytes | None:
                             "images (green: of the true class)", cell=96)
 
 
+def no_errors(selective: dict | None) -> bool:
+    """True when a split's risk-coverage curve is 0 everywhere (no wrong prediction): a plot of it would be empty."""
+    rows = (selective or {}).get("risk_coverage") or []
+    return bool(rows) and all(float(r[2]) == 0.0 for r in rows)
+
+
+def risk_coverage_note(block: dict | None, split: str | None) -> str | None:
+    """The one line the report shows instead of an empty risk-coverage plot (None when there is a curve to draw)."""
+    if not block or not no_errors(block.get("selective")):
+        return None
+    return (f"No risk-coverage curve: none of the {block.get('n', 0)} {split} predictions is wrong, so the risk "
+            "(error rate of the accepted predictions) is 0 at every coverage.")
+
+
 def trust_plots(run_dir: Path, images, block: dict, split: str | None) -> dict:
-    """PNG bytes: ``risk_coverage`` on the main split and ``neighbors`` of its wrong predictions."""
+    """PNG bytes: ``risk_coverage`` on the main split (None without a wrong prediction: :func:`risk_coverage_note`
+    says so instead) and ``neighbors`` of its wrong predictions."""
     sel = block.get("selective") or {}
-    return {"risk_coverage": plots.risk_coverage(sel, f"{split}: {block.get('n', 0)} images") if sel else None,
+    draw = sel and not no_errors(sel)
+    return {"risk_coverage": plots.risk_coverage(sel, f"{split}: {block.get('n', 0)} images") if draw else None,
             "neighbors": _neighbor_grid(run_dir, images, block)}

@@ -153,10 +153,31 @@ async def models(request: Request):
         "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
         "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
         "explain": st.explain is not None, "abstain": _abstain_info(pred, st.threshold),
+        "headline": headline_accuracy(meta.get("metrics") or {}),
         "neighbors": {k: v for k, v in (meta.get("neighbors") or {}).items()
                       if k in ("n", "dim", "bytes", "thumbnail", "unfamiliar")}
         or None,
         "limits": {"max_images": cfg.max_images, "max_upload_mb": cfg.max_upload_mb, "topk": cfg.topk}}]}
+
+
+def headline_accuracy(metrics: dict) -> dict | None:
+    """The number the web page's header shows: the bundle's *test* accuracy with its 95 % Wilson interval (the
+    final number; the validation one chose the checkpoint and is optimistic), else val's, saying which split it is.
+
+    Example:
+        >>> h = headline_accuracy({"val": {"accuracy": 1.0, "n": 24}})
+        >>> h["split"], [round(x, 3) for x in h["ci"]]
+        ('val', [0.862, 1.0])
+    """
+    from nextclass.metrics.classification import wilson_interval
+
+    for split in ("test", "val"):
+        b = metrics.get(split)
+        if isinstance(b, dict) and b.get("accuracy") is not None:
+            n = int(b.get("n") or 0)
+            ci = b.get("accuracy_ci") or (wilson_interval(round(float(b["accuracy"]) * n), n) if n else None)
+            return {"split": split, "accuracy": float(b["accuracy"]), "n": n or None, "ci": ci}
+    return None
 
 
 def _abstain_info(pred, threshold: float | None) -> dict:

@@ -61,6 +61,9 @@ class ModelInfo(BaseModel):
     explain: bool = Field(description="Whether POST /v1/explain (Grad-CAM) is available.")
     abstain: Optional[dict] = Field(None, description="Abstain score, threshold in use and its validation coverage.")
     neighbors: Optional[dict] = Field(None, description="The nearest-training-images index (None: the bundle has none).")
+    headline: Optional[dict] = Field(None, description=(
+        "The accuracy the web page shows: split ('test', else 'val' when the bundle has no test number), accuracy, "
+        "n and ci (its 95% Wilson interval [lo, hi]). None: the bundle keeps no accuracy."))
     limits: dict
 
 

@@ -4,16 +4,24 @@ const $ = (sel) => document.querySelector(sel);
 let explainAvailable = false;
 let neighborsAvailable = false;
 
+// The bundle's test accuracy with its 95% Wilson interval; val (named as such) when it has no test number.
+function headline(h) {
+  if (!h || h.accuracy === null || h.accuracy === undefined) return "";
+  const pct = (v) => (100 * v).toFixed(1);
+  const ci = h.ci ? ` (95% CI ${pct(h.ci[0])}\u2013${pct(h.ci[1])}%${h.n ? `, n=${h.n}` : ""})` : "";
+  const note = h.split === "test" ? "" : " · no test number in this bundle";
+  return ` · ${h.split} accuracy ${pct(h.accuracy)}%${ci}${note}`;
+}
+
 async function loadModel() {
   try {
     const r = await fetch("/v1/models");
     const m = (await r.json()).models[0];
-    const acc = m.metrics && m.metrics.val && m.metrics.val.accuracy;
     const version = m.version ? ` ${m.version}` : "";
     const th = m.abstain && m.abstain.threshold !== null && m.abstain.threshold !== undefined
       ? ` · abstains below ${m.abstain.score} ${m.abstain.threshold.toFixed(3)}` : "";
     $("#model-info").textContent = `${m.name}${version} · ${m.arch || "model"} · ${m.classes.length} classes · backend ${m.backend}` +
-      (acc !== undefined && acc !== null ? ` · val accuracy ${(100 * acc).toFixed(1)}%` : "") + th;
+      headline(m.headline) + th;
     neighborsAvailable = !!m.neighbors;
     $("#neighbors-option").hidden = !neighborsAvailable;
     explainAvailable = !!m.explain;
