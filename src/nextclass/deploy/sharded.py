@@ -7,6 +7,7 @@ process group (gloo on CPU, NCCL on GPU) and checks that nothing was lost or pre
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch.distributed as dist
@@ -16,18 +17,29 @@ from nextclass.dist import backend_for, is_main, launch, local_rank, resolve_dev
 __all__ = ["predict_distributed"]
 
 
-def _predict_worker(model: str, files: list[str], topk: int, batch_size: int, device: str, tta: bool | None = None,
-                    backend: str = "torch") -> list[dict] | None:
+@dataclass(frozen=True)
+class _Predicting:
+    """What every worker does with its shard (the arguments of :func:`predict_distributed`, picklable)."""
+
+    topk: int
+    batch_size: int
+    device: str
+    tta: bool | None
+    backend: str
+
+
+def _predict_worker(model: str, files: list[str], p: _Predicting) -> list[dict] | None:
     from nextclass.deploy.loading import load
 
-    dist.init_process_group(backend=backend_for(resolve_device(device)))
+    dist.init_process_group(backend=backend_for(resolve_device(p.device)))
     try:
-        dev = resolve_device(device)
+        dev = resolve_device(p.device)
         if dev == "cuda":
             dev = f"cuda:{local_rank()}"
         idx = shard(list(range(len(files))))
-        pred = load(model, device=dev, backend=backend)
-        rows = [r.to_dict() for r in pred.predict([files[i] for i in idx], topk=topk, batch_size=batch_size, tta=tta)]
+        pred = load(model, device=dev, backend=p.backend)
+        rows = [r.to_dict() for r in pred.predict([files[i] for i in idx], topk=p.topk, batch_size=p.batch_size,
+                                                   tta=p.tta)]
         parts: list = [None] * dist.get_world_size()
         dist.all_gather_object(parts, list(zip(idx, rows)))
     finally:
@@ -68,5 +80,5 @@ def predict_distributed(model: str | os.PathLike, files: Sequence[str], nproc: i
 
     model = resolve_bundle_dir(resolve_model(model))  # a bad model path fails here, once, not in every worker
     nproc = max(1, min(nproc, len(files)))
-    results = launch(_predict_worker, (str(model), files, topk, batch_size, device, tta, backend), nproc)
+    results = launch(_predict_worker, (str(model), files, _Predicting(topk, batch_size, device, tta, backend)), nproc)
     return results[0]
