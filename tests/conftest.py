@@ -1,6 +1,8 @@
-"""Shared fixtures: isolated caches, tiny generated datasets, and one tiny trained run.
+"""Shared fixtures: isolated caches, tiny generated datasets, the shared trained runs, and the CLI in-process.
 
-Everything runs offline on CPU in seconds, through the real code paths.
+Everything runs offline on CPU in seconds, through the real code paths. The CLI runs in this process
+(:func:`cli`, Typer's ``CliRunner``); a real ``nextclass`` process only where the process is what is tested
+(start-up imports, a SIGKILL, a server's signals). The session's trained runs are read-only (checked at the end).
 """
 
 from __future__ import annotations
