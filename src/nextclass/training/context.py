@@ -44,6 +44,7 @@ class Context:
     features: object = None  # training.features.Features when the backbone stayed frozen (linear probe)
     plan: object = None  # training.plan.Plan of a --max-minutes run (corrected after its first epoch)
     started: float = 0.0  # time.time() when the job started (the budget counts from here)
+    auto_recipe: bool = False  # recipe was auto: the budget's plan may keep the probe alone (training.plan)
 
     @property
     def run(self) -> RunDir:

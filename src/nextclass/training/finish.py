@@ -12,6 +12,8 @@ before the report, so a report failure never costs the user the run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from nextclass.bundle import save_bundle
@@ -36,6 +38,12 @@ def final_splits(ctx: Context) -> list[str]:
     return [s for s in ("val", "test") if (s == "val" or ctx.cfg.evaluate_test) and len(ctx.rows[s])]
 
 
+def _weights_name(spec: str | None) -> str | None:
+    """The weights a bundle started from, without a local path (a bundle travels): a file's name, else the spec."""
+    return Path(spec).name if spec and ("/" in spec or "\\" in spec) and not spec.startswith(("timm/", "hf-hub:", "hf_hub:")) \
+        else spec
+
+
 def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust: dict) -> None:
     cfg = ctx.cfg
     arch = arch_of(cfg, len(ctx.classes), model)
@@ -43,7 +51,7 @@ def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust
              for sp, b in blocks.items() if isinstance(b, dict)}
     save_bundle(ctx.run.bundle, model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=s.temperature,
-                extra={"recipe": cfg.recipe, "pretrained": cfg.pretrained, "run": str(ctx.run_dir.name),
+                extra={"recipe": cfg.recipe, "pretrained": _weights_name(cfg.pretrained), "run": str(ctx.run_dir.name),
                        "tta": {"views": views_from_config(cfg), "default": len(s.views) > 1}, **trust})
     model.to(ctx.device)
 

@@ -82,6 +82,9 @@ def _apply_budget(ctx: Context, started: float) -> None:
     plan = broadcast_object(plan)  # DDP: every rank trains rank 0's plan
     ctx.plan, ctx.started = plan, started
     ctx.train_seconds = plan.train_end_s - plan.spent_s
+    if plan.strategy and plan.strategy != ctx.cfg.recipe:  # recipe auto: the budget keeps the probe alone
+        ctx.cfg = ctx.cfg.model_copy(update={"recipe": plan.strategy})
+        log(f"[dim]auto[/] recipe = {plan.strategy} ({plan.why})")
     save_plan(ctx, plan)
     log(f"[bold]plan[/] {plan.describe()}")
 

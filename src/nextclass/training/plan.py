@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -34,11 +34,15 @@ from nextclass.training.scoring import eval_images, scoring_of
 from nextclass.training.step import Phase, build_parts
 from nextclass.utils import atomic_write_json, log
 
-__all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "FINISH_OVERHEAD_S", "ROBUSTNESS_S"]
+__all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "choose_strategy", "FINISH_OVERHEAD_S",
+           "ROBUSTNESS_S", "MIN_FINETUNE_EPOCHS"]
 
 FINISH_OVERHEAD_S = 15.0  # bundle + report rendering (plots, Grad-CAM, speed figure): measured 3-12 s on 2 cores
 ROBUSTNESS_S = 20.0  # the robustness pass is capped at ~20 s (metrics.robustness time_budget_s)
 SAFETY = 0.03  # plan to end 3 % before the budget: rates measured on a few steps drift a little
+MIN_FINETUNE_EPOCHS = 3  # recipe auto: fewer fine-tuning epochs than this cannot finish a warm-up-and-decay schedule
+MEASURE_S = 8.0  # the timed training steps stop after this long (at least two steps)
+PROBE_FIT_S = 10.0  # the logistic fit of a probe (6 values of C on <= 10k rows): an estimate, seconds on 2 cores
 
 
 @dataclass
@@ -55,11 +59,19 @@ class Plan:
     train_end_s: float  # seconds after the job started at which training must stop
     max_epochs: int | None = None  # the user's --epochs, a cap on the plan
     replanned: str | None = None  # set when the first real epoch corrected the estimate
+    probe_s: float = 0.0  # a two-phase or probe run: embedding every image once + the logistic fit
+    strategy: str = ""  # the recipe the plan runs (recipe auto: chosen here)
+    candidates: list = field(default_factory=list)  # what each strategy costs and whether it fits
+    why: str = ""
 
     def describe(self) -> str:
-        return (f"budget {self.budget_s / 60:g} min: {self.epochs} epochs at {self.train_images_per_s:,.0f} img/s "
-                f"({self.epoch_s:.1f} s each with validation), {self.reserve_s:.0f} s reserved for the final "
-                f"evaluation and report, {self.spent_s:.0f} s already spent on data and set-up")
+        probe = f"probe {self.probe_s:.0f} s (embedding + logistic fit), " if self.probe_s else ""
+        what = (f"{self.strategy}: " if self.strategy else "") + (
+            f"{probe}{self.epochs} epochs at {self.train_images_per_s:,.0f} img/s ({self.epoch_s:.1f} s each with "
+            f"validation)" if self.strategy != "linear-probe" else f"{probe}no fine-tuning epoch")
+        return (f"budget {self.budget_s / 60:g} min: {what}, {self.reserve_s:.0f} s reserved for the final "
+                f"evaluation and report, {self.spent_s:.0f} s already spent on data and set-up"
+                + (f" ({self.why})" if self.why else ""))
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -68,6 +80,24 @@ class Plan:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _Timed:
+    """Batches for a measurement that stops after ``limit_s`` (at least one step): a pretrained backbone at 224 px
+    takes seconds a step on a CPU, and the measurement is paid out of the user's budget."""
+
+    def __init__(self, batches: list, limit_s: float):
+        self.batches, self.limit_s = batches, limit_s
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        for i, b in enumerate(self.batches):
+            if i >= 1 and time.perf_counter() - t0 > self.limit_s:
+                return
+            yield b
 
 
 def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
@@ -85,9 +115,9 @@ def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
         loader, tf = train_batches(ctx, epoch=epoch)
         take += list(itertools.islice(iter(loader), warmup + steps - len(take)))
         epoch += 1
-    train_one_epoch(parts, take[:warmup], step0=0, batch_transform=tf)
+    train_one_epoch(parts, take[:warmup], step0=0, batch_transform=tf)  # first-call allocations: paid, not timed
     _sync(ctx.device)
-    res = train_one_epoch(parts, take[warmup:], step0=0, batch_transform=tf)
+    res = train_one_epoch(parts, _Timed(take[warmup:], MEASURE_S), step0=0, batch_transform=tf)
     _sync(ctx.device)
     tmp = ctx.run.checkpoints / ".plan-timing.safetensors"
     t = time.perf_counter()
@@ -98,7 +128,7 @@ def _train_rate(ctx: Context, steps: int, warmup: int) -> tuple[float, float]:
     return res.images / max(res.seconds, 1e-9), ckpt_s
 
 
-def _eval_rate(ctx: Context, batches: int = 4) -> float:
+def _eval_rate(ctx: Context, batches: int = 2) -> float:
     """img/s of the scorer's evaluation pass (batched eval preprocessing + forward) on training images."""
     model = copy.deepcopy(ctx.model).to(ctx.device)
     s = scoring_of(ctx)
@@ -112,7 +142,7 @@ def _eval_rate(ctx: Context, batches: int = 4) -> float:
     return len(lg) / max(time.perf_counter() - t, 1e-9)
 
 
-def measure_rates(ctx: Context, steps: int = 8, warmup: int = 2) -> tuple[float, float, float]:
+def measure_rates(ctx: Context, steps: int = 8, warmup: int = 1) -> tuple[float, float, float]:
     """(training img/s, evaluation img/s, checkpoint seconds per epoch) on this machine for this run."""
     rng = torch.get_rng_state()
     try:
@@ -147,11 +177,50 @@ def _robustness_s(ctx: Context, n: dict, eval_rate: float) -> float:
     return min(ROBUSTNESS_S, 2 * passes * min(last, 500) / eval_rate)
 
 
+def _probe_s(ctx: Context, n: dict, eval_rate: float) -> float:
+    """A probe's cost: every image through the frozen backbone once (nothing when the features are cached), then
+    the logistic fit."""
+    from nextclass.training.features import feature_cache_path
+
+    if ctx.cfg.recipe not in ("two-phase", "linear-probe"):
+        return 0.0
+    rows = n["train"] * (1 + ctx.cfg.tta_views) + n["val"] + n["test"]
+    cached = feature_cache_path(ctx, ctx.model).exists()
+    return (0.0 if cached else rows / eval_rate) + PROBE_FIT_S
+
+
+def _candidates(ctx: Context, probe_s: float, epoch_s: float, left_s: float) -> list[dict]:
+    """What each strategy costs and whether it finishes in ``left_s`` (plan.json, the log)."""
+    epochs = int((left_s - probe_s) // epoch_s) if left_s > probe_s else 0
+    out = [{"strategy": "linear-probe", "seconds": round(probe_s, 1), "fits": probe_s <= left_s}] if probe_s else []
+    out.append({"strategy": ctx.cfg.recipe, "epochs": epochs, "epoch_s": round(epoch_s, 2),
+                "seconds": round(probe_s + epochs * epoch_s, 1), "fits": epochs >= 1})
+    if probe_s:
+        out.append({"strategy": "scratch", "measured": False, "why": "pretrained weights are on this machine: the "
+                    "probe is the cheap strong baseline (from scratch at the data's size landed near chance on 600 "
+                    "photo-like images, bench/RESULTS.md)"})
+    return out
+
+
+def choose_strategy(ctx: Context, probe_s: float, epoch_s: float, left_s: float) -> tuple[str, int, str]:
+    """``(recipe, epochs, why)`` for the time left. The recipe stays what was asked, except ``recipe: auto`` with
+    pretrained weights (planned as two-phase), which keeps the probe alone when fewer than
+    :data:`MIN_FINETUNE_EPOCHS` fine-tuning epochs would fit after it."""
+    recipe = ctx.cfg.recipe
+    epochs = int((left_s - probe_s) // epoch_s) if left_s > probe_s else 0
+    if recipe == "two-phase" and ctx.auto_recipe and epochs < MIN_FINETUNE_EPOCHS:  # epochs: the probe's (MLP head)
+        return "linear-probe", max(1, ctx.cfg.probe_epochs or 10), (f"only {epochs} fine-tuning epoch(s) of {epoch_s:.0f} s fit after the "
+                                   f"{probe_s:.0f} s probe: the probe alone")
+    if recipe == "two-phase" and ctx.auto_recipe:
+        return recipe, epochs, f"the probe, then {epochs} fine-tuning epochs fit"
+    return recipe, epochs, ""
+
+
 def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
-    """The epochs that fit ``minutes`` of wall time counted from ``started`` (see the module docstring).
+    """The strategy and epochs that fit ``minutes`` of wall time counted from ``started`` (module docstring).
 
     Raises:
-        ValueError: the budget cannot fit one epoch plus the finish step.
+        ValueError: the budget cannot fit one epoch (or, for a probe, the probe) plus the finish step.
 
     Example:
         >>> plan = plan_run(ctx, started=t0, minutes=10)  # doctest: +SKIP
@@ -163,21 +232,22 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     per_rank, bs = math.ceil(n["train"] / world_size()), ctx.cfg.batch_size
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
     epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
-    finish_eval = _finish_eval_s(ctx, n, eval_rate)
-    reserve = finish_eval + _robustness_s(ctx, n, eval_rate) + (FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
-    budget = 60.0 * minutes
-    spent = time.time() - started
+    reserve = _finish_eval_s(ctx, n, eval_rate) + _robustness_s(ctx, n, eval_rate) + (
+        FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
+    budget, spent, probe_s = 60.0 * minutes, time.time() - started, _probe_s(ctx, n, eval_rate)
     train_end = budget * (1 - SAFETY) - reserve
-    epochs = int((train_end - spent) // epoch_s)
-    if epochs < 1:
+    strategy, epochs, why = choose_strategy(ctx, probe_s, epoch_s, train_end - spent)
+    if (epochs < 1 and strategy != "linear-probe") or probe_s > train_end - spent:
         raise ValueError(f"max_minutes: a budget of {minutes:g} min cannot fit one epoch: {spent:.0f} s already spent "
-                         f"on data and set-up, one epoch takes ~{epoch_s:.0f} s at {train_rate:,.0f} img/s and the "
-                         f"final evaluation and report need ~{reserve:.0f} s; give at least "
-                         f"{math.ceil((spent + epoch_s + reserve) / 60 / (1 - SAFETY) * 10) / 10:g} min, "
+                         f"on data and set-up, " + (f"the probe takes ~{probe_s:.0f} s, " if probe_s else "")
+                         + f"one epoch takes ~{epoch_s:.0f} s at {train_rate:,.0f} img/s and the final evaluation and "
+                         f"report need ~{reserve:.0f} s; give at least "
+                         f"{math.ceil((spent + probe_s + epoch_s + reserve) / 60 / (1 - SAFETY) * 10) / 10:g} min, "
                          f"a smaller --img-size or a smaller model")
     if max_epochs is not None:
         epochs = min(epochs, max_epochs)
-    return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs)
+    return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs, None, probe_s,
+                strategy, _candidates(ctx, probe_s, epoch_s, train_end - spent), why)
 
 
 def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float, grow: bool = False) -> Plan:

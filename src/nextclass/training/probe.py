@@ -129,6 +129,7 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     """
     from nextclass.training.features import cached_features
 
+    t_start, elapsed = time.time(), float(state.get("elapsed", 0.0))
     feats = cached_features(ctx, model, progress)
     ctx.features = feats  # the finish step scores val/test from these too (no second backbone pass)
     model.to(ctx.device)
@@ -145,6 +146,7 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     log(f"probe: {state.get('epoch')} rows on cached features in {time.time() - t0:.1f}s; best {ctx.cfg.monitor} "
         f"{best if best is None else round(best, 4)} at row {state.get('best_epoch')}")
     state.pop("stopped", None)  # an early stop of the probe ends the probe, not a two-phase run's fine-tuning
+    state["elapsed"] = elapsed + time.time() - t_start  # embedding included: the budget counts the whole probe
     state.update(phase="probe", probe_done=True, probe_rows=int(state.get("epoch") or epochs),
                  feature_cache="hit" if feats.hit else "built",
                  feature_key=feats.key, feature_seconds=round(feats.seconds, 3))

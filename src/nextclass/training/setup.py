@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nextclass.config import TrainConfig, save_config
+from nextclass.config import AUTO, TrainConfig, save_config
 from nextclass.data.audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
 from nextclass.data.probe import DataProbe, probe_data
@@ -148,6 +148,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     n_train = sum(1 for s in source.samples if s.split == "train")
     _check_batch(cfg, n_train)
     res = resolve(cfg, source, n_train, probe)  # on resume: nothing changes
+    auto_recipe = cfg.recipe == AUTO
     cfg = res.cfg
     if not resumed and is_main():
         save_config(cfg, RunDir(run_dir).config)
@@ -165,7 +166,8 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     if is_main():  # DDP: one log line, not one per rank
         _log_data(source, images, rows, res.pp, run_dir)
     return Context(cfg, run_dir, source, res.pp, images, rows, labels, dev, amp_dtype,
-                   data_hash(images, rows["train"], labels["train"]), res.model, resumed=resumed)
+                   data_hash(images, rows["train"], labels["train"]), res.model, resumed=resumed,
+                   auto_recipe=auto_recipe)
 
 
 def _check_batch(cfg: TrainConfig, n_train: int) -> None:
