@@ -115,13 +115,24 @@ def test_flags_left_out_do_not_override_the_config_file(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("data", ["digits"])
 def test_hflip_help_is_true_to_the_code(data):
-    """Flips are not turned off for digits or text by anything: the help says so, and the resolved run flips."""
+    """hflip auto: the help says the data decides, and on digits the decoded images turn flips (and the flipped
+    test-time view) off; an explicit value is kept as given."""
+    import numpy as np
+
     from nextclass.data.sources import load_source
-    from nextclass.training.defaults import augment_for, resolve
+    from nextclass.metrics.tta import views_from_config
+    from nextclass.training.defaults import augment_for, resolve, settle_hflip
 
     text = field_help("hflip")
-    assert "off for digits" not in text and "nothing turns them off for you" in text
+    assert "auto: decided from the training images" in text
     cfg = coerce_config({"data": data, "model": "simple_cnn", "augment": "light"})
     res = resolve(cfg, load_source(data), 100)
-    assert res.cfg.hflip is True and augment_for(res.cfg).hflip is True
-    assert augment_for(res.cfg.model_copy(update={"hflip": False})).hflip is False
+    assert res.cfg.hflip == "auto"  # settled once the images are decoded
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    arr = (d.images * 16).clip(0, 255).astype(np.uint8)[..., None]
+    settled, note = settle_hflip(res.cfg, arr, np.arange(len(arr)), d.target)
+    assert settled.hflip is False and "do not look like their class" in note
+    assert augment_for(settled).hflip is False and "hflip" not in views_from_config(settled)
+    assert settle_hflip(res.cfg.model_copy(update={"hflip": True}), arr, np.arange(10), d.target[:10])[0].hflip is True

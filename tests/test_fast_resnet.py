@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+import yaml
 import torch
 
 import nextclass
@@ -113,7 +114,7 @@ def test_random_erasing_turns_on_for_a_long_fast_resnet_schedule_only():
     planned = resolve(make_config(data="digits", max_minutes=5), source, 1259).cfg
     assert (planned.epochs, planned.random_erasing) == ("auto", "auto")  # the budget's plan settles both
     settled, notes = settle_budget(planned, 60)
-    assert (settled.epochs, settled.random_erasing) == (60, 0.5) and unresolved(settled) == []
+    assert (settled.epochs, settled.random_erasing) == (60, 0.5) and unresolved(settled) == ["hflip"]  # settle_hflip
     assert notes and notes[0].startswith("random_erasing = 0.5")
     assert settle_budget(settled, 20)[0].random_erasing == 0.5  # a re-plan keeps the first plan's choice
 
@@ -155,7 +156,9 @@ def test_default_run_on_digits_uses_the_recipe_and_its_bundle_predicts_as_measur
     run = nextclass.train(data="digits", epochs=10, output=str(tmp_path), progress=False)
     assert run.name == "fast_resnet-digits"
     m = json.loads((run / "metrics.json").read_text())["test"]
-    assert m["tta"]["views"][:2] == ["identity", "hflip"] and len(m["tta"]["views"]) == 6
+    # hflip auto: the mirror check turns flips off for digits, so the views are the plain one and its shifts
+    assert m["tta"]["views"] == ["identity", "shift_l", "shift_r"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["hflip"] is False
     assert m["accuracy"] > 0.95  # ten epochs of the recipe, ~5 s
     meta = json.loads((run / "model" / "model.json").read_text())
     assert meta["tta"]["default"] is True and meta["arch"]["name"] == "fast_resnet"

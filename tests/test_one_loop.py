@@ -92,7 +92,7 @@ def test_one_model_builder_for_training_and_loading(tmp_path):
     src = Path(__file__).resolve().parents[1] / "src" / "nextclass"
     attach = {str(p.relative_to(src)) for p in src.rglob("*.py") if re.search(r"\battach_head\(", p.read_text())}
     assert attach == {"models/factory.py", "models/heads.py"}, attach
-    cfg = make_config(data="digits", model="test_efficientnet", head="mlp", in_chans=3, drop_rate=0.1)
+    cfg = make_config(data="digits", model="test_efficientnet", head="mlp", in_chans=3, drop_rate=0.1, pretrained="none")
     torch.manual_seed(0)
     trained = build_model(cfg, 4).eval()
     again = bundle_build({"arch": arch_of(cfg, 4, trained)}).eval()

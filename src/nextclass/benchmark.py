@@ -87,7 +87,7 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     from nextclass.data.cache import decode_all
     from nextclass.data.sources import load_source
     from nextclass.data.splits import assign_splits
-    from nextclass.training.defaults import amp_dtype_for, resolve
+    from nextclass.training.defaults import amp_dtype_for, resolve, settle_hflip
     from nextclass.data.splits import split_rows
     from nextclass.dist import check_device
     from nextclass.utils import configure_threads
@@ -104,6 +104,9 @@ def _setup(cfg, progress: bool) -> tuple[Context, dict, float]:
     images = decode_all(source, list(range(len(source.samples))), pp, cache_dir=cfg.cache_dir, progress=progress)
     decode_s = time.perf_counter() - t
     rows, labels = split_rows(source, images)
+    cfg, note = settle_hflip(cfg, images.array, rows["train"], labels["train"], cfg.seed)  # as training settles it
+    if note:
+        res.notes.append(note)
     if len(rows["train"]) < cfg.batch_size:
         raise ValueError(f"{cfg.data}: {len(rows['train'])} training images - fewer than one batch of {cfg.batch_size}; "
                          f"pass a smaller --batch-size")

@@ -121,9 +121,10 @@ class TrainConfig(BaseModel):
     augment: Literal["auto", "none", "light", "standard", "strong", "translate"] = Field(
         AUTO, description="augmentation level: light, standard, strong, translate (flips + shifts of side/16 px, the "
         "small-image recipe) or none (no augmentation, flips included); auto: translate for fast_resnet, else standard")
-    hflip: bool = Field(True, description="random horizontal flips (and the flipped test-time view) whenever augment "
-                        "is not none, for every dataset: nothing turns them off for you, so turn them off for data "
-                        "whose class changes when mirrored (digits, text)")
+    hflip: Union[Auto, bool] = Field(AUTO, description="random horizontal flips (and the flipped test-time view) "
+                                     "whenever augment is not none; auto: decided from the training images by a "
+                                     "mirrored-nearest-neighbour check (off for digits, letters and anything whose "
+                                     "class changes when mirrored), logged with its numbers")
     vflip: bool = Field(False, description="random vertical flips (and the flipped test-time view)")
     rotation: Union[Auto, _num(float, ge=0, le=180)] = Field(AUTO, description="max rotation degrees; auto: by augment "
                                                              "level (0 none/translate, 5 light, 10 standard, 15 strong)")

@@ -395,6 +395,17 @@ def epochs_cap(cfg: TrainConfig) -> int | None:
     return None if cfg.epochs == AUTO else cfg.epochs
 
 
+def settle_hflip(cfg: TrainConfig, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, seed: int = 0
+                 ) -> tuple[TrainConfig, str | None]:
+    """``hflip: auto`` once the images are decoded: the mirror check of :mod:`nextclass.data.mirror` decides."""
+    if cfg.hflip != AUTO:
+        return cfg, None
+    from nextclass.data.mirror import mirror_check
+
+    check = mirror_check(images, rows, labels, seed)
+    return cfg.model_copy(update={"hflip": check.hflip}), f"hflip = {check.hflip} ({check.why})"
+
+
 def settle_budget(cfg: TrainConfig, epochs: int) -> tuple[TrainConfig, list[str]]:
     """A budget's plan settles what waited for it: ``epochs`` and, if ``auto``, ``random_erasing``.
 
@@ -452,8 +463,9 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int, probe: DataProbe
     if c.unset("name"):
         c.set("name", run_name(make_config(**c.d), source), "<model>-<data>")
     out = make_config(**c.d)
-    left = set(unresolved(out)) - {"epochs", "random_erasing"}
-    if left or (unresolved(out) and not (cfg.max_minutes and cfg.recipe in PLANNED_RECIPES)):
+    left = set(unresolved(out)) - {"epochs", "random_erasing", "hflip"}  # hflip: settle_hflip, after decoding
+    waiting = set(unresolved(out)) - {"hflip"}  # what only a budget's plan settles
+    if left or (waiting and not (out.max_minutes and out.recipe in PLANNED_RECIPES)):
         raise RuntimeError(f"resolve left {sorted(unresolved(out))} as auto: every auto field needs a rule here")
     return Resolved(out, pp, model, c.notes)
 

@@ -37,7 +37,7 @@ from nextclass.dist import (
     world_size,
 )
 from nextclass.training.context import Context
-from nextclass.training.defaults import amp_dtype_for, resolve, run_name
+from nextclass.training.defaults import amp_dtype_for, resolve, run_name, settle_hflip
 from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_text, configure_threads, log
 
@@ -159,6 +159,10 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     rows, labels = split_rows(source, images)
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
+    cfg, note = settle_hflip(cfg, images.array, rows["train"], labels["train"], cfg.seed)
+    if note and is_main():
+        log(f"[dim]auto[/] {note}")
+        save_config(cfg, RunDir(run_dir).config)
     dev = device_for_rank(torch.device(cfg.device))  # DDP: cuda -> cuda:LOCAL_RANK
     amp_dtype = amp_dtype_for(cfg.amp, dev)
     if amp_dtype is not None and dev.type != "cuda":
