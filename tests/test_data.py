@@ -120,3 +120,18 @@ def test_errors_are_clear(tmp_path):
     (tmp_path / "one" / "only").mkdir(parents=True)
     with pytest.raises(DataError, match="one folder per class"):
         load_source(tmp_path / "one")
+
+
+def test_a_folder_with_only_train_gets_val_and_test_carved(tmp_path):
+    """root/train/<class>/* alone is split folders with val and test missing (they are carved from train), not one
+    class called 'train' (issue 24's benchmark hit this)."""
+    from conftest import make_folder
+
+    from nextclass.data.sources import load_source
+    from nextclass.data.splits import assign_splits
+
+    make_folder(tmp_path / "photos", n=10, splits={"train": 10})
+    src = load_source(str(tmp_path / "photos"))
+    assert src.kind == "split-folder" and src.classes == ["circle", "hbar", "vbar"]
+    splits = assign_splits(src, (0.7, 0.2, 0.1))
+    assert {"train", "val", "test"} == set(splits)

@@ -26,7 +26,9 @@ def _class_dirs(folder: Path) -> list[Path]:
 def from_folder(root: Path) -> DataSource:
     subdirs = _class_dirs(root)
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
-    if "train" in split_dirs and len(split_dirs) >= 2:
+    # split folders: train/ with val/ or test/, or train/ alone (val and test are then carved from it, and said so);
+    # a lone train/ beside other folders is a class named "train"
+    if "train" in split_dirs and (len(split_dirs) >= 2 or len(subdirs) == 1):
         classes = sorted({c.name for d in split_dirs.values() for c in _class_dirs(d)}, key=natural_key)
         if not classes:
             raise DataError(f"{root}: split folders {sorted(split_dirs)} hold no class folders")

@@ -30,7 +30,7 @@ from nextclass.metrics.calibration import calibration_block
 from nextclass.metrics.classification import classification_metrics, softmax
 from nextclass.metrics.selective import selective_block
 from nextclass.metrics.tta import TTAModel
-from nextclass.models.heads import head_logits
+from nextclass.models.heads import head_from_trunk, head_logits, trunk_features
 from nextclass.neighbors import Embedder, NeighborIndex, embedding_of, second_opinion
 
 __all__ = ["EvalImages", "Scoring", "Logits", "predict_rows", "split_logits", "embeddings", "score"]
@@ -77,6 +77,19 @@ class Logits:
     logits: np.ndarray
     labels: np.ndarray
     plain_accuracy: float | None = None  # None: no TTA
+    embeddings: np.ndarray | None = None  # the index's vectors of the same images, from the same pass (headline)
+
+
+class _LogitsAndEmbedding(nn.Module):
+    """One pass for both: the trunk's features give the logits (through the head) and the index's vectors."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = trunk_features(self.model, x)
+        return torch.cat([head_from_trunk(self.model, t).float(), embedding_of(self.model, t)], dim=1)
 
 
 def predict_rows(model: nn.Module, images: EvalImages, s: Scoring, progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -87,22 +100,29 @@ def predict_rows(model: nn.Module, images: EvalImages, s: Scoring, progress=None
                           desc=images.name)
 
 
-def split_logits(model: nn.Module, images: EvalImages, s: Scoring, progress=None) -> Logits:
+def split_logits(model: nn.Module, images: EvalImages, s: Scoring, progress=None, *,
+                 with_embeddings: bool = False) -> Logits:
     """The logits the block is measured on: the plain pass, averaged with the other TTA views when there are.
 
     With cached features (a linear probe: the backbone never changed) the head runs on them and no image
-    goes through the backbone again; there are no views then.
+    goes through the backbone again; there are no views then. ``with_embeddings``: the plain pass also returns
+    the neighbour index's vectors (one backbone pass instead of two for the headline block).
     """
     if images.features is not None:
         return Logits(head_logits(model, images.features, s.runtime.device), np.asarray(images.labels))
-    lg, y = predict_rows(model, images, s, progress)
+    emb = None
+    if with_embeddings:
+        both, y = predict_rows(_LogitsAndEmbedding(model), images, s, progress)
+        lg, emb = both[:, :len(s.classes)], both[:, len(s.classes):]
+    else:
+        lg, y = predict_rows(model, images, s, progress)
     others = [v for v in s.views if v != "identity"]
     if not others or not len(y):
-        return Logits(lg, y)
+        return Logits(lg, y, None, emb)
     plain = float((lg.argmax(1) == y).mean())  # the temperature never changes the argmax
     lg_o, _ = predict_rows(TTAModel(model, others), images, s, progress)
     lg = ((lg if "identity" in s.views else 0) + lg_o * len(others)) / len(s.views)
-    return Logits(lg.astype(np.float32), y, plain)
+    return Logits(lg.astype(np.float32), y, plain, emb)
 
 
 def embeddings(model: nn.Module, images: EvalImages, s: Scoring, progress=None) -> np.ndarray:
@@ -120,7 +140,7 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
         logits: already computed (the finish step computes val's first, to fit the temperature on them).
         headline: the run's final split or another dataset: add the neighbour and robustness blocks.
     """
-    lg = logits or split_logits(model, images, s, progress)
+    lg = logits or split_logits(model, images, s, progress, with_embeddings=headline and s.index is not None)
     probs = softmax(lg.logits, s.temperature)
     m = classification_metrics(probs, lg.labels, s.classes, images.name)
     m["temperature"] = s.temperature
@@ -143,6 +163,6 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
 
 def _neighbors(model: nn.Module, images: EvalImages, s: Scoring, lg: Logits, progress) -> dict:
     """kNN accuracy beside the head's, the nearest training images of wrong predictions, the unfamiliar share."""
-    emb = embeddings(model, images, s, progress)
+    emb = lg.embeddings if lg.embeddings is not None else embeddings(model, images, s, progress)
     return {**second_opinion(s.index, emb, lg.logits, lg.labels, images.ids, s.classes, s.unfamiliar),
             "index_n": len(s.index), "index_bytes": int(s.index_bytes)}

@@ -70,7 +70,9 @@ def _score_splits(ctx: Context, model: nn.Module, s: Scoring, progress: bool) ->
     splits = final_splits(ctx)
     images = {sp: eval_images(ctx, sp) for sp in splits}
     with progress_bar(progress) as bar:
-        logits = {sp: split_logits(model, images[sp], s, bar) for sp in splits}
+        index = ctx.cfg.neighbor_index > 0 and len(ctx.rows["train"]) > 0  # the headline block's vectors: same pass
+        logits = {sp: split_logits(model, images[sp], s, bar, with_embeddings=index and sp == splits[-1])
+                  for sp in splits}
     if len(s.views) > 1:
         log(f"final numbers averaged over {len(s.views)} test-time views ({', '.join(s.views)})")
     elif ctx.features is not None and ctx.cfg.recipe == "linear-probe":
