@@ -224,3 +224,25 @@ def six_class_run(tmp_path_factory) -> Iterator[Path]:
                                progress=False))
     with _left_as_trained(run):
         yield run
+
+
+def invoke(*args, **kwargs):
+    """``nextclass ARGS`` in-process as Typer's ``CliRunner`` leaves it: ``exit_code``, ``output`` (stdout and
+    stderr together) and ``exception`` (what escaped), for tests of what a user sees when a command fails."""
+    from typer.testing import CliRunner
+
+    from nextclass.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def assert_one_line_error(r, *needles: str) -> str:
+    """A non-zero exit, no traceback (no exception escaped), exactly one ``error`` line holding every needle."""
+    assert r.exit_code != 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output, r.output
+    errors = [line for line in r.output.splitlines() if line.lstrip().lower().startswith("error")]
+    assert len(errors) == 1, r.output
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]

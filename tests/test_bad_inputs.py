@@ -7,15 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+
+from conftest import invoke as cli
 
 MISSING = "/no/such/place-nextclass"
-
-
-def cli(*args, **kwargs):
-    from nextclass.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from conftest import make_folder
-
-
-def cli(*args, **kwargs):
-    from nextclass.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+from conftest import invoke as cli
 
 
 @pytest.fixture(scope="module")

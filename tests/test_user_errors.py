@@ -12,28 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from conftest import make_folder
-
-
-def cli(*args, **kwargs):
-    """``nextclass ARGS`` in-process; the result has exit_code, output (stdout + stderr) and exception."""
-    from nextclass.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
-
-
-def assert_one_line_error(r, *needles: str) -> str:
-    """A non-zero exit, no traceback (no exception escaped), exactly one ``error`` line holding every needle."""
-    assert r.exit_code != 0, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output, r.output
-    errors = [line for line in r.output.splitlines() if line.lstrip().lower().startswith("error")]
-    assert len(errors) == 1, r.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
+from conftest import invoke as cli, assert_one_line_error
 
 
 def text_jpgs(root: Path, n: int = 4) -> Path:
