@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import make_folder
@@ -117,3 +118,17 @@ def test_only_the_run_handle_builds_run_paths():
     assert not offenders, offenders
     raw_yaml = {str(p.relative_to(src)) for p in src.rglob("*.py") if "yaml.safe_load((" in p.read_text()}
     assert not raw_yaml, raw_yaml
+
+
+@pytest.mark.parametrize("name", ["fast_resnet", "simple_cnn", "test_efficientnet"])
+def test_head_on_trunk_features_is_the_model(name):
+    """head_from_trunk(trunk_features(x)) == model(x) for every kind of model, so one pass can give the logits and the
+    neighbour vectors (fast_resnet scales its logits after the classifier: that scale is part of the head)."""
+    from nextclass.models.factory import create
+    from nextclass.models.heads import head_from_trunk, trunk_features
+
+    torch.manual_seed(0)
+    m = create(name, num_classes=5, in_chans=3).eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(head_from_trunk(m, trunk_features(m, x)), m(x))

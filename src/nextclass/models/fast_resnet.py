@@ -92,12 +92,14 @@ class FastResNet(nn.Module):
         self.whiten.weight.copy_(torch.cat([filters, -filters]).to(self.whiten.weight.dtype))
         self.whiten.bias.zero_()
 
+    logit_scale = LOGIT_SCALE  # what forward_head multiplies the classifier's output by (heads.head_from_trunk too)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.act0(self.whiten(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pool(x).flatten(1))
-        return x if pre_logits else self.classifier(x) * LOGIT_SCALE
+        return x if pre_logits else self.classifier(x) * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

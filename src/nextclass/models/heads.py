@@ -182,7 +182,9 @@ def head_from_trunk(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
     p = getattr(model, "drop_rate", 0.0) or 0.0
     if p and model.training:  # timm applies this dropout between pooling and the classifier
         t = F.dropout(t, p, training=True)
-    return model.get_classifier()(t)
+    out = model.get_classifier()(t)
+    scale = getattr(model, "logit_scale", None)  # fast_resnet scales its logits after the classifier
+    return out * scale if scale is not None else out
 
 
 @torch.no_grad()

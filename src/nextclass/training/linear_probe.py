@@ -52,6 +52,8 @@ def _set_classifier(model: nn.Module, coef: np.ndarray, intercept: np.ndarray, m
     """Fold the standardisation into the classifier: logits = (coef / sd) x + intercept - (coef / sd) mu."""
     if coef.shape[0] == 1 and k == 2:  # scikit-learn's binary model: z for class 1 -> (-z/2, z/2)
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    scale = getattr(model, "logit_scale", None) or 1.0  # the model multiplies the classifier's output by it
+    coef, intercept = coef / scale, intercept / scale
     w = coef / sd
     head = model.get_classifier()
     with torch.no_grad():
