@@ -128,7 +128,7 @@ def demo(
     from nextclass.rundir import RunDir
 
     # only the epochs and where the run goes: the model and its recipe are the train defaults (no demo-only recipe)
-    run = run_guarded(_train, {"data": "digits", "epochs": epochs, "hflip": False, "output": output,
+    run = run_guarded(_train, {"data": "digits", "epochs": epochs, "output": output,
                                "name": "demo-digits"}, progress=not quiet)
     rd = RunDir(run)
     m = rd.read_metrics()["test"]

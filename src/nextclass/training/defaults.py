@@ -312,7 +312,8 @@ def _recipe_defaults(c: _Choices) -> None:
         c.set("weight_decay", 5e-4 if sgd else 0.05, "sgd: on weights only" if fast else None)
     if c.unset("tta"):
         tta = c.d["augment"] == "translate"
-        c.set("tta", tta, "final numbers averaged over flipped and shifted views" if tta else None)
+        c.set("tta", tta, "final numbers averaged over the training-matched views: shifts, and mirrors when hflip is on"
+              if tta else None)
 
 
 def erasing_for(cfg: dict, epochs: int) -> tuple[str, float, str | None]:
