@@ -53,6 +53,12 @@ class DecodedImages:
     key: str = ""
     hit: bool = False
 
+    def skipped(self, samples: list, split: str | None = None) -> list[dict]:
+        """``{"path", "reason"}`` of each file that could not be decoded (of ``split`` only, when given);
+        ``samples[i]`` is the sample decoded into ``array[i]``."""
+        return [{"path": samples[i].path, "reason": r} for i, r in sorted(self.errors.items())
+                if split is None or samples[i].split == split]
+
 
 def _decode_one(args) -> tuple[np.ndarray | None, str | None]:
     path, size, channels, interpolation = args

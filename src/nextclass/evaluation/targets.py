@@ -29,12 +29,6 @@ def _decoded(source: DataSource, positions: list[int], pp: Preprocess, cache_dir
     return decode_all(source, positions, pp, cache_dir=cache_dir, progress=progress)
 
 
-def _skipped(source: DataSource, positions: list[int], errors: dict, split: str | None = None) -> list[dict]:
-    samples = [source.samples[p] for p in positions]
-    return [{"path": samples[i].path, "reason": r} for i, r in sorted(errors.items())
-            if split is None or samples[i].split == split]
-
-
 def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_dir: str | None,
               progress: bool = True) -> tuple[EvalImages, bool]:
     """One split of the run's own data, decoded exactly as training decoded it (the same cache entry), and
@@ -52,7 +46,7 @@ def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_d
     last = "test" if cfg.evaluate_test and len(rows["test"]) else "val"
     ids = [source.samples[r].path for r in rows[split]]
     return EvalImages(split, decoded.array, rows[split], labels[split], ids, key=decoded.key,
-                      skipped=_skipped(source, positions, decoded.errors, split)), split == last
+                      skipped=decoded.skipped(source.samples, split)), split == last
 
 
 def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, progress: bool = True) -> EvalImages:
@@ -76,7 +70,7 @@ def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, 
     name = f"{OTHER_PREFIX}{Path(str(data).rstrip('/')).name}" + (":test" if has_test else "")
     return EvalImages(name, decoded.array, ok, np.array([source.samples[positions[i]].label for i in ok], dtype=np.int64),
                       [source.samples[positions[i]].path for i in ok], key=decoded.key,
-                      skipped=_skipped(source, positions, decoded.errors))
+                      skipped=decoded.skipped([source.samples[p] for p in positions]))
 
 
 def bundle_scoring(run: RunDir, meta: dict, cfg: TrainConfig, *, tta: bool | None, batch_size: int | None,

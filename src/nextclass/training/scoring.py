@@ -31,8 +31,7 @@ def eval_images(ctx: Context, split: str, keep: np.ndarray | None = None) -> Eva
         rows, labels = rows[keep], labels[keep]
         feats = feats[torch.as_tensor(keep)] if feats is not None else None
     samples = ctx.source.samples
-    skipped = [{"path": samples[p].path, "reason": r} for p, r in sorted(ctx.images.errors.items())
-               if samples[p].split == split] if keep is None else []
+    skipped = ctx.images.skipped(samples, split) if keep is None else []
     return EvalImages(split, ctx.images.array, rows, labels, [samples[r].path for r in rows], key=ctx.images.key,
                       skipped=skipped, features=feats)
 
