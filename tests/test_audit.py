@@ -214,6 +214,29 @@ def test_quick_audit_on_array_source_and_never_raises(tmp_path):
     assert audit_decoded(src, None, tmp_path / "x.json") is None and not (tmp_path / "x.json").exists()
 
 
+def test_quick_audit_is_kept_by_content_and_split(tmp_path):
+    """A rerun on the same decoded pixels and split reads the quick audit back; another split recomputes it."""
+    from nextclass.data.audit import audit_decoded
+    from nextclass.data.cache import DecodedImages
+    from nextclass.data.sources import DataSource, Sample
+
+    rng = np.random.default_rng(3)
+    arr = np.stack([np.asarray(texture(rng, 28).convert("L")) for _ in range(30)])
+    arr[29] = arr[2]
+    samples = [Sample(f"mem/{i}", i % 2, "test" if i >= 26 else "train", i) for i in range(30)]
+    src = DataSource("mem", "mem", "fashion-mnist", ["p", "q"], samples, arr)
+    images = DecodedImages(arr[..., None], np.ones(30, bool), {}, key="pixels-v1")
+    first = audit_decoded(src, images, tmp_path / "a.json", cache_dir=tmp_path / "cache")
+    again = audit_decoded(src, images, tmp_path / "b.json", cache_dir=tmp_path / "cache")
+    assert (first["cached"], again["cached"]) == (False, True)
+    assert again["summary"] == first["summary"] and again["summary"]["cross_split"]["train-test"]["exact"] == 1
+    samples[29] = Sample("mem/29", 1, "train", 29)  # the copy moves to train: the leak is gone
+    moved = audit_decoded(src, images, tmp_path / "c.json", cache_dir=tmp_path / "cache")
+    assert moved["cached"] is False and moved["summary"]["cross_split"]["train-test"]["exact"] == 0
+    other = DecodedImages(arr[..., None], np.ones(30, bool), {}, key="pixels-v2")  # other pixels, other key
+    assert audit_decoded(src, other, tmp_path / "d.json", cache_dir=tmp_path / "cache")["cached"] is False
+
+
 def _plant_wrong_label(run: Path) -> str:
     """Give the most confidently right val prediction of a finished run another label (in its
     predictions_val.csv, as if the file on disk had been mislabelled); returns its path."""

@@ -39,7 +39,7 @@ from nextclass.dist import (
 from nextclass.training.context import Context
 from nextclass.training.defaults import amp_dtype_for, resolve, run_name, settle_hflip
 from nextclass.rundir import RunDir
-from nextclass.utils import atomic_write_text, configure_threads, log
+from nextclass.utils import atomic_write_text, configure_threads, default_cache_dir, log
 
 __all__ = ["prepare", "new_run_dir", "split_rows", "data_hash", "check_readable", "discard_if_unstarted"]
 
@@ -104,7 +104,8 @@ def _decode(source: DataSource, pp: Preprocess, cfg: TrainConfig, run_dir: Path,
         barrier()
     if is_main():
         _write_skipped(RunDir(run_dir).skipped, source, images)
-        audit_decoded(source, images, RunDir(run_dir).audit)  # quick duplicate/leak audit; logs, never raises
+        # the quick duplicate/leak audit: logs, never raises; kept in the cache for the next run on this data
+        audit_decoded(source, images, RunDir(run_dir).audit, cache_dir=cfg.cache_dir or default_cache_dir())
     return images
 
 
