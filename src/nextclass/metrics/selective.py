@@ -195,8 +195,6 @@ def distance_threshold(distances: np.ndarray, quantile: float = UNFAMILIAR_QUANT
         >>> distance_threshold(np.array([0.1, 0.2]), 0.95)
         inf
     """
-    d = np.sort(np.asarray(distances, np.float64))
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile {quantile}: give a number in (0, 1), e.g. {UNFAMILIAR_QUANTILE}")
-    k = int(np.ceil((len(d) + 1) * quantile - 1e-9))  # 1e-9: (n + 1) * q computed in floats may overshoot an integer
-    return float(d[k - 1]) if k <= len(d) else float("inf")
+    from nextclass.metrics.conformal import conformal_quantile
+
+    return conformal_quantile(distances, quantile, name="quantile")
