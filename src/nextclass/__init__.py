@@ -16,7 +16,7 @@ from typing import Any
 
 from nextclass.utils import VERSION as __version__
 
-__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "suggest", "tune", "__version__"]
+__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "suggest", "review_items", "tune", "__version__"]
 
 
 def train(config: Any = None, *, resume: str | None = None, progress: bool = True, nproc: int | None = None,
@@ -106,6 +106,23 @@ def suggest(run: Any, unlabeled: Any, n: int = 100, **kwargs: Any) -> dict:
     from nextclass.curation.suggest import suggest as _suggest
 
     return _suggest(run, unlabeled, n=n, **kwargs)
+
+
+def review_items(target: Any, **kwargs: Any) -> dict:
+    """What ``nextclass review RUN|DATA`` walks through, as data: ``{"title", "classes", "notes", "items"}``, each item
+    an image (``image.file`` relative to the data root) with its ``reasons`` (probable label issue, leak, unreadable,
+    confident mistake, unfamiliar, near duplicate, suggest), their ``evidence`` and the proposed ``suggested`` class
+    or ``duplicate_of`` image. Options (``audit=``, ``pool=``, ``suggest_n=``): see
+    :func:`nextclass.review.collect.collect`.
+
+    Example:
+        >>> items = nextclass.review_items("runs/simple_cnn-photos")["items"]  # doctest: +SKIP
+        >>> items[0]["reason"], items[0]["image"]["file"], items[0]["suggested"]  # doctest: +SKIP
+        ('label issue', 'cat/012.jpg', 'dog')
+    """
+    from nextclass.review.collect import collect
+
+    return collect(target, **kwargs).to_dict()
 
 
 def tune(config: Any, trials: int = 20, **kwargs: Any):

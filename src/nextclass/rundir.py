@@ -11,6 +11,7 @@ config, never as raw YAML::
       skipped.csv            unreadable files and why
       audit.json             quick audit, then label issues after training
       label_issues.csv       the label issues found at the end of the run
+      corrections.jsonl      decisions of `nextclass review RUN` (append-only; data/corrections.py)
       plan.json              the --max-minutes plan
       history.csv            one row per epoch
       checkpoints/last.safetensors, best.safetensors
@@ -71,6 +72,7 @@ class RunDir:
     skipped = property(lambda self: self.path / "skipped.csv")
     audit = property(lambda self: self.path / "audit.json")
     label_issues = property(lambda self: self.path / "label_issues.csv")
+    corrections = property(lambda self: self.path / "corrections.jsonl")
     plan = property(lambda self: self.path / "plan.json")
     history = property(lambda self: self.path / "history.csv")
     checkpoints = property(lambda self: self.path / "checkpoints")
