@@ -15,7 +15,7 @@ function el(tag, attrs, ...kids) {
   return e;
 }
 const imgUrl = (id, size) => `/v1/images/${encodeURIComponent(id)}?size=${size}`;
-const pct = (p) => (p == null ? "?" : `${(100 * p).toFixed(1)}%`);
+const pct = (p) => (p == null ? "?" : p < 0.01 ? `${(100 * p).toPrecision(2)}%` : `${(100 * p).toFixed(1)}%`);
 const item = () => S.data.items[S.pos];
 const decisionOf = (it) => S.data.decisions[it.id];
 
@@ -85,7 +85,8 @@ function renderItem() {
   $("keep").classList.toggle("chosen", !!d && d.decision === "keep");
   $("drop").classList.toggle("chosen", !!d && d.decision === "drop");
   $("duplicate").classList.toggle("chosen", !!d && d.decision === "duplicate");
-  if (it.suggested && S.data.classes.includes(it.suggested)) $("relabel-select").value = it.suggested;
+  const propose = [it.suggested, it.image.label].find((c) => S.data.classes.includes(c));
+  $("relabel-select").value = propose ?? S.data.classes[0];
   $("evidence").replaceChildren(...evidence(it));
 }
 
@@ -109,7 +110,8 @@ function evidence(it) {
   if (ev.neighbors) sec("Nearest training images of each class", ...Object.entries(ev.neighbors).map(([c, nbs]) =>
     el("div", { class: "classrow" }, el("b", {}, c),
        el("span", { class: "strip" }, ...nbs.map((nb) => el("figure", { title: nb.id },
-         nb.thumbnail ? el("img", { src: nb.thumbnail, alt: nb.id }) : null, el("figcaption", {}, `d ${nb.distance}`)))))));
+         nb.thumbnail ? el("img", { src: nb.thumbnail, alt: nb.id }) : null,
+         el("figcaption", {}, nb.id.split("/").pop()), el("figcaption", {}, `d ${nb.distance}`)))))));
   return out;
 }
 
