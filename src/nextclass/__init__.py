@@ -24,10 +24,12 @@ def train(config: Any = None, *, resume: str | None = None, progress: bool = Tru
     """Train a model. ``config``: a :class:`~nextclass.config.TrainConfig`, a dict, or a YAML path.
 
     Keyword overrides are config fields (``data=``, ``model=``, ``epochs=``...). ``nproc`` > 1 trains
-    with that many local processes (DDP). Returns the run directory.
+    with that many local processes (DDP). Returns the run directory. ``corrections="FILE"`` applies a review's
+    relabels and drops on top of the data (:mod:`nextclass.data.corrections`).
 
     Example:
         >>> run = nextclass.train(data="digits", epochs=5)  # doctest: +SKIP
+        >>> fixed = nextclass.train(data="photos/", corrections="runs/x/corrections.jsonl")  # doctest: +SKIP
     """
     from nextclass.config import coerce_config
 
@@ -45,7 +47,8 @@ def evaluate(run: Any, data: Any = None, *, report: bool = True, **kwargs: Any) 
     """Evaluate a run's bundle on its test split (or ``split=``), or on another dataset ``data``.
 
     Returns the metrics block (also merged into ``RUN/metrics.json``); with ``report`` the run's
-    ``report.html`` is re-rendered afterwards. Options: see :func:`nextclass.evaluation.run.evaluate`.
+    ``report.html`` is re-rendered afterwards. ``corrections="FILE"`` scores against a review's corrected labels
+    (default: the corrections the run trained with). Options: see :func:`nextclass.evaluation.run.evaluate`.
     """
     from nextclass.evaluation.run import evaluate as _evaluate
     from nextclass.rundir import RunDir
@@ -79,12 +82,13 @@ def export(run: Any, **kwargs: Any):
 
 
 def audit(data: Any, *, labels: bool = False, model: Any = None, backbone: str | None = None,
-          pretrained: str | None = None, **kwargs: Any) -> dict:
+          pretrained: str | None = None, corrections: Any = None, **kwargs: Any) -> dict:
     """Audit a dataset: unreadable files, duplicates, leakage across splits, imbalance; with ``labels=True`` also
     the images whose label looks wrong (``label_issues.csv``, ``rep["label_issues"]``).
 
     ``model`` (a run) or ``backbone`` (a timm name, with ``pretrained`` weights) embeds the images for the label
     check; by default small images are their own pixels and photos go through the offline EfficientNet-Lite0.
+    ``corrections`` (a corrections file) applies a review's relabels and drops on top of the data first.
     Other options: see :func:`nextclass.data.audit.audit` and :func:`nextclass.curation.label_audit.audit_dataset`.
 
     Example:
@@ -92,7 +96,8 @@ def audit(data: Any, *, labels: bool = False, model: Any = None, backbone: str |
     """
     from nextclass.curation.label_audit import audit_dataset
 
-    return audit_dataset(data, labels=labels, model=model, backbone=backbone, pretrained=pretrained, **kwargs)
+    return audit_dataset(data, labels=labels, model=model, backbone=backbone, pretrained=pretrained,
+                         corrections=corrections, **kwargs)
 
 
 def suggest(run: Any, unlabeled: Any, n: int = 100, **kwargs: Any) -> dict:

@@ -142,6 +142,7 @@ def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> l
     start = "from scratch (no pretrained weights)" if pre in (None, "", "none", "None") else f"from pretrained `{pre}`"
     out = ["## Data", "", f"Trained on `{cfg.get('data', 'unknown')}` (data hash `{meta.get('data_hash', '')[:16]}`), "
            f"recipe `{meta.get('recipe')}`, {start}."]
+    out += _corrections_line(meta.get("corrections"))
     sizes = [f"{s}: {metrics[s]['n']}" for s in ("val", "test") if isinstance(metrics.get(s), dict) and "n" in metrics[s]]
     if sizes:
         out.append("Evaluation images per split: " + ", ".join(sizes) + ".")
@@ -156,6 +157,16 @@ def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> l
                      f"the model confidently disagrees with {li.get('n', 0)} of {li['checked']} images' labels, "
                      f"wrong labels or its own mistakes (listed in the run's `{li.get('csv', 'label_issues.csv')}`)")
     return out + _holds(meta) + ["", "Audit findings:", ""] + (found or ["- no audit findings recorded"])
+
+
+def _corrections_line(c: dict | None) -> list[str]:
+    """What a review's corrections changed in the training data (by file name and hash: never a local path)."""
+    if not c:
+        return []
+    return [f"Labels reviewed: {c['relabeled']} image(s) relabeled and {c['dropped'] + c['duplicates']} left out "
+            f"({c['dropped']} dropped, {c['duplicates']} duplicates) by the corrections file `{c['file']}` (sha256 "
+            f"`{c['sha256'][:16]}`, {c['n_rows']} rows; {c['kept']} reviewed and kept, {c['missing']} no longer in "
+            "the data), applied on top of the data after the split was drawn."]
 
 
 def _holds(meta: dict) -> list[str]:

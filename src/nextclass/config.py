@@ -12,7 +12,8 @@ Every field is one of three things:
   erasing that depends on them) are resolved by the same module once the budget's plan is measured;
 * **explicitly off**, with the meaning written on the field: ``0`` (``patience``, ``clip_grad``,
   ``drop_path``), ``false``, ``"none"`` (``pretrained``, ``scheduler``, ``augment``...) or ``none``/``null``
-  for the few optional settings (``max_minutes``, ``target_accuracy``, ``cache_dir``, ``tracking_uri``).
+  for the few optional settings (``max_minutes``, ``target_accuracy``, ``cache_dir``, ``tracking_uri``,
+``corrections``).
 
 Older files wrote ``null`` for "choose for me": ``null`` in a field whose default is ``auto`` still loads as
 ``auto`` (and ``ema_decay: null`` as ``schedule``; ``clip_grad``/``patience``/``drop_path: null`` as ``0``).
@@ -63,6 +64,11 @@ class TrainConfig(BaseModel):
     cache_dir: Optional[str] = Field(None, description="decoded-image and feature cache; none: the user cache "
                                      "(~/.cache/nextclass)")
     download: bool = Field(False, description="allow downloading a built-in dataset that is not on disk")
+    corrections: Optional[str] = Field(None, description="a corrections file (JSON lines of review decisions, from "
+                                       "`nextclass review` or nextclass.data.corrections.append_correction): its "
+                                       "relabels and drops are applied on top of the data, matched by content hash, "
+                                       "after the split is drawn (so the test images stay those of a run without "
+                                       "it); the data folder is never modified; none: off")
     # --- model ------------------------------------------------------------------------------
     model: str = Field(AUTO, description="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), "
                        "simple_cnn or fast_resnet; auto: for photos (images over 64 px) a pretrained "

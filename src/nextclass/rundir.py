@@ -12,6 +12,7 @@ config, never as raw YAML::
       audit.json             quick audit, then label issues after training
       label_issues.csv       the label issues found at the end of the run
       corrections.jsonl      decisions of `nextclass review RUN` (append-only; data/corrections.py)
+      corrections.applied.json  what --corrections changed: file name, sha256, rows used, counts, images left out
       plan.json              the --max-minutes plan
       history.csv            one row per epoch
       checkpoints/last.safetensors, best.safetensors
@@ -73,6 +74,7 @@ class RunDir:
     audit = property(lambda self: self.path / "audit.json")
     label_issues = property(lambda self: self.path / "label_issues.csv")
     corrections = property(lambda self: self.path / "corrections.jsonl")
+    corrections_applied = property(lambda self: self.path / "corrections.applied.json")
     plan = property(lambda self: self.path / "plan.json")
     history = property(lambda self: self.path / "history.csv")
     checkpoints = property(lambda self: self.path / "checkpoints")
@@ -131,6 +133,10 @@ class RunDir:
 
     def write_audit(self, report: dict) -> None:
         atomic_write_json(self.audit, report)
+
+    def read_corrections_applied(self) -> dict | None:
+        """What the run's ``--corrections`` changed (None for a run without corrections)."""
+        return _read_json(self.corrections_applied) or None
 
     def read_plan(self) -> dict | None:
         return _read_json(self.plan) or None

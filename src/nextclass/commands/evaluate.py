@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from nextclass.commands._common import input_files, run_guarded
+from nextclass.commands._common import CORRECTIONS_HELP, input_files, run_guarded
 
 __all__ = ["evaluate", "predict", "register"]
 
@@ -19,6 +19,8 @@ def evaluate(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flip / multi-crop / shift "
                                        "views the model was trained with); reports the gain. Default: as the bundle "
                                        "was measured at training (on for the small-image recipe)."),
+    corrections: Optional[Path] = typer.Option(None, "--corrections", help=CORRECTIONS_HELP + " Default: the "
+                                               "corrections the run trained with (the rows it used), if any."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Metrics (top-1/5, per-class P/R/F1, confusion matrix) -> RUN/metrics.json and predictions CSV."""
@@ -27,7 +29,7 @@ def evaluate(
     from nextclass import evaluate as _evaluate
     from nextclass.report.console import metrics_table
 
-    m = run_guarded(_evaluate, str(run), data, split=split, tta=tta, progress=not quiet)
+    m = run_guarded(_evaluate, str(run), data, split=split, tta=tta, progress=not quiet, corrections=corrections)
     Console().print(metrics_table(m))
 
 

@@ -72,6 +72,7 @@ def train(
     compile_: Optional[bool] = _flag("compile", "--compile/--no-compile"),
     cache_dir: Optional[str] = _flag("cache_dir"),
     download: Optional[bool] = _flag("download", "--download/--no-download"),
+    corrections: Optional[str] = _flag("corrections"),
     output: Optional[str] = _flag("output", "--output", "-o"),
     name: Optional[str] = _flag("name"),
     track: Optional[str] = _flag("track"),
@@ -92,29 +93,32 @@ def train(
 
       nextclass train hf:zh-plus/tiny-imagenet --epochs 10   (hf:DIR reads a save_to_disk folder offline)
 
+      nextclass train photos/ --corrections runs/resnet18-photos/corrections.jsonl   (review decisions applied)
+
       nextclass train --resume runs/resnet18-photos
     """
-    from nextclass.dist import is_main
-
     given = locals()  # the parameters (a comprehension has its own locals() before Python 3.12)
     fields = {field: given[param] for param, field in flag_fields().items()}
-    run = _run_train(config, resume, fields, set_, quiet=quiet, nproc=nproc)
-    if is_main():  # under torchrun every rank returns; rank 0 speaks
-        typer.echo(f"run: {run}")
+    _run_train(config, resume, fields, set_, quiet=quiet, nproc=nproc)
 
 
 def _run_train(config: Path | None, resume: Path | None, fields: dict, sets: list[str] | None, *,
-               quiet: bool, nproc: int):
-    """Resume ``resume``, or train ``config`` with the flags that were given (``None`` = not given) and ``--set``s."""
+               quiet: bool, nproc: int) -> None:
+    """Resume ``resume``, or train ``config`` with the flags that were given (``None`` = not given) and ``--set``s;
+    then say the run directory."""
     from nextclass import train as _train
+    from nextclass.dist import is_main
 
     if resume is not None:
-        return run_guarded(_train, resume=str(resume), progress=not quiet, nproc=nproc)
-    over = {**fields, **parse_sets(sets)}
-    over = {k: v for k, v in over.items() if v is not None}
-    if config is None and "data" not in over:
-        raise typer.BadParameter("give DATA (or a --config that names it)")
-    return run_guarded(_train, str(config) if config else None, progress=not quiet, nproc=nproc, **over)
+        run = run_guarded(_train, resume=str(resume), progress=not quiet, nproc=nproc)
+    else:
+        over = {**fields, **parse_sets(sets)}
+        over = {k: v for k, v in over.items() if v is not None}
+        if config is None and "data" not in over:
+            raise typer.BadParameter("give DATA (or a --config that names it)")
+        run = run_guarded(_train, str(config) if config else None, progress=not quiet, nproc=nproc, **over)
+    if is_main():  # under torchrun every rank returns; rank 0 speaks
+        typer.echo(f"run: {run}")
 
 
 def demo(

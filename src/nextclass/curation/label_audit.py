@@ -16,6 +16,8 @@ labels (``--backbone``, or the default) judges every image the same way.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import time
 from dataclasses import dataclass
@@ -120,12 +122,31 @@ def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", mode
     return block
 
 
+def _corrected(data, corrections, cache_dir) -> tuple[object, dict | None]:
+    """``data`` loaded with a corrections file applied on top (as it was when there is none)."""
+    if not corrections:
+        return data, None
+    from nextclass.data.corrections import correct_source
+
+    source = data if hasattr(data, "samples") else load_source(data, cache_dir=cache_dir)
+    return source, correct_source(source, corrections, cache_dir=cache_dir).to_dict()
+
+
+def _fresh(data):
+    """A loaded source's own copy of the samples (each audit assigns its own splits); a spec as it is."""
+    if not hasattr(data, "samples"):
+        return data
+    return dataclasses.replace(data, samples=[dataclasses.replace(s) for s in data.samples])
+
+
 def audit_dataset(data, *, labels: bool = False, output: str | os.PathLike | None = None, model=None,
-                  backbone: str | None = None, pretrained: str | None = None, folds: int = 5, **kwargs) -> dict:
+                  backbone: str | None = None, pretrained: str | None = None, folds: int = 5,
+                  corrections: str | os.PathLike | None = None, **kwargs) -> dict:
     """The data audit (:func:`nextclass.data.audit.audit`), plus label issues with ``labels=True``.
 
     ``output`` may be a ``.json`` path or a folder (``audit.json`` and ``label_issues.csv`` inside);
-    see :func:`report_paths`. Other keyword arguments go to the data audit.
+    see :func:`report_paths`. ``corrections``: a corrections file applied on top of the labels first (the
+    report's ``corrections`` block says what it changed). Other keyword arguments go to the data audit.
 
     Example:
         >>> rep = audit_dataset("photos/", labels=True, output="audit/")  # doctest: +SKIP
@@ -139,9 +160,12 @@ def audit_dataset(data, *, labels: bool = False, output: str | os.PathLike | Non
     json_path, csv_path = report_paths(output)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-    rep = data_audit(data, output=None, **kwargs)
+    data, applied = _corrected(data, corrections, kwargs.get("cache_dir"))
+    rep = data_audit(_fresh(data), output=None, **kwargs)
+    if applied is not None:
+        rep["corrections"] = applied
     if labels:
-        block = audit_labels(data, csv_path=csv_path, model=model, backbone=backbone, pretrained=pretrained,
+        block = audit_labels(_fresh(data), csv_path=csv_path, model=model, backbone=backbone, pretrained=pretrained,
                              cache_dir=kwargs.get("cache_dir"), folds=folds, seed=kwargs.get("seed", 0),
                              progress=kwargs.get("progress", True))
         rep["label_issues"] = block

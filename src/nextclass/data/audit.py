@@ -373,7 +373,8 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
     """Audit a dataset: every file is read once, fingerprinted, and compared without all-pairs search.
 
     Args:
-        data: a folder, a CSV manifest, ``digits`` or ``fashion-mnist[:DIR]``.
+        data: a folder, a CSV manifest, ``digits`` or ``fashion-mnist[:DIR]``, or a loaded :class:`DataSource`
+            (its splits are assigned here).
         output: write the report here as JSON (``audit.json``).
         splits: train/val/test ratios for data without splits (default 70/20/10, as ``train``), or
             ``"none"`` to audit without splits.
@@ -398,7 +399,7 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
         {'exact': 3, 'near': 1}
     """
     t0 = time.time()
-    source = load_source(data, cache_dir=cache_dir)
+    source = data if isinstance(data, DataSource) else load_source(data, cache_dir=cache_dir)
     split_info = _assign(source, splits, seed)
     fp, cached = _fingerprint(source, progress, workers, cache_dir)
     rule = _NearRule(int(near_threshold), float(pixel_tolerance), float(picture_tolerance))

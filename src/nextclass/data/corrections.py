@@ -315,6 +315,7 @@ class Applied:
     missing: int = 0  # decisions whose image is not in the data (reported, not fatal)
     torn: int = 0  # torn lines skipped
     missing_ids: list[str] = field(default_factory=list)  # the first few missing image ids
+    left_out: list[str] = field(default_factory=list, repr=False)  # Sample.path of each image left out (not in to_dict)
 
     @property
     def applied(self) -> int:
@@ -322,7 +323,10 @@ class Applied:
         return self.relabeled + self.dropped + self.duplicates
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record a run, an audit, a metrics block and a model card keep (no sample paths)."""
+        d = asdict(self)
+        d.pop("left_out")
+        return d
 
     def summary(self) -> str:
         """One line: ``corrections.jsonl: 12 applied (10 relabeled, 2 dropped, 0 duplicates), 3 kept, 1 missing``."""
@@ -409,10 +413,12 @@ def _outcome(samples: list[Sample], hit: dict[int, Correction], index: dict[str,
         c = hit.get(i)
         if c is None:
             out.append(s)
-        elif c.decision == "drop":
-            applied.dropped += 1
-        elif c.decision == "duplicate":
-            applied.duplicates += 1
+        elif c.decision in ("drop", "duplicate"):
+            applied.left_out.append(s.path)
+            if c.decision == "drop":
+                applied.dropped += 1
+            else:
+                applied.duplicates += 1
         elif c.decision == "relabel" and index[c.label] != s.label:
             applied.relabeled += 1
             out.append(replace(s, label=index[c.label]))
@@ -422,11 +428,13 @@ def _outcome(samples: list[Sample], hit: dict[int, Correction], index: dict[str,
     return out
 
 
-def correct_source(source: DataSource, file: str | os.PathLike, *,
-                   cache_dir: str | os.PathLike | None = None) -> Applied:
+def correct_source(source: DataSource, file: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+                   upto: int | None = None) -> Applied:
     """Apply a corrections file to ``source`` in place (its ``samples`` replaced) and log what was applied.
 
-    The one call every command makes where it loads its data (train, audit, evaluate).
+    The one call every command makes where it loads its data (train, audit, evaluate). ``upto``: use only the
+    first ``upto`` rows (the log is append-only, so they are the file as it was when a run applied it: a resumed
+    run or ``nextclass evaluate`` sees the labels the run trained on while the review goes on).
 
     Example:
         >>> applied = correct_source(load_source("photos/"), "runs/x/corrections.jsonl")  # doctest: +SKIP
@@ -434,6 +442,10 @@ def correct_source(source: DataSource, file: str | os.PathLike, *,
         'corrections.jsonl: 12 applied (10 relabeled, 2 dropped, 0 duplicates), 3 kept, 0 missing, from 15 rows'
     """
     rows, torn = _read(file)
+    if upto is not None and upto < len(rows):
+        log(f"corrections: {Path(file).name} has {len(rows) - upto} row(s) more than when the run applied it; "
+            f"using its first {upto}, as the run did")
+        rows = rows[:upto]
     new, applied = apply_corrections(source.samples, rows, source.classes, source=source, file=file,
                                      cache_dir=cache_dir)
     applied.torn = len(torn)

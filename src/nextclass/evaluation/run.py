@@ -17,7 +17,7 @@ import time
 
 from nextclass.evaluation.record import record
 from nextclass.evaluation.scorer import score
-from nextclass.evaluation.targets import bundle_scoring, other_data, run_split
+from nextclass.evaluation.targets import bundle_scoring, load_data, other_data, run_source, run_split
 from nextclass.rundir import RunDir
 from nextclass.utils import log, progress_bar
 
@@ -26,7 +26,8 @@ __all__ = ["evaluate"]
 
 def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
              tta: bool | None = None, batch_size: int | None = None, progress: bool = True,
-             cache_dir: str | None = None, robustness: bool | None = None) -> dict:
+             cache_dir: str | None = None, robustness: bool | None = None,
+             corrections: str | os.PathLike | None = None) -> dict:
     """Evaluate a run's bundle on one of its splits, or on another dataset.
 
     Args:
@@ -39,6 +40,9 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
         batch_size: evaluation batch (None: as the finish step, ``max(batch_size, 64)`` of the run).
         robustness: measure accuracy under blur/noise/JPEG/brightness/contrast on the headline block (cached by
             weights + images + seed). None: as the run did (config field ``robustness``).
+        corrections: a corrections file applied on top of the data's labels (the block's ``corrections`` says
+            what it changed). None: the run's own corrections (config field ``corrections``, the rows it trained
+            with) for its own splits, none for ``data``.
 
     Returns:
         The metrics block (also merged into ``<run>/metrics.json``).
@@ -55,14 +59,18 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
     cache_dir = cache_dir or cfg.cache_dir
     s = bundle_scoring(rd, meta, cfg, tta=tta, batch_size=batch_size, robustness=robustness, cache_dir=cache_dir)
     if data is None:
-        images, headline = run_split(rd, cfg, split, s.pp, cache_dir, progress)
+        source, applied = run_source(rd, cfg, cache_dir, corrections)
+        images, headline = run_split(rd, cfg, split, s.pp, cache_dir, progress, source=source)
     else:
-        images, headline = other_data(data, s.classes, s.pp, cache_dir, progress), True
+        source, applied = load_data(data, cache_dir, corrections)
+        images, headline = other_data(data, s.classes, s.pp, cache_dir, progress, source=source), True
     if not len(images.rows):
         raise ValueError(f"no images in {'split ' + repr(split) + ' of ' + str(rd.path) if data is None else data}")
     t0 = time.time()
     with progress_bar(progress) as bar:
         m, probs = score(model, images, s, headline=headline, progress=bar)
+    if applied is not None:
+        m["corrections"] = applied
     record(rd, {images.name: (m, probs, images)}, s.classes)
     if "tta" in m:
         log(f"{images.name}: with TTA, {len(m['tta']['views'])} views; plain {m['tta']['accuracy_without_tta']:.4f}, "

@@ -5,6 +5,7 @@ run's finish step scored with (:mod:`nextclass.training.scoring`), so the blocks
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from nextclass.metrics.tta import views_for
 from nextclass.neighbors import INDEX_FILE, NeighborIndex
 from nextclass.rundir import RunDir
 
-__all__ = ["run_split", "other_data", "bundle_scoring", "OTHER_PREFIX"]
+__all__ = ["run_split", "run_source", "other_data", "load_data", "bundle_scoring", "OTHER_PREFIX"]
 
 OTHER_PREFIX = "data:"  # blocks of other datasets: never the name of one of the run's own splits
 
@@ -29,14 +30,37 @@ def _decoded(source: DataSource, positions: list[int], pp: Preprocess, cache_dir
     return decode_all(source, positions, pp, cache_dir=cache_dir, progress=progress)
 
 
-def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_dir: str | None,
-              progress: bool = True) -> tuple[EvalImages, bool]:
-    """One split of the run's own data, decoded exactly as training decoded it (the same cache entry), and
-    whether it is the run's headline block (its final split: test, or val when there is no test)."""
+def load_data(data, cache_dir: str | None, corrections: str | os.PathLike | None = None,
+              upto: int | None = None) -> tuple[DataSource, dict | None]:
+    """A dataset with a corrections file applied on top (:func:`nextclass.data.corrections.correct_source`), and
+    what the corrections changed (None without them)."""
+    from nextclass.data.corrections import correct_source
     from nextclass.data.sources import load_source
+
+    source = load_source(data, cache_dir=cache_dir)
+    if not corrections:
+        return source, None
+    return source, correct_source(source, corrections, cache_dir=cache_dir, upto=upto).to_dict()
+
+
+def run_source(run: RunDir, cfg: TrainConfig, cache_dir: str | None,
+               corrections: str | os.PathLike | None = None) -> tuple[DataSource, dict | None]:
+    """The run's data with its labels: the run's own corrections (the rows it trained with) unless ``corrections``
+    names another file (all of its rows)."""
+    if corrections:
+        return load_data(cfg.data, cache_dir, corrections)
+    own = run.read_corrections_applied()
+    return load_data(cfg.data, cache_dir, cfg.corrections, upto=own["n_rows"] if own else None)
+
+
+def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_dir: str | None,
+              progress: bool = True, *, source: DataSource | None = None) -> tuple[EvalImages, bool]:
+    """One split of the run's own data, decoded exactly as training decoded it (the same cache entry), and
+    whether it is the run's headline block (its final split: test, or val when there is no test).
+    ``source``: the run's data already loaded (:func:`run_source`; by default with the run's own corrections)."""
     from nextclass.data.splits import read_split_csv, split_rows
 
-    source = load_source(cfg.data, cache_dir=cache_dir)
+    source = source if source is not None else run_source(run, cfg, cache_dir)[0]
     read_split_csv(run.split, source)
     positions = list(range(len(source.samples)))
     decoded = _decoded(source, positions, pp, cache_dir, progress)
@@ -49,12 +73,12 @@ def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_d
                       skipped=decoded.skipped(source.samples, split)), split == last
 
 
-def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, progress: bool = True) -> EvalImages:
+def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, progress: bool = True, *,
+               source: DataSource | None = None) -> EvalImages:
     """Another dataset with the model's class names: its test split if it has one, else all of it. Its block is
-    named ``data:<folder>[:test]``, so the run's own blocks are never overwritten."""
-    from nextclass.data.sources import load_source
-
-    source = load_source(data, cache_dir=cache_dir)
+    named ``data:<folder>[:test]``, so the run's own blocks are never overwritten. ``source``: ``data`` already
+    loaded (:func:`load_data`, e.g. with corrections)."""
+    source = source if source is not None else load_data(data, cache_dir)[0]
     if source.classes != classes:
         unknown = sorted(set(source.classes) - set(classes))
         if unknown:
@@ -83,7 +107,7 @@ def bundle_scoring(run: RunDir, meta: dict, cfg: TrainConfig, *, tta: bool | Non
     return Scoring(classes=list(meta["classes"]), pp=Preprocess.from_dict(meta["preprocess"]),
                    runtime=Device(torch.device("cpu"), None, bool(cfg.channels_last)),
                    batch_size=batch_size or max(cfg.batch_size, 64), views=views_for(meta) if tta else ["identity"],
-                   temperature=float(meta.get("temperature", 1.0)), abstain=meta.get("abstain"), index=index,
-                   index_bytes=(run.bundle / INDEX_FILE).stat().st_size if index is not None else 0,
+                   temperature=float(meta.get("temperature", 1.0)), abstain=meta.get("abstain"), sets=meta.get("sets"),
+                   index=index, index_bytes=(run.bundle / INDEX_FILE).stat().st_size if index is not None else 0,
                    unfamiliar=unfamiliar, robustness=bool(cfg.robustness) if robustness is None else robustness,
                    cache_dir=cache_dir, seed=cfg.seed, model_name=cfg.model)

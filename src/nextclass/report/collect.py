@@ -96,7 +96,8 @@ class RunImages:
 
 
 def dataset_summary(run_dir: Path) -> dict:
-    """Counts per class and split (``split.csv``) and the skipped files (``skipped.csv``)."""
+    """Counts per class and split (``split.csv``), the skipped files (``skipped.csv``) and what ``--corrections``
+    changed (``corrections.applied.json``)."""
     run = RunDir(run_dir)
     rows = read_rows(run.split)
     counts: dict[str, Counter] = defaultdict(Counter)
@@ -115,6 +116,7 @@ def dataset_summary(run_dir: Path) -> dict:
         "imbalance": (max(sizes) / max(min(sizes), 1)) if sizes else None,
         "skipped": skipped,
         "skipped_reasons": Counter((r.get("reason") or "?").split(":")[0] for r in skipped).most_common(),
+        "corrections": {k: v for k, v in (run.read_corrections_applied() or {}).items() if k != "left_out"} or None,
     }
 
 

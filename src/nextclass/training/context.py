@@ -45,6 +45,7 @@ class Context:
     plan: object = None  # training.plan.Plan of a --max-minutes run (corrected after its first epoch)
     started: float = 0.0  # time.time() when the job started (the budget counts from here)
     auto_recipe: bool = False  # recipe was auto: the budget's plan may keep the probe alone (training.plan)
+    corrections: dict | None = None  # what --corrections changed (data.corrections.Applied.to_dict), or None
 
     @property
     def run(self) -> RunDir:

@@ -52,7 +52,8 @@ def _save_bundle(ctx: Context, model: nn.Module, blocks: dict, s: Scoring, trust
     save_bundle(ctx.run.bundle, model.cpu(), arch=arch, classes=ctx.classes, preprocess=ctx.pp,
                 metrics=short, data_hash=ctx.data_hash, temperature=s.temperature,
                 extra={"recipe": cfg.recipe, "pretrained": _weights_name(cfg.pretrained), "run": str(ctx.run_dir.name),
-                       "tta": {"views": views_from_config(cfg), "default": len(s.views) > 1}, **trust})
+                       "tta": {"views": views_from_config(cfg), "default": len(s.views) > 1},
+                       "corrections": ctx.corrections, **trust})
     model.to(ctx.device)
 
 

@@ -21,6 +21,7 @@ import torch
 from nextclass.config import AUTO, TrainConfig, save_config
 from nextclass.data.audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
+from nextclass.data.corrections import correct_source
 from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
@@ -39,7 +40,7 @@ from nextclass.dist import (
 from nextclass.training.context import Context
 from nextclass.training.defaults import amp_dtype_for, resolve, run_name, settle_hflip
 from nextclass.rundir import RunDir
-from nextclass.utils import atomic_write_text, configure_threads, default_cache_dir, log
+from nextclass.utils import atomic_write_json, atomic_write_text, configure_threads, default_cache_dir, log
 
 __all__ = ["prepare", "new_run_dir", "split_rows", "data_hash", "check_readable", "discard_if_unstarted"]
 
@@ -83,15 +84,43 @@ def _open_run(cfg: TrainConfig | None, resume: str | os.PathLike | None, source:
     return Path(broadcast_object(str(new_run_dir(cfg.output, name)) if is_main() else None))
 
 
-def _splits(source: DataSource, run_dir: Path, cfg: TrainConfig) -> None:
-    """The run's split.csv when it exists (resume), else a seeded stratified split, written by rank 0."""
-    split_csv = RunDir(run_dir).split
-    if split_csv.exists():
-        read_split_csv(split_csv, source)
-        return
+def _splits(source: DataSource, run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """The run's split.csv when it exists (resume), else a seeded stratified split, written by rank 0.
+
+    ``--corrections`` are applied after the split is drawn, so a corrected run tests on the images a run
+    without them tests on (less the ones it drops): ``nextclass compare`` pairs them. Returns what they changed.
+    """
+    run = RunDir(run_dir)
+    if run.split.exists():
+        applied = _correct(source, cfg, run)
+        read_split_csv(run.split, source)
+        return applied
     assign_splits(source, cfg.split, cfg.seed)
+    applied = _correct(source, cfg, run)
     if is_main():
-        write_split_csv(split_csv, source)
+        write_split_csv(run.split, source)
+    return applied
+
+
+def _correct(source: DataSource, cfg: TrainConfig, run: RunDir) -> dict | None:
+    """Apply ``cfg.corrections`` to ``source`` (a resumed run: the rows it applied when it started) and record
+    what changed in ``corrections.applied.json``."""
+    if not cfg.corrections:
+        return None
+    before = run.read_corrections_applied()
+    applied = correct_source(source, cfg.corrections, cache_dir=cfg.cache_dir,
+                             upto=before["n_rows"] if before else None)
+    record = applied.to_dict()
+    if is_main() and before is None:
+        atomic_write_json(run.corrections_applied, {**record, "left_out": applied.left_out})
+    return record
+
+
+def _note_in_audit(run: RunDir, corrections: dict) -> None:
+    rep = run.read_audit()
+    if rep:
+        rep["corrections"] = corrections
+        run.write_audit(rep)
 
 
 def _decode(source: DataSource, pp: Preprocess, cfg: TrainConfig, run_dir: Path, progress: bool) -> DecodedImages:
@@ -130,6 +159,8 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     if resume is not None:
         cfg = RunDir(resume).read_config()  # raises NotARunError (a FileNotFoundError) for a folder that is not a run
     assert cfg is not None
+    if cfg.corrections and resume is None:  # the saved config names the file wherever evaluate runs from
+        cfg = cfg.model_copy(update={"corrections": str(Path(cfg.corrections).expanduser().resolve())})
     check_device(cfg.device)  # a one-line error before anything is made, not a traceback at the first tensor
     init_from_env(cfg.device)  # under torchrun / --nproc: join the process group (gloo on CPU, NCCL on GPU)
     configure_threads(cfg.threads)
@@ -145,7 +176,7 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
 def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bool, progress: bool,
                 probe: DataProbe | None = None) -> Context:
     """:func:`prepare` once the run directory exists: splits, defaults, decoding, the device."""
-    _splits(source, run_dir, cfg)
+    corrections = _splits(source, run_dir, cfg)
     n_train = sum(1 for s in source.samples if s.split == "train")
     _check_batch(cfg, n_train)
     res = resolve(cfg, source, n_train, probe)  # on resume: nothing changes
@@ -157,6 +188,8 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
             log(f"[dim]auto[/] {n}")
     configure_threads(cfg.threads)
     images = _decode(source, res.pp, cfg, run_dir, progress)
+    if corrections and is_main():  # the run's audit says which labels it trained on
+        _note_in_audit(RunDir(run_dir), corrections)
     rows, labels = split_rows(source, images)
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
@@ -172,7 +205,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
         _log_data(source, images, rows, res.pp, run_dir)
     return Context(cfg, run_dir, source, res.pp, images, rows, labels, dev, amp_dtype,
                    data_hash(images, rows["train"], labels["train"]), res.model, resumed=resumed,
-                   auto_recipe=auto_recipe)
+                   auto_recipe=auto_recipe, corrections=corrections)
 
 
 def _check_batch(cfg: TrainConfig, n_train: int) -> None:
