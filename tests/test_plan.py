@@ -48,8 +48,10 @@ def test_budget_plans_epochs_and_the_whole_job_fits(data, tmp_path):
     assert plan["budget_s"] == 60 * budget_min and plan["reserve_s"] > 0 and plan["train_images_per_s"] > 0
     # the finish step's reserve (and the safety margin) is kept out of the training time
     assert plan["train_end_s"] == pytest.approx(plan["budget_s"] * (1 - SAFETY) - plan["reserve_s"], abs=1e-2)
-    if plan["replanned"] is None:  # the first estimate: whole epochs fit between set-up and the end of training
-        assert plan["spent_s"] + plan["epochs"] * plan["epoch_s"] <= plan["train_end_s"] + 1e-2
+    if plan["replanned"] is None:  # the first estimate: the epochs (the last maybe partial) fit before the end
+        last = plan["fixed_s"] + (plan["last_steps"] / plan["steps"]) * (plan["epoch_s"] - plan["fixed_s"]) \
+            if plan["last_steps"] else plan["epoch_s"]
+        assert plan["spent_s"] + (plan["epochs"] - 1) * plan["epoch_s"] + last <= plan["train_end_s"] + 1e-2
     # by the run's own clock, no epoch started after the training time (train_end_s - spent_s) was up: each epoch
     # but the first began when the one before it had been recorded (history rounds elapsed to 0.1 s)
     train_s = plan["train_end_s"] - plan["spent_s"]
@@ -80,16 +82,37 @@ def test_epochs_cap_the_plan_and_a_budgeted_run_resumes(data, tmp_path):
     assert (run / "model" / "model.safetensors").exists()
 
 
-def test_replan_grows_only_while_the_schedule_warms_up_and_always_fits():
-    from nextclass.training.plan import Plan, replan
+def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_epoch():
+    from nextclass.training.plan import Plan, fit_epochs, replan
 
+    # 100 steps an epoch; 2 s of each epoch is validation and checkpoints
+    assert fit_epochs(100, 30, 5, 10) == (4, 2)  # 3 whole epochs, then 10 s: 5 s of training = 2 of 10 steps
+    assert fit_epochs(100, 30, 5, 10, max_epochs=3) == (3, None)  # --epochs caps it: whole epochs only
+    assert fit_epochs(95, 30, 5, 10) == (3, None)  # 5 s left after 3 epochs: validation alone, not worth it
     # measured 30 s per epoch at the start (a busy machine), then epochs take 10 s
     plan = Plan(budget_s=600, spent_s=10, train_images_per_s=1.0, eval_images_per_s=1.0, epoch_s=30, reserve_s=50,
-                epochs=17, train_end_s=532)
-    assert replan(plan, done=3, epoch_s=10, elapsed_s=100, grow=True).epochs == 3 + 43  # (532 - 100) // 10 left
-    assert replan(plan, done=3, epoch_s=10, elapsed_s=100, grow=False) is plan  # decaying: never stretched
-    assert replan(plan, done=1, epoch_s=10, elapsed_s=40).epochs == 1 + 49  # after epoch 1 it may always grow
+                epochs=17, train_end_s=532, steps=100, fixed_s=2)
+    assert (replan(plan, done=3, epoch_s=10, elapsed_s=100).epochs, plan.last_steps) == (3 + 43, None)
+    grown = replan(plan, done=9, epoch_s=10, elapsed_s=95)  # mid-decay too: the schedule is re-timed, not cut
+    assert (grown.epochs, grown.last_steps) == (9 + 44, 62)  # 437 s: 43 epochs, then 7 s = 5 s of training
     slow = replan(plan, done=5, epoch_s=60, elapsed_s=300)  # slower than planned: shrinks so the decay completes
-    assert slow.epochs == 5 + 3 and "after epoch 5" in slow.replanned
+    assert (slow.epochs, slow.last_steps) == (5 + 4, 86) and "after epoch 5" in slow.replanned
     capped = dataclasses.replace(plan, max_epochs=20)
-    assert replan(capped, done=3, epoch_s=10, elapsed_s=100, grow=True).epochs == 20  # --epochs caps it
+    assert replan(capped, done=3, epoch_s=10, elapsed_s=100).epochs == 20  # --epochs caps it
+    assert replan(plan, done=17, epoch_s=1, elapsed_s=100) is plan  # the schedule ran its course: no more epochs
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "onecycle"])
+def test_a_retimed_schedule_keeps_its_lr_and_ends_at_the_floor(kind):
+    from nextclass.engine.optim import Schedule
+
+    s = Schedule(kind, 100, 10, min_ratio=0.01)
+    floor = s.multiplier(99)
+    before = s.multiplier(60)
+    s.retime(60, 160)  # a longer plan, mid-decay
+    assert s.multiplier(60) == pytest.approx(before) and s.multiplier(159) == pytest.approx(floor)
+    assert all(s.multiplier(i) >= s.multiplier(i + 1) for i in range(60, 159))  # still decaying, no jump
+    at = s.multiplier(120)
+    s.retime(120, 130)  # then a shorter one (steps before a re-timing are never run again)
+    assert s.multiplier(120) == pytest.approx(at) and s.multiplier(129) == pytest.approx(floor)
+    assert at > s.multiplier(125) > s.multiplier(129)

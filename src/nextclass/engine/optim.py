@@ -55,27 +55,47 @@ class Schedule:
 
     def multiplier(self, step: int) -> float:
         """The lr factor of optimiser step ``step`` (0-based): the decay reaches its floor at the last step, ``total - 1``."""
-        last = self.total - 1  # the last optimiser step
         if self.kind == "onecycle":  # 30% cosine warm-up from 1/25 to 1, then cosine down to 1e-4
-            peak = max(1, int(0.3 * self.total))
+            peak = self._decay_start()
             if step < peak:
                 t = step / peak
                 return 1 / 25 + (1 - 1 / 25) * (1 - math.cos(math.pi * t)) / 2
-            t = min(1.0, (step - peak) / max(1, last - peak))
-            return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * t)) / 2
+            return 1e-4 + (1 - 1e-4) * (1 + math.cos(math.pi * self._decayed(step))) / 2
         if self.kind == "linear":  # warm-up from 0.2 to 1 over `warmup` steps, then a straight line to the floor
             if step < self.warmup:
                 return 0.2 + 0.8 * step / self.warmup
-            t = min(1.0, (step - self.warmup) / max(1, last - self.warmup))
-            return 1.0 - (1.0 - self.min_ratio) * t
+            return 1.0 - (1.0 - self.min_ratio) * self._decayed(step)
         if self.warmup and step < self.warmup:
             m = (step + 1) / (self.warmup + 1)
         elif self.kind == "cosine":
-            t = min(1.0, (step - self.warmup) / max(1, last - self.warmup))
-            m = self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * t)) / 2
+            m = self.min_ratio + (1 - self.min_ratio) * (1 + math.cos(math.pi * self._decayed(step))) / 2
         else:
             m = 1.0
         return m * (self.state["plateau_scale"] if self.kind == "plateau" else 1.0)
+
+    def _decay_start(self) -> int:
+        """The first step of the decay (after the warm-up; one-cycle: after its peak)."""
+        return max(1, int(0.3 * self.total)) if self.kind == "onecycle" else self.warmup
+
+    def _decayed(self, step: int) -> float:
+        """How far the decay is at ``step``, 0 (peak) to 1 (floor at the last step); after a :meth:`retime` the
+        decay goes on from where it was at the re-timing step to the floor at the new last step."""
+        last, anchor = self.total - 1, self.state.get("anchor")
+        if anchor is not None and step >= anchor[0]:
+            return min(1.0, anchor[1] + (1 - anchor[1]) * (step - anchor[0]) / max(1, last - anchor[0]))
+        start = self._decay_start()
+        return min(1.0, max(0.0, (step - start) / max(1, last - start)))
+
+    def retime(self, step: int, total_steps: int) -> None:
+        """Give the schedule a new length at optimiser step ``step`` without a jump in the learning rate.
+
+        Before the decay starts only the length changes (the curve a first plan of this length would have
+        drawn); once it has started, the decay carries on from its current point and reaches the floor at the
+        new last step, so a budget re-plan can lengthen or shorten a run at any epoch without a step in the lr.
+        """
+        if step > self._decay_start():
+            self.state["anchor"] = [int(step), self._decayed(step)]
+        self.total = max(int(step) + 1, int(total_steps))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         m = self.multiplier(step)

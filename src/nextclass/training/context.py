@@ -42,6 +42,7 @@ class Context:
     callbacks: list = field(default_factory=list)  # per-epoch hooks: callback(history_row, state)
     train_seconds: float | None = None  # wall time the training phases may use (from the --max-minutes plan)
     features: object = None  # training.features.Features when the backbone stayed frozen (linear probe)
+    last_steps: int | None = None  # the plan's final partial epoch, in steps (a resumed run reads it from plan.json)
     plan: object = None  # training.plan.Plan of a --max-minutes run (corrected after its first epoch)
     started: float = 0.0  # time.time() when the job started (the budget counts from here)
     auto_recipe: bool = False  # recipe was auto: the budget's plan may keep the probe alone (training.plan)

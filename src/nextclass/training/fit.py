@@ -77,11 +77,12 @@ def _apply_budget(ctx: Context, started: float) -> None:
     if ctx.resumed or cfg.recipe not in PLANNED_RECIPES:
         saved = json.loads(path.read_text()) if path.exists() else None
         ctx.train_seconds = saved["train_end_s"] - saved["spent_s"] if saved else 60.0 * cfg.max_minutes
+        ctx.last_steps = saved.get("last_steps") if saved else None
         return
     plan = plan_run(ctx, started, cfg.max_minutes, max_epochs=epochs_cap(cfg))
     plan = broadcast_object(plan)  # DDP: every rank trains rank 0's plan
     ctx.plan, ctx.started = plan, started
-    ctx.train_seconds = plan.train_end_s - plan.spent_s
+    ctx.train_seconds, ctx.last_steps = plan.train_end_s - plan.spent_s, plan.last_steps
     if plan.strategy and plan.strategy != ctx.cfg.recipe:  # recipe auto: the budget keeps the probe alone
         ctx.cfg = ctx.cfg.model_copy(update={"recipe": plan.strategy})
         log(f"[dim]auto[/] recipe = {plan.strategy} ({plan.why})")

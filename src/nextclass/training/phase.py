@@ -10,6 +10,7 @@ uninterrupted one would: each epoch's data order and augmentation depend only on
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -39,6 +40,19 @@ def is_better(monitor: str, new: float, best: float | None) -> bool:
     return new > best if monitor == "val_acc" else new < best
 
 
+class _First:
+    """The first ``n`` batches of a loader (the final partial epoch of a budgeted run)."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, min(n, len(loader))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
+
+
 class TrainPhase:
     """Runs one :class:`Phase` of a run on ``model`` (see the module docstring).
 
@@ -54,6 +68,8 @@ class TrainPhase:
             model.to(memory_format=torch.channels_last)
         left = None if ctx.train_seconds is None else (ctx.train_seconds - float(state.get("elapsed", 0.0))) / 60
         self.budget = Budget(left, synced=True)
+        if self.planned and ctx.last_steps:  # --max-minutes: the plan's final partial epoch
+            phase.last_steps = ctx.last_steps
         self.parts = self._build_parts()
         self.steps = steps_per_epoch(self.cfg, len(ctx.rows["train"]))
         self.last = ctx.run.last_checkpoint
@@ -62,6 +78,7 @@ class TrainPhase:
     # Every phase runs on this class; the probe (:class:`nextclass.training.probe.ProbePhase`) overrides only
     # where its batches come from (cached features) and what its step is built of (the head alone).
     save_last_every_epoch = True  # the probe's whole run takes seconds: it is redone rather than resumed
+    planned = True  # --max-minutes plans this phase's epochs (the probe's cost is part of the plan's set-up)
 
     def _build_parts(self) -> StepParts:
         return build_parts(self.ctx, self.model, self.phase, self.budget)
@@ -102,20 +119,26 @@ class TrainPhase:
 
     def _replan(self, done: int, epoch_s: float) -> None:
         """--max-minutes: correct the planned epochs with the measured time per epoch (see training.plan.replan)."""
-        warming = done * self.steps < self.parts.schedule.warmup  # the decay has not started: the plan may grow
-        plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started, grow=warming))
-        self.ctx.plan = plan
-        if plan.epochs == self.phase.epochs:
+        plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started))
+        if plan == self.ctx.plan:  # (under DDP a broadcast copy)
             return
-        self.phase.epochs = plan.epochs
-        fresh = make_schedule(self.cfg, plan.epochs, self.steps)  # what a first plan of this length would use
-        self.parts.schedule.total = fresh.total  # still in warm-up: the cosine is unchanged
-        self.parts.schedule.warmup = min(self.parts.schedule.warmup, fresh.warmup)  # a shorter run warms up less
+        changed = plan.epochs != self.ctx.plan.epochs
+        self.ctx.plan, self.ctx.last_steps = plan, plan.last_steps
+        self.phase.epochs, self.phase.last_steps = plan.epochs, plan.last_steps
+        schedule, step = self.parts.schedule, done * self.steps
+        fresh = make_schedule(self.cfg, plan.epochs, self.steps, plan.last_steps)  # a first plan of this length
+        if done == 1 or step < schedule.warmup:  # the decay has barely started: the curve a first plan would draw
+            schedule.total = fresh.total
+            schedule.warmup = fresh.warmup if done == 1 else min(schedule.warmup, fresh.warmup)
+            schedule.state.pop("anchor", None)
+        else:  # the decay goes on from where it is to the floor at the new last step: no jump in the lr
+            schedule.retime(step, fresh.total)
         if self.parts.ema is not None:
-            self.parts.ema.decay = ema_decay_for(self.cfg, self.parts.schedule.total)
+            self.parts.ema.decay = ema_decay_for(self.cfg, schedule.total)
         save_plan(self.ctx, plan)
         self.cfg = self.ctx.cfg
-        log(f"[bold]plan[/] re-planned: {plan.replanned}")
+        if changed:
+            log(f"[bold]plan[/] re-planned: {plan.replanned}")
 
     def _epoch(self, epoch: int, bar) -> tuple[EpochResult, tuple[float, float]]:
         """Train one epoch, then evaluate on val: (train result, (val loss, val accuracy))."""
@@ -123,6 +146,8 @@ class TrainPhase:
         torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * rank())  # dropout etc.: (seed, epoch, rank) only
         loader, batch_tf = train_batches(ctx, epoch, shard=(rank(), world_size()))
         end = self.phase.epoch_offset + self.phase.epochs
+        if epoch == end - 1 and self.phase.last_steps:  # the budget's remainder: the final epoch's first steps
+            loader = _First(loader, self.phase.last_steps * cfg.accumulate)
         res = train_one_epoch(self.parts, loader, step0=(epoch - self.phase.epoch_offset) * self.steps,
                               batch_transform=batch_tf, progress=bar, desc=f"{self.phase.name} {epoch + 1}/{end}")
         res = reduce_epoch(res)  # DDP: global loss/acc/images over all ranks

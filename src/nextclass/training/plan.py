@@ -31,7 +31,7 @@ from nextclass.training.batches import train_batches
 from nextclass.training.context import Context
 from nextclass.training.defaults import epochs_cap, settle_budget
 from nextclass.training.scoring import eval_images, scoring_of
-from nextclass.training.step import Phase, build_parts
+from nextclass.training.step import Phase, build_parts, steps_per_epoch
 from nextclass.utils import atomic_write_json, log
 
 __all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "choose_strategy", "FINISH_OVERHEAD_S",
@@ -39,7 +39,8 @@ __all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "choose_s
 
 FINISH_OVERHEAD_S = 15.0  # bundle + report rendering (plots, Grad-CAM, speed figure): measured 3-12 s on 2 cores
 ROBUSTNESS_S = 20.0  # the robustness pass is capped at ~20 s (metrics.robustness time_budget_s)
-SAFETY = 0.03  # plan to end 3 % before the budget: rates measured on a few steps drift a little
+SAFETY = 0.01  # plan to end 1 % before the budget: the finish step's reserve is an upper estimate (bench/RESULTS.md)
+MIN_LAST_FRACTION = 0.2  # a final partial epoch shorter than this is not worth its validation pass
 MIN_FINETUNE_EPOCHS = 3  # recipe auto: fewer fine-tuning epochs than this cannot finish a warm-up-and-decay schedule
 MEASURE_S = 8.0  # the timed training steps stop after this long (at least two steps)
 PROBE_FIT_S = 10.0  # the logistic fit of a probe (6 values of C on <= 10k rows): an estimate, seconds on 2 cores
@@ -63,15 +64,21 @@ class Plan:
     strategy: str = ""  # the recipe the plan runs (recipe auto: chosen here)
     candidates: list = field(default_factory=list)  # what each strategy costs and whether it fits
     why: str = ""
+    steps: int = 0  # optimiser steps in a whole epoch
+    fixed_s: float = 0.0  # the part of an epoch that does not shrink with its steps: validation and checkpoints
+    last_steps: int | None = None  # the final epoch stops after this many steps (the budget's remainder)
 
     def describe(self) -> str:
         probe = f"probe {self.probe_s:.0f} s (embedding + logistic fit), " if self.probe_s else ""
         what = (f"{self.strategy}: " if self.strategy else "") + (
-            f"{probe}{self.epochs} epochs at {self.train_images_per_s:,.0f} img/s ({self.epoch_s:.1f} s each with "
+            f"{probe}{self.epochs} epochs{self._last()} at {self.train_images_per_s:,.0f} img/s ({self.epoch_s:.1f} s each with "
             f"validation)" if self.strategy != "linear-probe" else f"{probe}no fine-tuning epoch")
         return (f"budget {self.budget_s / 60:g} min: {what}, {self.reserve_s:.0f} s reserved for the final "
                 f"evaluation and report, {self.spent_s:.0f} s already spent on data and set-up"
                 + (f" ({self.why})" if self.why else ""))
+
+    def _last(self) -> str:
+        return f" (the last one {self.last_steps} of {self.steps} steps)" if self.last_steps else ""
 
     def to_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -189,6 +196,22 @@ def _probe_s(ctx: Context, n: dict, eval_rate: float) -> float:
     return (0.0 if cached else rows / eval_rate) + PROBE_FIT_S
 
 
+def fit_epochs(left_s: float, epoch_s: float, fixed_s: float, steps: int,
+               max_epochs: int | None = None) -> tuple[int, int | None]:
+    """``(epochs, last_steps)`` that fill ``left_s``: whole epochs of ``epoch_s``, then a final partial epoch of
+    ``last_steps`` steps when the remainder buys at least :data:`MIN_LAST_FRACTION` of an epoch's training after its
+    fixed part (validation, checkpoints). ``last_steps`` is None when the last epoch is whole."""
+    whole = max(0, int(left_s // max(epoch_s, 1e-9)))
+    if max_epochs is not None and whole >= max_epochs:
+        return max_epochs, None
+    rest, train_s = left_s - whole * epoch_s, max(epoch_s - fixed_s, 1e-9)
+    fraction = (rest - fixed_s) / train_s
+    if whole < 1 or steps < 2 or fraction < MIN_LAST_FRACTION:
+        return whole, None
+    last = min(steps - 1, int(fraction * steps))
+    return whole + 1, last if last >= 1 else None
+
+
 def _candidates(ctx: Context, probe_s: float, epoch_s: float, left_s: float) -> list[dict]:
     """What each strategy costs and whether it finishes in ``left_s`` (plan.json, the log)."""
     epochs = int((left_s - probe_s) // epoch_s) if left_s > probe_s else 0
@@ -231,7 +254,8 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
     n = {s: len(r) for s, r in ctx.rows.items()}
     per_rank, bs = math.ceil(n["train"] / world_size()), ctx.cfg.batch_size
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
-    epoch_s = images / train_rate + n["val"] / eval_rate + ckpt_s
+    fixed_s = n["val"] / eval_rate + ckpt_s
+    epoch_s = images / train_rate + fixed_s
     reserve = _finish_eval_s(ctx, n, eval_rate) + _robustness_s(ctx, n, eval_rate) + (
         FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
     budget, spent, probe_s = 60.0 * minutes, time.time() - started, _probe_s(ctx, n, eval_rate)
@@ -244,34 +268,36 @@ def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | Non
                          f"report need ~{reserve:.0f} s; give at least "
                          f"{math.ceil((spent + probe_s + epoch_s + reserve) / 60 / (1 - SAFETY) * 10) / 10:g} min, "
                          f"a smaller --img-size or a smaller model")
-    if max_epochs is not None:
-        epochs = min(epochs, max_epochs)
+    steps, last = steps_per_epoch(ctx.cfg, n["train"]), None
+    if strategy != "linear-probe":
+        epochs, last = fit_epochs(train_end - spent - probe_s, epoch_s, fixed_s, steps, max_epochs)
     return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs, None, probe_s,
-                strategy, _candidates(ctx, probe_s, epoch_s, train_end - spent), why)
+                strategy, _candidates(ctx, probe_s, epoch_s, train_end - spent), why, steps, fixed_s, last)
 
 
-def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float, grow: bool = False) -> Plan:
+def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float) -> Plan:
     """Correct the planned epochs with the measured wall time per epoch (every per-epoch cost included;
     the caller passes the median of the last three epochs, so one slow epoch does not swing the plan).
 
-    Called after each epoch with ``done`` epochs finished. After the first one, or while the schedule
-    is still warming up (``grow``), the plan may grow or shrink: the decaying part of the schedule has
-    not started, so the learning-rate curve is the one a perfect first estimate would have given (a
-    machine that was busy while the planner measured gets its time back). Later it only shrinks when the
-    remaining epochs would not fit, so the schedule still *completes* inside the budget (the rest of its
-    decay is compressed) instead of being cut off by the hard stop.
+    Called after each epoch with ``done`` epochs finished; the epochs left and the final partial epoch are
+    fitted again into the time left (:func:`fit_epochs`). The plan may grow as well as shrink at any epoch: the
+    caller re-times the learning-rate schedule without a jump (:meth:`nextclass.engine.optim.Schedule.retime`),
+    so a machine that was busy for a while gets its time back instead of ending early.
     """
-    left = max(0, int((plan.train_end_s - elapsed_s) // max(epoch_s, 1e-9)))
-    epochs = done + left
-    if done > 1 and not grow:
-        epochs = min(epochs, plan.epochs)
-    if plan.max_epochs is not None:
-        epochs = min(epochs, plan.max_epochs)
-    epochs = max(epochs, done)
-    if epochs == plan.epochs:
+    if done >= plan.epochs:  # the schedule has run its course: its lr is at the floor
         return plan
-    note = f"after epoch {done} ({epoch_s:.1f} s per epoch, estimated {plan.epoch_s:.1f} s): {epochs} epochs"
-    return dataclasses.replace(plan, epochs=epochs, replanned=note)
+    cap = None if plan.max_epochs is None else max(0, plan.max_epochs - done)
+    fixed_s = min(plan.fixed_s, 0.9 * epoch_s)
+    left, last = fit_epochs(plan.train_end_s - elapsed_s, epoch_s, fixed_s, plan.steps, cap)
+    epochs = done + left
+    if epochs <= done:  # nothing more fits: stop after this epoch
+        epochs, last = done, None
+    if (epochs, last) == (plan.epochs, plan.last_steps):
+        return plan
+    note = plan.replanned
+    if epochs != plan.epochs:
+        note = f"after epoch {done} ({epoch_s:.1f} s per epoch, estimated {plan.epoch_s:.1f} s): {epochs} epochs"
+    return dataclasses.replace(plan, epochs=epochs, last_steps=last, replanned=note)
 
 
 def save_plan(ctx: Context, plan: Plan) -> None:

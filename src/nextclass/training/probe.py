@@ -107,6 +107,8 @@ class ProbePhase(TrainPhase):
             return res, (float("nan"), float("nan"))
         return res, loss_and_acc(head_logits(self.model, self.feats.val, self.ctx.device), self.ctx.labels["val"])
 
+    planned = False
+
     def _replan(self, done: int, epoch_s: float) -> None:
         """The --max-minutes plan is of image epochs; the probe's few seconds are part of its set-up time."""
 

@@ -37,6 +37,7 @@ class Phase:
     lr: float
     epoch_offset: int = 0  # global epoch index of this phase's first epoch
     layer_decay: float | None = None
+    last_steps: int | None = None  # --max-minutes: the final epoch stops after this many steps (None: whole)
 
 
 def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device, soft_targets: bool = False):
@@ -57,12 +58,14 @@ def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int,
     return lambda out, y: soft(out, y) if y.ndim == 2 else ce(out, y)
 
 
-def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int) -> Schedule:
-    """The config's lr schedule over ``epochs`` epochs (warm-up in epochs, converted to steps)."""
+def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int, last_steps: int | None = None) -> Schedule:
+    """The config's lr schedule over ``epochs`` epochs (warm-up in epochs, converted to steps), the last one
+    ``last_steps`` long when given (a budget's final partial epoch)."""
+    total = epochs * steps_per_epoch - (steps_per_epoch - last_steps if last_steps and epochs else 0)
     warm = int(cfg.warmup_epochs * steps_per_epoch) if cfg.scheduler in ("cosine", "plateau", "none") else 0
     if cfg.scheduler == "linear":  # the fast recipe's warm-up: the first 20% of the steps
-        warm = int(0.2 * epochs * steps_per_epoch)
-    return Schedule(cfg.scheduler, epochs * steps_per_epoch, warm, cfg.min_lr_ratio)
+        warm = int(0.2 * total)
+    return Schedule(cfg.scheduler, total, warm, cfg.min_lr_ratio)
 
 
 def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
@@ -85,7 +88,7 @@ def build_parts(ctx: Context, model: nn.Module, phase: Phase, budget: Budget | N
     optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, phase.lr, phase.layer_decay),
                                 phase.lr, cfg.momentum)
     ema = mixup = None
-    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])))
+    schedule = make_schedule(cfg, phase.epochs, steps_per_epoch(cfg, len(ctx.rows["train"])), phase.last_steps)
     if cfg.ema:  # weights and BatchNorm statistics averaged
         from timm.utils import ModelEmaV3
 
