@@ -210,8 +210,8 @@ SIX_CLASSES = ("c0", "c1", "c2", "c3", "c4", "c5")  # more than five: prediction
 @pytest.fixture(scope="session")
 def six_class_run(tmp_path_factory) -> Iterator[Path]:
     """A run on six classes with two planted wrong labels a class (files named ``flip_*``), a model strong enough
-    for the end-of-run label check to flag (120 val/test images), TTA on, no report (the numbers do not depend on
-    it). Read-only: copy it to write."""
+    for the end-of-run label check to flag (120 val/test images), TTA on, prediction sets for coverage 0.9 (fitted
+    on its 60 val images), no report (the numbers do not depend on it). Read-only: copy it to write."""
     import nextclass
 
     base = tmp_path_factory.mktemp("six")
@@ -221,7 +221,7 @@ def six_class_run(tmp_path_factory) -> Iterator[Path]:
             shutil.move(str(f), data / SIX_CLASSES[(k + 1) % len(SIX_CLASSES)] / f"flip_{f.name}")
     run = Path(nextclass.train(data=str(data), model="simple_cnn", epochs=8, output=str(base / "runs"), name="six",
                                batch_size=32, lr=3e-3, split=(0.5, 0.25, 0.25), report=False, tta=True,
-                               progress=False))
+                               coverage=0.9, progress=False))
     with _left_as_trained(run):
         yield run
 

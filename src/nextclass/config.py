@@ -176,6 +176,10 @@ class TrainConfig(BaseModel):
                              "final split (cached by weights + images + seed; off in tune trials)")
     target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="abstain below the confidence threshold "
                                              "chosen on val for this accuracy of the accepted predictions; none: never")
+    coverage: Optional[float] = Field(None, gt=0, lt=1, description="prediction sets: each prediction also carries "
+                                      "the smallest set of classes that holds the true class this often (split "
+                                      "conformal, adaptive sets, threshold fitted on val; exact when test is "
+                                      "exchangeable with val); none: no sets (predict --coverage can still ask)")
     neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "
                                 "index (a seeded per-class subsample above it); 0: no index")
     neighbor_thumbnails: bool = Field(True, description="keep a 32-px thumbnail of each indexed training image in the "

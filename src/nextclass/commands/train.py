@@ -65,6 +65,7 @@ def train(
     split: Optional[str] = _flag("split"),
     seed: Optional[int] = _flag("seed"),
     target_accuracy: Optional[float] = _flag("target_accuracy"),
+    coverage: Optional[float] = _flag("coverage"),
     neighbor_thumbnails: Optional[bool] = _flag("neighbor_thumbnails", "--neighbor-thumbnails/--no-neighbor-thumbnails"),
     device: Optional[str] = _flag("device"),
     workers: Optional[int] = _flag("workers"),

@@ -9,8 +9,9 @@ validator serves both the end of training and the stand-alone validate command i
 
 A block holds: classification metrics (:mod:`nextclass.metrics.classification`), calibration at the
 temperature, the files that could not be decoded, the TTA gain (when there are views), the selective numbers
-(AUROC per score, risk-coverage, coverage at the abstain threshold) and, for the *headline* block (the run's
-final split, or another dataset), the kNN second opinion of the neighbour index and the accuracy under
+(AUROC per score, risk-coverage, coverage at the abstain threshold), the prediction sets at the bundle's coverage
+(empirical coverage overall and per class, set sizes; :mod:`nextclass.metrics.conformal`) and, for the *headline*
+block (the run's final split, or another dataset), the kNN second opinion of the neighbour index and the accuracy under
 corruptions (cached by weights + images + seed, :mod:`nextclass.evaluation.robust`).
 """
 
@@ -28,6 +29,7 @@ from nextclass.data.transforms import Preprocess
 from nextclass.engine.loop import Device, predict_logits
 from nextclass.metrics.calibration import calibration_block
 from nextclass.metrics.classification import classification_metrics, softmax
+from nextclass.metrics.conformal import sets_block
 from nextclass.metrics.selective import selective_block
 from nextclass.metrics.tta import TTAModel
 from nextclass.models.heads import head_from_trunk, head_logits, trunk_features
@@ -61,6 +63,7 @@ class Scoring:
     views: list[str] = field(default_factory=lambda: ["identity"])  # TTA views; one view: no TTA
     temperature: float = 1.0
     abstain: dict | None = None  # the bundle's ``abstain`` entry (threshold chosen on val)
+    sets: dict | None = None  # the bundle's ``sets`` entry (prediction-set threshold fitted on val)
     index: NeighborIndex | None = None  # the bundle's neighbour index
     index_bytes: int = 0
     unfamiliar: float | None = None  # the bundle's ``unfamiliar`` distance
@@ -151,6 +154,8 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
                     "gain": m["accuracy"] - lg.plain_accuracy}
     if len(lg.labels):
         m["selective"] = selective_block(lg.logits, lg.labels, s.temperature, s.abstain)
+        if s.sets and s.sets.get("coverage") is not None:
+            m["sets"] = sets_block(probs, lg.labels, s.classes, s.sets)
     if headline and len(lg.labels):
         if s.index is not None:
             m["neighbors"] = _neighbors(model, images, s, lg, progress)

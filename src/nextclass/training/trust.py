@@ -5,6 +5,9 @@ Called by :func:`nextclass.training.finish.finish_run` before the blocks are sco
 reads the same settings back from the bundle:
 
 * :func:`abstain_on_val`: the abstain threshold chosen on *val* (only with ``target_accuracy``);
+* :func:`sets_on_val`: the prediction-set threshold fitted on *val* by split conformal prediction (only with
+  ``coverage``; the val scores are kept either way, so ``predict --coverage`` works on every bundle with a val
+  split, :mod:`nextclass.metrics.conformal`);
 * :func:`build_index`: the bundle's nearest-neighbour index of the training images
   (:mod:`nextclass.neighbors`) and, with a val split, the ``unfamiliar`` distance threshold (the conformal 95%
   quantile of the val images' distances to their nearest training image,
@@ -17,6 +20,8 @@ import numpy as np
 from torch import nn
 
 from nextclass.evaluation.scorer import Logits, Scoring, embeddings
+from nextclass.metrics.classification import softmax
+from nextclass.metrics.conformal import sets_entry
 from nextclass.metrics.selective import UNFAMILIAR_QUANTILE, abstain_entry, distance_threshold
 from nextclass.neighbors import (INDEX_FILE, KNN_K, THUMB, WRONG_SHOWN, NeighborIndex, relative_id, save_index, subsample,
                                  thumbnails)
@@ -24,7 +29,7 @@ from nextclass.training.context import Context
 from nextclass.training.scoring import eval_images
 from nextclass.utils import log, progress_bar
 
-__all__ = ["abstain_on_val", "build_index", "log_index", "KNN_K", "WRONG_SHOWN"]
+__all__ = ["abstain_on_val", "sets_on_val", "build_index", "log_index", "KNN_K", "WRONG_SHOWN"]
 
 
 def abstain_on_val(ctx: Context, logits: dict[str, Logits], s: Scoring) -> dict | None:
@@ -36,6 +41,25 @@ def abstain_on_val(ctx: Context, logits: dict[str, Logits], s: Scoring) -> dict 
         log(f"abstain below {a['score']} {a['threshold']:.4f}: val coverage {a['val_coverage']:.1%} "
             f"for target accuracy {ctx.cfg.target_accuracy:.1%}")
     return s.abstain
+
+
+def sets_on_val(ctx: Context, logits: dict[str, Logits], s: Scoring) -> dict | None:
+    """The bundle's ``sets`` entry from val's calibrated probabilities (None without val); also set on ``s``."""
+    val, coverage = logits.get("val"), ctx.cfg.coverage
+    if val is None or not len(val.labels):
+        if coverage is not None:
+            log(f"[yellow]NOTE[/]: coverage {coverage:g}: no validation images to fit the set threshold on; no sets")
+        s.sets = None
+        return None
+    s.sets = sets_entry(softmax(val.logits, s.temperature), val.labels, coverage, seed=ctx.cfg.seed)
+    e = s.sets
+    if e["too_small"]:
+        log(f"[yellow]prediction sets[/]: {e['val_n']} val images are too few for coverage {coverage:g} (at least "
+            f"{e['min_val_n']} needed): the threshold is infinite and every set is every class")
+    elif coverage is not None:
+        log(f"prediction sets: {e['score'].upper()} threshold {e['threshold']:.4f} for coverage {coverage:g}, "
+            f"fitted on {e['val_n']} val images (split conformal)")
+    return e
 
 
 def _unfamiliar(ctx: Context, model: nn.Module, s: Scoring, bar) -> dict | None:
