@@ -27,10 +27,12 @@ def evaluate(
     from rich.console import Console
 
     from nextclass import evaluate as _evaluate
-    from nextclass.report.console import metrics_table
+    from nextclass.report.console import metrics_table, sets_table
 
     m = run_guarded(_evaluate, str(run), data, split=split, tta=tta, progress=not quiet, corrections=corrections)
     Console().print(metrics_table(m))
+    if m.get("sets"):
+        Console().print(sets_table(m))
 
 
 def predict(
@@ -51,12 +53,17 @@ def predict(
     unfamiliar: Optional[bool] = typer.Option(
         None, "--unfamiliar/--no-unfamiliar", help="Flag images farther from every training image than 95% of the "
         "validation images were (default: when the bundle keeps that threshold; costs one more trunk pass)."),
+    coverage: Optional[float] = typer.Option(
+        None, "--coverage", help="Also give each image's prediction set: the classes that hold the true class with "
+        "this probability, e.g. 0.95 (split conformal on the bundle's validation scores; default: the bundle's "
+        "coverage, if it was trained with one)."),
 ):
     """Predict images with a trained model. Unreadable files are reported, never fatal."""
     files = input_files(paths)
     opts = {"topk": topk, "batch_size": batch_size, "tta": tta}
-    if nproc > 1 and (neighbors or target_accuracy is not None or unfamiliar is not None):
-        raise typer.BadParameter("--neighbors, --target-accuracy and --[no-]unfamiliar work with --nproc 1 only")
+    if nproc > 1 and (neighbors or target_accuracy is not None or unfamiliar is not None or coverage is not None):
+        raise typer.BadParameter("--neighbors, --target-accuracy, --coverage and --[no-]unfamiliar work with "
+                                 "--nproc 1 only")
     if nproc > 1:
         from nextclass.deploy.sharded import predict_distributed
 
@@ -67,8 +74,9 @@ def predict(
         pred = run_guarded(load, model, backend=backend)
         if target_accuracy is not None:
             _say_threshold(pred, target_accuracy)
+        _say_sets(pred, coverage)
         rows = [r.to_dict() for r in run_guarded(pred.predict, files, target_accuracy=target_accuracy,
-                                                 neighbors=neighbors, unfamiliar=unfamiliar, **opts)]
+                                                 neighbors=neighbors, unfamiliar=unfamiliar, coverage=coverage, **opts)]
     _print_predictions(rows, fmt, topk, output)
 
 
@@ -82,6 +90,24 @@ def _say_threshold(pred, target_accuracy: float) -> None:
     coverage = threshold_from_curve(entry["curve"], target_accuracy)[1]
     log(f"abstain threshold: {entry.get('score', 'probability')} below {th:.4f} (chosen on validation for accuracy "
         f">= {target_accuracy:g} of the accepted predictions; it kept {coverage:.1%} of the validation images)")
+
+
+def _say_sets(pred, coverage: float | None) -> None:
+    """The prediction-set threshold in use and the validation images it rests on (stderr); nothing without sets."""
+    from nextclass.utils import log
+
+    q = run_guarded(pred.set_threshold, coverage)
+    if q is None:
+        return
+    e = pred.meta.get("sets") or {}
+    c = coverage if coverage is not None else e.get("coverage")
+    n = e.get("val_n") if coverage is None else len(e.get("val_scores") or [])
+    if q == float("inf"):
+        log(f"[yellow]prediction sets[/]: {n} validation images are too few for coverage {c:g} (the conformal "
+            "quantile needs at least ceil(c / (1 - c))): every set is every class")
+    else:
+        log(f"prediction sets for coverage {c:g}: classes whose {e.get('score', 'aps').upper()} score is at most "
+            f"{q:.4f} (split conformal on {n} validation images)")
 
 
 def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | None) -> None:

@@ -27,6 +27,10 @@ def serve(
     target_accuracy: Optional[float] = typer.Option(
         None, "--target-accuracy", help="Abstain below the threshold that gave this accuracy of the accepted "
         "predictions on validation (default: the bundle's threshold, if it was trained with one)."),
+    coverage: Optional[float] = typer.Option(
+        None, "--coverage", help="Give each prediction its set of classes holding the true class with this "
+        "probability, e.g. 0.95 (default: the bundle's coverage, if it was trained with one; a request's "
+        "coverage parameter overrides it)."),
     log_level: str = typer.Option("info"),
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/models, /healthz, /metrics, /docs and a web page at /."""
@@ -38,10 +42,11 @@ def serve(
         raise typer.BadParameter(f"--backend {backend!r}: choose torch, onnx or auto")
     opts = dict(int8=int8, store=store, max_batch=max_batch, max_wait_ms=max_wait_ms, max_images=max_images,
                 max_upload_mb=max_upload_mb, topk=topk, threads=threads,
-                target_accuracy=target_accuracy)
+                target_accuracy=target_accuracy, coverage=coverage)
     # Load once here so a bad MODEL is a red line and exit 2, not a traceback from the lifespan.
     pred, _ = run_guarded(load_for_serving, model, ServeConfig(backend=backend, **opts))
     run_guarded(pred.abstain_threshold, target_accuracy)  # a bundle without a val curve: a red line, not a traceback
+    run_guarded(pred.set_threshold, coverage)  # a bad coverage, or no val scores: a red line too
     run_guarded(check_port, host, port)  # a busy port: one red line, not the page's address then uvicorn's error
     log(f"web page: http://{host}:{port}/  API docs: http://{host}:{port}/docs")
     run_guarded(_serve, pred, host=host, port=port, log_level=log_level, backend=backend, **opts)

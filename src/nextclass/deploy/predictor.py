@@ -17,6 +17,7 @@ import torch
 from nextclass.data.decode import DecodeError, open_image
 from nextclass.data.transforms import Preprocess, image_to_tensor
 from nextclass.metrics.classification import softmax
+from nextclass.metrics.conformal import prediction_sets, threshold_for
 from nextclass.metrics.selective import score_from_probs, threshold_from_curve
 
 __all__ = ["Predictor", "Prediction"]
@@ -35,11 +36,17 @@ class Prediction:
     #: Farther from every training image than 95% of the validation images were: maybe a class or a kind of
     #: image the model never saw. None: not checked (the bundle has no threshold, or ``unfamiliar=False``).
     unfamiliar: bool | None = None
+    #: The prediction set: the classes (most probable first) that hold the true class with the promised coverage
+    #: (split conformal, fitted on validation); may be empty when the model is more accurate than the coverage
+    #: asks for. None: no set asked for (the bundle was trained without ``coverage`` and none was given).
+    set: list[str] | None = None
 
     def to_dict(self) -> dict:
         d = {"source": self.source, "label": self.label, "index": self.index, "probability": self.probability,
              "abstained": self.abstained, "unfamiliar": self.unfamiliar,
              "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
+        if self.set is not None:
+            d["set"] = list(self.set)
         if self.neighbors is not None:
             d["neighbors"] = [n.to_dict() for n in self.neighbors]
         if self.error:
@@ -145,6 +152,32 @@ class Predictor:
             return np.zeros(len(probs), bool)
         return score_from_probs(probs, (self.meta.get("abstain") or {}).get("score", "probability")) < threshold
 
+    def set_threshold(self, coverage: float | None = None) -> float | None:
+        """The prediction-set threshold: the bundle's (fitted at training with ``coverage``), or one for ``coverage``
+        from the validation scores the bundle keeps (split conformal, :mod:`nextclass.metrics.conformal`). None: no
+        sets; ``inf``: validation is too small for that coverage (every set is every class).
+
+        Raises:
+            ValueError: a ``coverage`` outside (0, 1), or a bundle that keeps no validation scores.
+        """
+        entry = self.meta.get("sets") or {}
+        if coverage is None:
+            return threshold_for(entry) if entry.get("coverage") is not None else None
+        if not entry.get("val_scores"):
+            threshold_for({"val_scores": [0.0]}, coverage)  # a bad value is named first
+            raise ValueError(f"coverage: {self.path or 'this bundle'} keeps no validation scores to fit a set "
+                             "threshold on (trained before nextclass kept them, or without a validation split): "
+                             "retrain it")
+        return threshold_for(entry, coverage)
+
+    def sets(self, probs: np.ndarray, threshold: float | None) -> list[list[int] | None]:
+        """Each row's prediction set as class indices, most probable first (None for every row without a threshold)."""
+        if threshold is None:
+            return [None] * len(probs)
+        e = self.meta.get("sets") or {}
+        mask = prediction_sets(probs, threshold, penalty=e.get("penalty", 0.0), k_reg=e.get("k_reg", 1))
+        return [[int(j) for j in np.argsort(-pr, kind="stable") if m[j]] for pr, m in zip(probs, mask)]
+
     def unfamiliar_distance(self) -> float | None:
         """The nearest-training-image distance above which an image is ``unfamiliar``, chosen on validation at
         training (:func:`nextclass.metrics.selective.distance_threshold`). None: the bundle has no neighbour
@@ -191,14 +224,16 @@ class Predictor:
         index = self.neighbor_index()
         return index.neighbors(self.embed(batch), k, self.classes)
 
-    def _fill(self, results: list[Prediction], idx: list[int], probs: np.ndarray, k: int, threshold) -> None:
+    def _fill(self, results: list[Prediction], idx: list[int], probs: np.ndarray, k: int, threshold,
+              set_threshold: float | None = None) -> None:
         abstained = self.abstains(probs, threshold)
-        for i, pr, ab in zip(idx, probs, abstained):
+        for i, pr, ab, st in zip(idx, probs, abstained, self.sets(probs, set_threshold)):
             order = np.argsort(-pr)[:k]
             r = results[i]
             r.index, r.label, r.probability = int(order[0]), self.classes[order[0]], float(pr[order[0]])
             r.topk = [(self.classes[j], float(pr[j])) for j in order]
             r.abstained = bool(ab)
+            r.set = None if st is None else [self.classes[j] for j in st]
 
     def _check_unfamiliar(self, unfamiliar: bool | None) -> float | None:
         """The distance threshold ``predict`` flags with (None: no check); ValueError when asked for but absent."""
@@ -231,7 +266,7 @@ class Predictor:
 
     def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool | None = None,
                 target_accuracy: float | None = None, neighbors: int = 0,
-                unfamiliar: bool | None = None) -> list[Prediction]:
+                unfamiliar: bool | None = None, coverage: float | None = None) -> list[Prediction]:
         """Predict one input or a list of inputs.
 
         Args:
@@ -242,11 +277,16 @@ class Predictor:
             unfamiliar: flag inputs farther from every training image than the bundle's threshold
                 (``Prediction.unfamiliar``). None: when the bundle keeps one; True: require it; False: skip the
                 check (it costs one more pass of the network's trunk per batch, unless ``neighbors`` is asked for).
+            coverage: also return each input's prediction set (``Prediction.set``): the classes that hold the true
+                class with this probability, by split conformal prediction on the validation scores the bundle
+                keeps. Default: the bundle's coverage (set at training with ``--coverage``), else no sets.
 
         Example:
             >>> p = load("runs/digits")            # doctest: +SKIP
             >>> p.predict(["a.png"])[0].label      # doctest: +SKIP
             '7'
+            >>> p.predict(["a.png"], coverage=0.95)[0].set   # doctest: +SKIP
+            ['7', '1']
         """
         if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
@@ -254,6 +294,7 @@ class Predictor:
         results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
         k = max(1, min(topk, len(self.classes)))
         threshold = self.abstain_threshold(target_accuracy)
+        set_threshold = self.set_threshold(coverage)
         far = self._check_unfamiliar(unfamiliar)
         if neighbors or far is not None:
             self.neighbor_index()  # fail before any work when the bundle has no index
@@ -275,6 +316,6 @@ class Predictor:
                 if not tensors:
                     continue
                 batch = torch.stack(tensors)
-                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold)
+                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold, set_threshold)
                 self._trust(results, idx, batch, neighbors, far)
         return results

@@ -223,6 +223,32 @@ def metrics_table(m: dict) -> Table:
     return t
 
 
+def sets_table(m: dict) -> Table:
+    """Prediction sets of a metrics block: empirical coverage per class against the target, and the set sizes.
+
+    Example:
+        >>> Console().print(sets_table(nextclass.evaluate("runs/digits-sets")))  # doctest: +SKIP
+    """
+    from rich.table import Table
+
+    s = m["sets"]
+    th = "infinite: val too small, every set is every class" if s.get("too_small") else f"threshold {s['threshold']:.4f}"
+    sizes = ", ".join(f"{k}: {c}" for k, c in enumerate(s["size_histogram"]) if c)
+    t = Table(title=f"{m['split']}: prediction sets for coverage {s['target']:g} ({s['score'].upper()}, {th}, "
+              f"{s['val_n']} val images) - coverage {_percent(s['coverage'])}, mean size {s['mean_size']:.2f}",
+              caption=f"set sizes {sizes}; singletons right {_percent(s.get('singleton_accuracy'))}")
+    for c in ("class", "coverage", "mean size", "support"):
+        t.add_column(c, justify="left" if c == "class" else "right")
+    for c, r in s["per_class"].items():
+        t.add_row(c, _percent(r["coverage"]), "-" if r["mean_size"] is None else f"{r['mean_size']:.2f}", str(r["n"]))
+    t.add_row("[bold]all", _percent(s["coverage"]), f"{s['mean_size']:.2f}", str(s["n"]))
+    return t
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def predictions_table(rows: Sequence[dict], topk: int) -> Table:
     """One row per image: prediction, its probability and the runners-up (unreadable files in red).
 
@@ -234,30 +260,33 @@ def predictions_table(rows: Sequence[dict], topk: int) -> Table:
 
     t = Table(show_lines=False)
     with_nb = any(r.get("neighbors") for r in rows)
-    for c in ("file", "prediction", "prob", f"top-{topk}") + (("nearest training images",) if with_nb else ()):
+    with_set = any("set" in r for r in rows)
+    for c in ("file", "prediction", "prob", f"top-{topk}") + (("set",) if with_set else ()) \
+            + (("nearest training images",) if with_nb else ()):
         t.add_column(c)
     for r in rows:
-        nb = ("",) if with_nb else ()
+        nb = (("",) if with_set else ()) + (("",) if with_nb else ())
         if r.get("error"):
             t.add_row(r["source"], "[red]unreadable", "", r["error"], *nb)
             continue
+        sets = ("{" + ", ".join(r.get("set") or []) + "}",) if with_set else ()
         label = f"[yellow]abstain[/] (best guess {r['label']})" if r.get("abstained") else r["label"]
         if r.get("unfamiliar"):
             label += " [magenta]unfamiliar[/]"
-        if with_nb:
-            nb = (", ".join(f"{n['label']} d={n['distance']:.3f}" for n in r.get("neighbors") or []),)
+        nb = (", ".join(f"{n['label']} d={n['distance']:.3f}" for n in r.get("neighbors") or []),) if with_nb else ()
         t.add_row(r["source"], label, f"{r['probability']:.3f}",
-                  ", ".join(f"{x['label']} {x['probability']:.2f}" for x in r["topk"][1:]), *nb)
+                  ", ".join(f"{x['label']} {x['probability']:.2f}" for x in r["topk"][1:]), *sets, *nb)
     return t
 
 
 def predictions_csv(rows: Sequence[dict]) -> str:
-    """CSV text with the header ``path,label,probability,abstained,unfamiliar,topk,error`` (+ ``neighbors`` when
-    asked for).
+    """CSV text with the header ``path,label,probability,abstained,unfamiliar,topk,error`` (+ ``set`` and
+    ``neighbors`` when asked for).
 
     Top-k as ``label:p;label:p``; ``abstained`` is 1 when the label is only a best guess below the abstain
     threshold; ``unfamiliar`` is 1 when the image is farther from every training image than the bundle's
-    threshold, empty when not checked; neighbours as ``label:distance:id;...`` (thumbnails: JSON format only).
+    threshold, empty when not checked; the prediction set as ``label;label`` (most probable first, empty for an
+    empty set); neighbours as ``label:distance:id;...`` (thumbnails: JSON format only).
 
     Example:
         >>> predictions_csv([{"source": "a.png", "label": "cat", "probability": 0.9, "abstained": False,
@@ -266,11 +295,12 @@ def predictions_csv(rows: Sequence[dict]) -> str:
     """
     buf = io.StringIO()
     w = csv.writer(buf)
-    with_nb = any("neighbors" in r for r in rows)
+    with_nb, with_set = any("neighbors" in r for r in rows), any("set" in r for r in rows)
     w.writerow(["path", "label", "probability", "abstained", "unfamiliar", "topk", "error"]
-               + (["neighbors"] if with_nb else []))
+               + (["set"] if with_set else []) + (["neighbors"] if with_nb else []))
     for r in rows:
-        nb = [";".join(f"{n['label']}:{n['distance']:.4f}:{n['id']}" for n in r.get("neighbors") or [])] if with_nb else []
+        nb = [";".join(r.get("set") or [])] if with_set else []
+        nb += [";".join(f"{n['label']}:{n['distance']:.4f}:{n['id']}" for n in r.get("neighbors") or [])] if with_nb else []
         far = r.get("unfamiliar")
         w.writerow([r["source"], r["label"] or "", f"{r['probability']:.5f}" if r["probability"] is not None else "",
                     "" if r.get("error") else int(bool(r.get("abstained"))), "" if far is None else int(far),

@@ -43,6 +43,7 @@ class ServeConfig:
     topk: int = 5
     threads: Optional[int] = None  # ONNX Runtime / torch intra-op threads (default: all cores)
     target_accuracy: Optional[float] = None  # abstain threshold from the bundle's val curve (None: the bundle's own)
+    coverage: Optional[float] = None  # prediction sets from the bundle's val scores (None: the bundle's own, if any)
     extra: dict = field(default_factory=dict)
 
 
@@ -150,6 +151,7 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
         await batcher.start()
         app.state.pred, app.state.ident, app.state.batcher = pred, ident, batcher
         app.state.threshold = pred.abstain_threshold(cfg.target_accuracy)
+        app.state.set_threshold = pred.set_threshold(cfg.coverage)
         app.state.explain = _explain_fn()
         from nextclass.utils import log
 

@@ -63,18 +63,25 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
                   target_accuracy: Optional[float] = Query(None, gt=0, le=1, description=(
                       "Abstain below the threshold that gave this accuracy on validation (default: the server's).")),
                   neighbors: Optional[int] = Query(None, ge=0, le=100, description="Nearest training images per image."),
-                  neighbors_form: Optional[int] = Form(None, alias="neighbors", ge=0, le=100, include_in_schema=False)):
+                  neighbors_form: Optional[int] = Form(None, alias="neighbors", ge=0, le=100, include_in_schema=False),
+                  coverage: Optional[float] = Query(None, gt=0, lt=1, description=(
+                      "Also return each image's prediction set, the classes that hold the true class with this "
+                      "probability, e.g. 0.95 (split conformal on validation; default: the server's).")),
+                  coverage_form: Optional[float] = Form(None, alias="coverage", gt=0, lt=1, include_in_schema=False)):
     """Top-k classes with calibrated probabilities for each uploaded image (micro-batched), with ``abstained``,
-    ``unfamiliar`` (None when the bundle keeps no distance threshold) and, when asked for (query or form field
-    ``neighbors``), the nearest training images. A file that is not a usable image gets ``error`` (its reason)
-    in its place among the results; only a request without any usable image is a 422."""
+    ``unfamiliar`` (None when the bundle keeps no distance threshold), the prediction ``set`` (query or form field
+    ``coverage``, or the server's) and, when asked for (query or form field ``neighbors``), the nearest training
+    images. A file that is not a usable image gets ``error`` (its reason) in its place among the results; only a
+    request without any usable image is a 422."""
     st = request.app.state
     cfg, metrics, pred = st.cfg, st.metrics, st.pred
     if len(files) > cfg.max_images:
         return error(413, f"too many images in one request ({len(files)} > {cfg.max_images}); split the upload")
     n_nb = neighbors if neighbors is not None else (neighbors_form or 0)
+    cov = coverage if coverage is not None else coverage_form
     try:
         threshold = st.threshold if target_accuracy is None else pred.abstain_threshold(target_accuracy)
+        set_threshold = st.set_threshold if cov is None else pred.set_threshold(cov)
         if n_nb:
             pred.neighbor_index()
     except ValueError as e:
@@ -91,14 +98,27 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     nbs = await st.batcher.run_exclusive(pred.find_neighbors, torch.stack(tensors), n_nb) if n_nb else None
     k = max(1, min(topk or cfg.topk, len(pred.classes)))
     results = []
+    sets = pred.sets(probs, set_threshold)
     for i, (pr, ab) in enumerate(zip(probs, pred.abstains(probs, threshold))):
         order = pr.argsort()[::-1][:k]
         results.append({"label": pred.classes[order[0]], "index": int(order[0]),
                         "probability": float(pr[order[0]]), "abstained": bool(ab), "unfamiliar": far[i],
+                        "set": None if sets[i] is None else [pred.classes[j] for j in sets[i]],
                         "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order],
                         "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None})
     return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold,
-            "results": _in_upload_order(files, results, errors)}
+            "coverage": _coverage_in_use(pred, cov, set_threshold), "results": _in_upload_order(files, results, errors)}
+
+
+def _coverage_in_use(pred, asked: float | None, set_threshold: float | None) -> dict | None:
+    """The response's ``coverage``: the promise the sets keep and what they rest on (None: no sets)."""
+    if set_threshold is None:
+        return None
+    e = pred.meta.get("sets") or {}
+    inf = set_threshold == float("inf")
+    return {"coverage": asked if asked is not None else e.get("coverage"), "threshold": None if inf else set_threshold,
+            "too_small": inf, "val_n": e.get("val_n") if asked is None else len(e.get("val_scores") or []),
+            "score": e.get("score", "aps")}
 
 
 def _in_upload_order(files: list[UploadFile], results: list[dict], errors: list[dict]) -> list[dict]:
@@ -153,6 +173,7 @@ async def models(request: Request):
         "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
         "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
         "explain": st.explain is not None, "abstain": _abstain_info(pred, st.threshold),
+        "sets": _coverage_in_use(pred, st.cfg.coverage, st.set_threshold),
         "headline": headline_accuracy(meta.get("metrics") or {}),
         "neighbors": {k: v for k, v in (meta.get("neighbors") or {}).items()
                       if k in ("n", "dim", "bytes", "thumbnail", "unfamiliar")}

@@ -36,6 +36,10 @@ class ImageResult(BaseModel):
         "Farther from every training image than 95% of the validation images were: maybe a class or kind of image "
         "the model never saw. None: the model keeps no such threshold."))
     topk: list[TopK]
+    set: Optional[list[str]] = Field(None, description=(
+        "The prediction set, most probable first: the classes that hold the true class with the promised coverage "
+        "(split conformal on validation; empty when the model is more accurate than the coverage asks for). None: "
+        "no coverage asked for."))
     neighbors: Optional[list[NeighborResult]] = Field(None, description="The nearest training images (when asked for).")
 
 
@@ -43,6 +47,9 @@ class PredictResponse(BaseModel):
     model: str = Field(description="NAME@vN for a store model, else the model's run name.")
     backend: str
     threshold: Optional[float] = Field(None, description="The abstain threshold in use (None: never abstain).")
+    coverage: Optional[dict] = Field(None, description=(
+        "The prediction sets' promise: coverage, threshold (None with too_small: too few validation images for "
+        "it, every set is every class), val_n and score. None: no sets."))
     results: list[ImageResult]
 
 
@@ -60,6 +67,7 @@ class ModelInfo(BaseModel):
     created: Optional[str] = None
     explain: bool = Field(description="Whether POST /v1/explain (Grad-CAM) is available.")
     abstain: Optional[dict] = Field(None, description="Abstain score, threshold in use and its validation coverage.")
+    sets: Optional[dict] = Field(None, description="The server's default prediction sets (as PredictResponse.coverage).")
     neighbors: Optional[dict] = Field(None, description="The nearest-training-images index (None: the bundle has none).")
     headline: Optional[dict] = Field(None, description=(
         "The accuracy the web page shows: split ('test', else 'val' when the bundle has no test number), accuracy, "
