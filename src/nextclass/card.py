@@ -4,8 +4,9 @@ YAML front matter (``library_name``, ``tags``, ``pipeline_tag`` and ``model-inde
 reads them: https://huggingface.co/docs/hub/model-cards), then what a user needs before trusting the model:
 intended use, classes, the data and its audit findings, the test number and how it was obtained, per-class
 weak spots and the most confused pairs, calibration, robustness, the abstain threshold and its coverage,
-limitations, and how to load and call it. Everything is read from the run's files (``metrics.json``,
-``audit.json``, ``config.yaml``) and the bundle's ``model.json``; nothing is made up when a number is absent.
+prediction sets (their guarantee, its assumption and the validation size it rests on), limitations, and how to
+load and call it. Everything is read from the run's files (``metrics.json``, ``audit.json``, ``config.yaml``) and
+the bundle's ``model.json``; nothing is made up when a number is absent.
 """
 
 from __future__ import annotations
@@ -137,6 +138,37 @@ def _unfamiliar(meta: dict, block: dict) -> list[str]:
             + " The label is still given: the flag says the image may be of a class or kind the model never saw."]
 
 
+def _sets(meta: dict, block: dict) -> list[str]:
+    """The prediction sets: the promise, its assumption, the val size it rests on, and whether val is big enough."""
+    e = meta.get("sets") or {}
+    out = ["## Prediction sets", ""]
+    n = e.get("val_n")
+    if not e:
+        return out + ["No prediction sets: the bundle keeps no validation scores (no validation split, or trained "
+                      "before nextclass kept them)."]
+    most = f"with {n} validation images the promise can be made for a coverage up to {n / (n + 1):.4g} (n / (n + 1))"
+    if e.get("coverage") is None:
+        return out + [f"No coverage was set at training (`--coverage`); the bundle keeps the {n} validation images' "
+                      f"conformity scores, so `predict`/`serve` with `coverage=` return prediction sets; {most}."]
+    c, ps = e["coverage"], block.get("sets") or {}
+    out.append(f"Every prediction carries a **prediction set**: the top-ranked classes whose {e.get('score', 'aps').upper()} "
+               f"score (calibrated probability of the classes ranked above, plus its own) is at most the threshold "
+               f"fitted on the {n} validation images by split conformal prediction. **Guarantee**: at least "
+               f"{_pct(c)} of the sets hold the true class (and, the scores being continuous, at most "
+               f"{_pct(c + 1 / (n + 1))}), on average over images, not for each class or image. **Assumption**: the "
+               "images it is used on are exchangeable with the validation images (drawn the same way); under a "
+               "shift of the data the promise no longer holds.")
+    if e.get("too_small"):
+        out.append(f"**The validation split is too small for this promise**: {n} images, and coverage {c:g} needs at "
+                   f"least {e.get('min_val_n')} (n >= c / (1 - c)); the threshold is infinite, so every set is every "
+                   f"class. Use a larger validation split or a lower coverage ({most}).")
+    if ps.get("n"):
+        out.append(f"On {block['split']} ({ps['n']} images): coverage {_pct(ps['coverage'])}, mean set size "
+                   f"{ps['mean_size']:.2f} (median {ps['median_size']:g}), {_pct(ps.get('empty'))} empty sets, "
+                   f"{_pct(ps.get('singleton'))} single-class sets (right {_pct(ps.get('singleton_accuracy'))}).")
+    return out
+
+
 def _data_section(meta: dict, cfg: dict, audit: dict | None, metrics: dict) -> list[str]:
     pre = meta.get("pretrained")
     start = "from scratch (no pretrained weights)" if pre in (None, "", "none", "None") else f"from pretrained `{pre}`"
@@ -188,9 +220,10 @@ def _usage(meta: dict) -> list[str]:
     name = meta.get("run") or "MODEL"
     return ["## How to use", "", "```python", "import nextclass", "",
             f'model = nextclass.load("{name}")          # this folder, a run folder or a store NAME[@vN]',
-            'p = model.predict(["image.png"], target_accuracy=0.99, neighbors=3)[0]',
-            "print(p.label, p.probability, p.abstained, p.unfamiliar, [n.label for n in p.neighbors])", "```", "",
-            "```bash", f"nextclass predict {name} images/ --target-accuracy 0.99 --neighbors 3 --format json",
+            'p = model.predict(["image.png"], target_accuracy=0.99, neighbors=3, coverage=0.95)[0]',
+            "print(p.label, p.probability, p.abstained, p.unfamiliar, p.set, [n.label for n in p.neighbors])", "```",
+            "", "```bash", f"nextclass predict {name} images/ --target-accuracy 0.99 --neighbors 3 --coverage 0.95 "
+            "--format json",
             f"nextclass serve {name}", "```"]
 
 
@@ -219,7 +252,7 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
             lines.append(f"Second opinion: a {nb['k']}-nearest-neighbour vote over the training images' features "
                          f"reaches {_pct(nb['knn_accuracy'])} (index of {nb['index_n']} images).")
         lines += ["", "### Weak spots", ""] + _weak_spots(block) + [""]
-        lines += _calibration_and_robustness(block) + [""] + _abstain(meta, block)
+        lines += _calibration_and_robustness(block) + [""] + _abstain(meta, block) + [""] + _sets(meta, block)
     else:
         lines.append("No held-out evaluation was recorded for this model.")
     lines += ["", "## Limitations", "",

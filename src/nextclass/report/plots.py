@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["learning_curves", "confusion_matrix", "per_class_f1", "reliability_diagram", "image_grid",
-           "robustness_plot", "GOOD", "BAD"]
+           "robustness_plot", "prediction_sets", "GOOD", "BAD"]
 
 GOOD, BAD = "#1a7f37", "#cf222e"
 _DPI = 100
@@ -261,4 +261,31 @@ def risk_coverage(selective: dict, title: str = "") -> bytes | None:
     ax.legend(loc="upper left", fontsize=8)
     if title:
         ax.set_title(title)
+    return _png(fig)
+
+
+def prediction_sets(sets: dict, title: str = "", limit: int = 40) -> bytes:
+    """Two panels of a metrics block's ``sets``: empirical coverage per class (worst ``limit`` first) against the
+    target, and the distribution of set sizes."""
+    rows = sorted(((c, v) for c, v in sets["per_class"].items() if v["n"]), key=lambda kv: kv[1]["coverage"])[:limit]
+    fig = _figure(10, max(3.0, 0.26 * len(rows) + 1.4))
+    ax, bx = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    cov = [v["coverage"] for _, v in rows][::-1]
+    ax.barh(range(len(rows)), cov, color=[GOOD if c >= sets["target"] else "#d29922" for c in cov])
+    ax.axvline(sets["target"], color="black", ls="--", lw=1, label=f"target {sets['target']:g}")
+    ax.axvline(sets["coverage"], color="#4c78a8", lw=1.5, label=f"overall {sets['coverage']:.3f}")
+    ax.set_yticks(range(len(rows)), [f"{short_label(c)} (n={v['n']})" for c, v in rows][::-1], fontsize=8)
+    ax.set_xlim(min(0.5, min(cov, default=1.0) - 0.05), 1.0)
+    ax.set_xlabel("share of sets holding the true class")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("coverage per class")
+    hist = sets["size_histogram"]
+    bx.bar(range(len(hist)), hist, color="#4c78a8")
+    bx.set_xticks(range(len(hist)))
+    bx.set_xlabel("set size (classes)")
+    bx.set_ylabel("images")
+    bx.set_title(f"set sizes: mean {sets['mean_size']:.2f}, median {sets['median_size']:g}")
+    bx.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return _png(fig)

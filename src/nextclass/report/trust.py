@@ -1,5 +1,5 @@
-"""The report's "trust" section: risk-coverage, right-vs-wrong AUROC, and the wrong predictions' nearest
-training images (read from ``metrics.json`` and the bundle's ``neighbors.safetensors``)."""
+"""The report's "trust" section: risk-coverage, right-vs-wrong AUROC, prediction sets, and the wrong predictions'
+nearest training images (read from ``metrics.json`` and the bundle's ``neighbors.safetensors``)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ def risk_coverage_note(block: dict | None, split: str | None) -> str | None:
 
 def trust_plots(run_dir: Path, images, block: dict, split: str | None) -> dict:
     """PNG bytes: ``risk_coverage`` on the main split (None without a wrong prediction: :func:`risk_coverage_note`
-    says so instead) and ``neighbors`` of its wrong predictions."""
+    says so instead), ``neighbors`` of its wrong predictions and its ``sets`` (coverage per class, set sizes)."""
     sel = block.get("selective") or {}
     draw = sel and not no_errors(sel)
+    sets = block.get("sets")
     return {"risk_coverage": plots.risk_coverage(sel, f"{split}: {block.get('n', 0)} images") if draw else None,
-            "neighbors": _neighbor_grid(run_dir, images, block)}
+            "neighbors": _neighbor_grid(run_dir, images, block),
+            "sets": plots.prediction_sets(sets, f"{split}: prediction sets for coverage {sets['target']:g}")
+            if sets and sets.get("n") else None}
