@@ -236,3 +236,30 @@ def test_cli_review_help_list_and_errors(reviewed, tmp_path, six_class_run):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"path": "a.png", "sha": "zz", "decision": "keep"}\n{"oops"\n{"path": 1}\n')
     assert_one_line_error(invoke("review", run, "--corrections", broken), "broken.jsonl:1")
+
+
+def test_suggest_picks_of_a_pool_are_items_served_from_the_pool_only(reviewed, tmp_path):
+    from PIL import Image
+
+    from nextclass.review.collect import collect
+
+    rs, run = reviewed
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    import numpy as np
+
+    from conftest import shape_image
+
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        Image.fromarray(shape_image(i % 6, rng, size=24)).save(pool / f"new_{i}.png")
+    with_pool = collect(run, pool=pool, suggest_n=3, progress=False)
+    picks = [it for it in with_pool.items if it.reason == "suggest"]
+    assert len(picks) == 3 and all(with_pool.images[it.image].rel.startswith("new_") for it in picks)
+    assert all(it.suggested in with_pool.classes and "neighbors" not in it.evidence for it in picks)
+    with LiveReview(with_pool, tmp_path / "c.jsonl") as srv:
+        assert httpx.get(f"{srv.url}/v1/images/{picks[0].image}").status_code == 200
+        r = httpx.post(f"{srv.url}/v1/decisions", json={"item": picks[0].id, "decision": "relabel", "label": "c2"})
+        assert r.status_code == 200, r.text
+    row = json.loads((tmp_path / "c.jsonl").read_text())
+    assert row["reason"] == "suggest" and row["path"] == with_pool.images[picks[0].image].rel
