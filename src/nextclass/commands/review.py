@@ -31,8 +31,10 @@ def review(
     items_only: bool = typer.Option(False, "--list", help="Print the items as JSON and exit, without the page."),
     log_level: str = typer.Option("warning", help="uvicorn's log level."),
 ):
-    """Walk through probable label issues, leaks, duplicates, unreadable files, the model's confident mistakes,
-    unfamiliar images and suggest picks, with thumbnails and the evidence, and decide on each: keep, relabel,
+    """Decide on what the audit and the model found, image by image, in a local web page.
+
+    It walks through probable label issues, leaks, duplicates, unreadable files, the model's confident mistakes,
+    unfamiliar images and suggest picks, with thumbnails and the evidence, and you decide on each: keep, relabel,
     drop or duplicate of. Each decision is saved as it is made; your data folder is never changed.
 
     Keys on the page: k keep, d drop, 1-9 relabel to class n, u duplicate of, arrows or j/l move, n next undecided.
