@@ -21,6 +21,7 @@ from nextclass.metrics.conformal import (
     set_metrics,
     sets_entry,
     threshold_for,
+    tie_breaks,
 )
 
 
@@ -53,6 +54,19 @@ def test_val_too_small_rule(coverage):
     assert small["too_small"] and small["threshold"] is None and small["min_val_n"] == n
     assert threshold_for(small) == math.inf and prediction_sets(p, threshold_for(small)).all()
     assert not sets_entry(p, y, coverage)["too_small"]
+
+
+def test_tie_breaks_are_reproducible_and_give_smaller_sets():
+    """The shipped default: randomised APS with a seeded stream (same call, same sets); its sets are smaller than
+    the deterministic version's at the same coverage on confident probabilities."""
+    p, y = _synthetic(2000, 10, seed=5)
+    e = sets_entry(p[:1000], y[:1000], 0.9, seed=1)
+    assert e["randomized"] and (tie_breaks(e, 5) == tie_breaks(e, 5)).all()
+    assert not (tie_breaks(e, 5) == tie_breaks({**e, "seed": 2}, 5)).all()
+    assert (tie_breaks(e, 5, "test") != tie_breaks(e, 5, "val")).all()
+    rand = prediction_sets(p[1000:], threshold_for(e), u=tie_breaks(e, 1000)).sum(axis=1).mean()
+    det = sets_entry(p[:1000], y[:1000], 0.9, randomized=False)
+    assert rand < prediction_sets(p[1000:], threshold_for(det)).sum(axis=1).mean()
 
 
 @pytest.mark.parametrize("kw", [{}, {"penalty": 0.05, "k_reg": 2}, {"randomized": True}], ids=["aps", "raps", "aps-u"])
@@ -105,16 +119,20 @@ def test_scores_and_metrics_on_a_hand_example():
     assert m["mean_size"] == pytest.approx(4 / 3) and m["median_size"] == 1.0 and m["empty"] == 0.0
 
 
-def test_bundle_entry_is_json_and_serves_other_levels():
+@pytest.mark.parametrize("randomized", [True, False])
+def test_bundle_entry_is_json_and_serves_other_levels(randomized):
     p, y = _synthetic(MAX_KEPT_SCORES + 500, 5, seed=4)
-    e = json.loads(json.dumps(sets_entry(p, y, 0.9, seed=0)))
+    e = json.loads(json.dumps(sets_entry(p, y, 0.9, randomized=randomized, seed=3)))
     assert len(e["val_scores"]) == MAX_KEPT_SCORES and e["val_n"] == len(y)  # a seeded subsample above the cap
-    assert e["val_scores"] == sorted(e["val_scores"])
-    exact = conformal_quantile(conformity_scores(p, y), 0.9)
+    assert e["val_scores"] == sorted(e["val_scores"]) and e["randomized"] is randomized
+    u = tie_breaks(e, len(y), "val")
+    assert (u is None) is not randomized
+    exact = conformal_quantile(conformity_scores(p, y, u=u), 0.9)
     assert threshold_for(e) == exact  # the trained level: from all of val
-    small = sets_entry(p[:300], y[:300], None)
+    small = sets_entry(p[:300], y[:300], None, randomized=randomized, seed=3)
     kept = threshold_for(small, 0.9)
-    assert 0 <= kept - conformal_quantile(conformity_scores(p[:300], y[:300]), 0.9) <= 1e-7  # rounded up, never down
+    u = tie_breaks(small, 300, "val")
+    assert 0 <= kept - conformal_quantile(conformity_scores(p[:300], y[:300], u=u), 0.9) <= 1e-7  # rounded up only
     with pytest.raises(ValueError, match="trained without one"):
         threshold_for(small)
 

@@ -23,11 +23,13 @@ def _files(run: Path, n: int = 6) -> list[str]:
 
 
 def _expected_sets(pred, files: list[str], coverage: float) -> list[list[str]]:
-    """Each file's set recomputed from its calibrated probabilities with the building block."""
-    from nextclass.metrics.conformal import prediction_sets, threshold_for
+    """Each file's set recomputed from its calibrated probabilities with the building block (randomised APS: the
+    bundle's seeded tie-breaks in input order)."""
+    from nextclass.metrics.conformal import prediction_sets, threshold_for, tie_breaks
 
+    e = pred.meta["sets"]
     probs = np.array([[dict(p.topk)[c] for c in pred.classes] for p in pred.predict(files, topk=len(pred.classes))])
-    mask = prediction_sets(probs, threshold_for(pred.meta["sets"], coverage))
+    mask = prediction_sets(probs, threshold_for(e, coverage), u=tie_breaks(e, len(files)))  # the call's stream
     return [[pred.classes[j] for j in np.argsort(-pr, kind="stable") if m[j]] for pr, m in zip(probs, mask)]
 
 
@@ -41,6 +43,7 @@ def test_sets_from_python_cli_and_http(trust_run: Path):
     files, pred = _files(trust_run), nextclass.load(trust_run)
     e = pred.meta["sets"]
     assert e["coverage"] is None and e["val_n"] == len(e["val_scores"]) == 24 and e["score"] == "aps"
+    assert e["randomized"] and e["seed"] == 0
     assert all(p.set is None for p in pred.predict(files)) and "set" not in pred.predict(files)[0].to_dict()
     want = _expected_sets(pred, files, 0.9)
     got = [p.set for p in pred.predict(files, coverage=0.9)]

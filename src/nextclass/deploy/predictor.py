@@ -17,7 +17,7 @@ import torch
 from nextclass.data.decode import DecodeError, open_image
 from nextclass.data.transforms import Preprocess, image_to_tensor
 from nextclass.metrics.classification import softmax
-from nextclass.metrics.conformal import prediction_sets, threshold_for
+from nextclass.metrics.conformal import prediction_sets, threshold_for, tie_breaks
 from nextclass.metrics.selective import score_from_probs, threshold_from_curve
 
 __all__ = ["Predictor", "Prediction"]
@@ -170,12 +170,17 @@ class Predictor:
                              "retrain it")
         return threshold_for(entry, coverage)
 
-    def sets(self, probs: np.ndarray, threshold: float | None) -> list[list[int] | None]:
-        """Each row's prediction set as class indices, most probable first (None for every row without a threshold)."""
+    def sets(self, probs: np.ndarray, threshold: float | None, u: np.ndarray | None = None) -> list[list[int] | None]:
+        """Each row's prediction set as class indices, most probable first (None for every row without a threshold).
+
+        ``u``: the rows' tie-breaks for a randomised entry (None: the first ``len(probs)`` of the bundle's seeded
+        stream, :func:`nextclass.metrics.conformal.tie_breaks`, as one call of ``predict`` draws them).
+        """
         if threshold is None:
             return [None] * len(probs)
         e = self.meta.get("sets") or {}
-        mask = prediction_sets(probs, threshold, penalty=e.get("penalty", 0.0), k_reg=e.get("k_reg", 1))
+        u = tie_breaks(e, len(probs)) if u is None else u
+        mask = prediction_sets(probs, threshold, penalty=e.get("penalty", 0.0), k_reg=e.get("k_reg", 1), u=u)
         return [[int(j) for j in np.argsort(-pr, kind="stable") if m[j]] for pr, m in zip(probs, mask)]
 
     def unfamiliar_distance(self) -> float | None:
@@ -225,9 +230,11 @@ class Predictor:
         return index.neighbors(self.embed(batch), k, self.classes)
 
     def _fill(self, results: list[Prediction], idx: list[int], probs: np.ndarray, k: int, threshold,
-              set_threshold: float | None = None) -> None:
+              sets: tuple[float | None, np.ndarray | None] = (None, None)) -> None:
+        """Label, probability, top-k, ``abstained`` and the set of each row (``sets``: threshold and the rows'
+        tie-breaks)."""
         abstained = self.abstains(probs, threshold)
-        for i, pr, ab, st in zip(idx, probs, abstained, self.sets(probs, set_threshold)):
+        for i, pr, ab, st in zip(idx, probs, abstained, self.sets(probs, *sets)):
             order = np.argsort(-pr)[:k]
             r = results[i]
             r.index, r.label, r.probability = int(order[0]), self.classes[order[0]], float(pr[order[0]])
@@ -279,7 +286,9 @@ class Predictor:
                 check (it costs one more pass of the network's trunk per batch, unless ``neighbors`` is asked for).
             coverage: also return each input's prediction set (``Prediction.set``): the classes that hold the true
                 class with this probability, by split conformal prediction on the validation scores the bundle
-                keeps. Default: the bundle's coverage (set at training with ``--coverage``), else no sets.
+                keeps (randomised APS: the tie-breaks are the bundle's seeded stream in input order, so the same
+                call gives the same sets). Default: the bundle's coverage (set at training with ``--coverage``),
+                else no sets.
 
         Example:
             >>> p = load("runs/digits")            # doctest: +SKIP
@@ -295,6 +304,7 @@ class Predictor:
         k = max(1, min(topk, len(self.classes)))
         threshold = self.abstain_threshold(target_accuracy)
         set_threshold = self.set_threshold(coverage)
+        ties = tie_breaks(self.meta.get("sets") or {}, len(images)) if set_threshold is not None else None
         far = self._check_unfamiliar(unfamiliar)
         if neighbors or far is not None:
             self.neighbor_index()  # fail before any work when the bundle has no index
@@ -316,6 +326,7 @@ class Predictor:
                 if not tensors:
                     continue
                 batch = torch.stack(tensors)
-                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold, set_threshold)
+                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold,
+                           (set_threshold, None if ties is None else ties[idx]))
                 self._trust(results, idx, batch, neighbors, far)
         return results

@@ -155,7 +155,7 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
     if len(lg.labels):
         m["selective"] = selective_block(lg.logits, lg.labels, s.temperature, s.abstain)
         if s.sets and s.sets.get("coverage") is not None:
-            m["sets"] = sets_block(probs, lg.labels, s.classes, s.sets)
+            m["sets"] = sets_block(probs, lg.labels, s.classes, s.sets, stream=images.name)
     if headline and len(lg.labels):
         if s.index is not None:
             m["neighbors"] = _neighbors(model, images, s, lg, progress)

@@ -272,13 +272,13 @@ def prediction_sets(sets: dict, title: str = "", limit: int = 40) -> bytes:
     ax, bx = fig.subplots(1, 2, width_ratios=[1.3, 1])
     cov = [v["coverage"] for _, v in rows][::-1]
     ax.barh(range(len(rows)), cov, color=[GOOD if c >= sets["target"] else "#d29922" for c in cov])
-    ax.axvline(sets["target"], color="black", ls="--", lw=1, label=f"target {sets['target']:g}")
-    ax.axvline(sets["coverage"], color="#4c78a8", lw=1.5, label=f"overall {sets['coverage']:.3f}")
+    ax.axvline(sets["target"], color="black", ls="--", lw=1)
+    ax.axvline(sets["coverage"], color="#4c78a8", lw=1.5)
     ax.set_yticks(range(len(rows)), [f"{short_label(c)} (n={v['n']})" for c, v in rows][::-1], fontsize=8)
     ax.set_xlim(min(0.5, min(cov, default=1.0) - 0.05), 1.0)
     ax.set_xlabel("share of sets holding the true class")
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("coverage per class")
+    ax.set_title(f"coverage per class (dashed: target {sets['target']:g}, blue: overall {sets['coverage']:.3f})",
+                 fontsize=10)
     hist = sets["size_histogram"]
     bx.bar(range(len(hist)), hist, color="#4c78a8")
     bx.set_xticks(range(len(hist)))
