@@ -1,9 +1,9 @@
 """The finish step of a training run: final numbers, the bundle, label issues and the report.
 
 Order: logits of the selected model on val and test (:func:`nextclass.evaluation.scorer.split_logits`, TTA
-views included) → temperature fitted on val only → the abstain threshold (val) and the nearest-neighbour index
-of the training images (:mod:`nextclass.training.trust`) → one block per split from the one scorer
-(:func:`nextclass.evaluation.scorer.score`, the function ``nextclass evaluate`` calls; the test split is measured
+views included) → temperature fitted on val only → the abstain and prediction-set thresholds (val) and the
+nearest-neighbour index of the training images (:mod:`nextclass.training.trust`) → one block per split from the
+one scorer (:func:`nextclass.evaluation.scorer.score`, the function ``nextclass evaluate`` calls; the test split is measured
 here, once, after model selection) → ``metrics.json`` and ``predictions*.csv`` → the bundle → label issues on
 val/test from the exact probabilities in memory (cleanlab, :mod:`nextclass.data.label_issues`) into
 ``audit.json`` and ``label_issues.csv`` → the model card ``README.md`` → ``report.html``. The bundle is saved
@@ -26,7 +26,7 @@ from nextclass.metrics.tta import views_from_config
 from nextclass.training.context import Context
 from nextclass.training.defaults import arch_of
 from nextclass.training.scoring import eval_images, scoring_of
-from nextclass.training.trust import abstain_on_val, build_index, log_index
+from nextclass.training.trust import abstain_on_val, build_index, log_index, sets_on_val
 from nextclass.utils import log, progress_bar
 
 __all__ = ["finish_run", "final_splits"]
@@ -79,7 +79,8 @@ def _score_splits(ctx: Context, model: nn.Module, s: Scoring, progress: bool) ->
     elif ctx.features is not None and ctx.cfg.recipe == "linear-probe":
         log("final val/test logits from the cached features (the frozen backbone is not run again)")
     s.temperature = fit_temperature(logits["val"].logits, logits["val"].labels) if "val" in logits else 1.0
-    trust = {"abstain": abstain_on_val(ctx, logits, s), "neighbors": build_index(ctx, model, s, progress)}
+    trust = {"abstain": abstain_on_val(ctx, logits, s), "sets": sets_on_val(ctx, logits, s),
+             "neighbors": build_index(ctx, model, s, progress)}
     blocks, probs = {}, {}
     with progress_bar(progress) as bar:
         for sp in splits:
