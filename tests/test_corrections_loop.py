@@ -95,3 +95,64 @@ def test_corrections_of_another_dataset_is_one_clear_error(six_class_run, tmp_pa
                str(tmp_path / "runs"), "-q")
     assert_one_line_error(r, "no such corrections file")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_compare_pairs_the_runs_and_answers_in_one_line(six_class_run, corrected_run, tmp_path):
+    out = tmp_path / "cmp.html"
+    r = cli("compare", str(six_class_run), str(corrected_run), "--html", str(out), "--n-boot", "300")
+    verdict = r.stdout.strip().splitlines()[-1]
+    assert verdict.startswith(("B is better than A", "B is worse than A", "No significant difference")), r.stdout
+    assert "McNemar p =" in verdict and "95% CI" in verdict
+    assert "scored against RUN_B's labels" in r.stdout  # the corrected test labels are used for both runs
+    page = out.read_text()
+    assert "Is B better than A" in page and str(_data_of(six_class_run)) not in page
+    js = json.loads(cli("compare", str(six_class_run), str(corrected_run), "--json", "--no-html",
+                        "--n-boot", "300").stdout)
+    assert js["n"] == sum(1 for line in (corrected_run / "predictions.csv").read_text().splitlines()[1:])
+    m = js["mcnemar"]
+    assert m["discordant"] == len(js["flipped"]["right_to_wrong"]) + len(js["flipped"]["wrong_to_right"])
+    assert m["a_wrong_b_right"] == len(js["flipped"]["wrong_to_right"])
+    assert not any("/" in f and f.startswith("/") for rows in js["flipped"].values() for f in (x["id"] for x in rows))
+    assert "path" not in json.dumps(js["flipped"])
+    lo, hi = js["overall"]["accuracy"]["ci"]
+    assert lo <= js["overall"]["accuracy"]["delta"] <= hi
+    default_page = corrected_run / f"compare-{six_class_run.name}.html"
+    cli("compare", str(six_class_run), str(corrected_run), "--n-boot", "100")
+    assert default_page.is_file()  # written beside RUN_B by default
+    default_page.unlink()
+
+
+def test_compare_refuses_runs_not_tested_on_the_same_images(six_class_run, corrected_run, tiny_run, tmp_path):
+    assert_one_line_error(invoke("compare", tiny_run, corrected_run, "--no-html"), "not the same data")
+    other = Path(shutil.copytree(corrected_run, tmp_path / "seed1"))
+    cfg = other / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("seed: 0", "seed: 1"))
+    assert_one_line_error(invoke("compare", six_class_run, other, "--no-html"), "not the same split", "seed 0",
+                          "seed 1")
+    fewer = Path(shutil.copytree(corrected_run, tmp_path / "fewer"))
+    lines = (fewer / "predictions.csv").read_text().splitlines()
+    (fewer / "predictions.csv").write_text("\n".join(lines[:-3]) + "\n")
+    assert_one_line_error(invoke("compare", fewer, six_class_run, "--no-html"), "not the same test images",
+                          "3 only in RUN_B")
+
+
+def test_paired_statistics_match_scipy_and_sklearn():
+    import numpy as np
+    from scipy.stats import binomtest
+    from sklearn.metrics import f1_score
+
+    from nextclass.evaluation.compare import _bootstrap, _macro_f1, _mcnemar
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 500)
+    pa = np.where(rng.random(500) < 0.7, y, rng.integers(0, 4, 500))
+    pb = np.where(rng.random(500) < 0.8, y, rng.integers(0, 4, 500))
+    m = _mcnemar(pa == y, pb == y)
+    b, c = int(np.sum((pa == y) & (pb != y))), int(np.sum((pa != y) & (pb == y)))
+    assert (m["a_right_b_wrong"], m["a_wrong_b_right"]) == (b, c)
+    assert m["p_value"] == pytest.approx(binomtest(c, b + c, 0.5).pvalue)
+    assert _macro_f1(y, pb, 4) == pytest.approx(f1_score(y, pb, average="macro"))
+    boot = _bootstrap(y, pa, pb, 4, 500, seed=0)
+    assert boot == _bootstrap(y, pa, pb, 4, 500, seed=0)  # seeded
+    lo, hi = boot["accuracy"]
+    assert lo < float(np.mean(pb == y) - np.mean(pa == y)) < hi

@@ -16,7 +16,8 @@ from typing import Any
 
 from nextclass.utils import VERSION as __version__
 
-__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "suggest", "review_items", "tune", "__version__"]
+__all__ = ["train", "evaluate", "predict", "load", "export", "audit", "suggest", "review_items", "compare", "tune",
+           "__version__"]
 
 
 def train(config: Any = None, *, resume: str | None = None, progress: bool = True, nproc: int | None = None,
@@ -128,6 +129,33 @@ def review_items(target: Any, **kwargs: Any) -> dict:
     from nextclass.review.collect import collect
 
     return collect(target, **kwargs).to_dict()
+
+
+def compare(run_a: Any, run_b: Any, *, html: Any = None, split: str = "test", n_boot: int = 2000,
+            seed: int = 0) -> dict:
+    """Is run B better than run A on the same test images, or is it noise? Paired accuracy / macro-F1 deltas (per
+    class too), an exact McNemar test, paired bootstrap intervals and the images that flipped; ``["verdict"]`` is
+    the one-line answer. Refuses (:class:`~nextclass.evaluation.compare.CompareError`, naming the difference) when
+    the runs were not tested on the same images.
+
+    ``html``: where the self-contained page goes (default ``RUN_B/compare-<RUN_A name>.html``; ``False``: none);
+    the returned dict's ``html`` says where it went. Image ids in the result are relative (never a local path).
+
+    Example:
+        >>> nextclass.compare("runs/noisy", "runs/reviewed")["verdict"]  # doctest: +SKIP
+        'B is better than A: +0.84 points of accuracy (95% CI +0.40 to +1.29), McNemar p = 0.00021 ...'
+    """
+    from pathlib import Path
+
+    from nextclass.evaluation.compare import compare_runs
+    from nextclass.report.compare import write_compare_html
+
+    c = compare_runs(run_a, run_b, split=split, n_boot=n_boot, seed=seed)
+    out = c.to_dict()
+    if html is not False:
+        page = Path(html) if html else Path(run_b) / f"compare-{c.run_a}.html"
+        out["html"] = str(write_compare_html(c.to_dict(paths=True), page, run_b))
+    return out
 
 
 def tune(config: Any, trials: int = 20, **kwargs: Any):
