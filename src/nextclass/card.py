@@ -151,19 +151,24 @@ def _sets(meta: dict, block: dict) -> list[str]:
         return out + [f"No coverage was set at training (`--coverage`); the bundle keeps the {n} validation images' "
                       f"conformity scores, so `predict`/`serve` with `coverage=` return prediction sets; {most}."]
     c, ps = e["coverage"], block.get("sets") or {}
+    own = "a seeded random share of its own" if e.get("randomized") else "its own"
     out.append(f"Every prediction carries a **prediction set**: the top-ranked classes whose {e.get('score', 'aps').upper()} "
-               f"score (calibrated probability of the classes ranked above, plus its own) is at most the threshold "
+               f"score (calibrated probability of the classes ranked above, plus {own}) is at most the threshold "
                f"fitted on the {n} validation images by split conformal prediction. **Guarantee**: at least "
                f"{_pct(c)} of the sets hold the true class (and, the scores being continuous, at most "
                f"{_pct(c + 1 / (n + 1))}), on average over images, not for each class or image. **Assumption**: the "
                "images it is used on are exchangeable with the validation images (drawn the same way); under a "
                "shift of the data the promise no longer holds.")
     if e.get("too_small"):
+        out.append("")
         out.append(f"**The validation split is too small for this promise**: {n} images, and coverage {c:g} needs at "
                    f"least {e.get('min_val_n')} (n >= c / (1 - c)); the threshold is infinite, so every set is every "
                    f"class. Use a larger validation split or a lower coverage ({most}).")
     if ps.get("n"):
-        out.append(f"On {block['split']} ({ps['n']} images): coverage {_pct(ps['coverage'])}, mean set size "
+        ci = ps.get("coverage_ci") or [None, None]
+        out.append("")
+        out.append(f"On {block['split']} ({ps['n']} images): coverage {_pct(ps['coverage'])} (95% Wilson interval "
+                   f"{_pct(ci[0])}-{_pct(ci[1])}), mean set size "
                    f"{ps['mean_size']:.2f} (median {ps['median_size']:g}), {_pct(ps.get('empty'))} empty sets, "
                    f"{_pct(ps.get('singleton'))} single-class sets (right {_pct(ps.get('singleton_accuracy'))}).")
     return out

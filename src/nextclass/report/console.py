@@ -234,9 +234,10 @@ def sets_table(m: dict) -> Table:
     s = m["sets"]
     th = "infinite: val too small, every set is every class" if s.get("too_small") else f"threshold {s['threshold']:.4f}"
     sizes = ", ".join(f"{k}: {c}" for k, c in enumerate(s["size_histogram"]) if c)
-    t = Table(title=f"{m['split']}: prediction sets for coverage {s['target']:g} ({s['score'].upper()}, {th}, "
-              f"{s['val_n']} val images) - coverage {_percent(s['coverage'])}, mean size {s['mean_size']:.2f}",
-              caption=f"set sizes {sizes}; singletons right {_percent(s.get('singleton_accuracy'))}")
+    t = Table(title=f"{m['split']}: prediction sets for coverage {s['target']:g}: coverage {_percent(s['coverage'])}, "
+              f"mean size {s['mean_size']:.2f}",
+              caption=f"{s['score'].upper()}, {th}, {s['val_n']} val images; images per set size {sizes}; "
+              f"singletons right {_percent(s.get('singleton_accuracy'))}")
     for c in ("class", "coverage", "mean size", "support"):
         t.add_column(c, justify="left" if c == "class" else "right")
     for c, r in s["per_class"].items():
