@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from nextclass.data.groups import centre_groups
-from nextclass.data.hashing import Fingerprints, hash_arrays, hash_files, load_fingerprints, near_pairs, save_fingerprints
+from nextclass.data.hashing import (Fingerprints, candidate_count, hash_arrays, hash_files, load_fingerprints, near_pairs,
+                                    save_fingerprints)
 from nextclass.data.same_picture import PICTURE_TOLERANCE, same_picture_scores
 from nextclass.data.sources import DataError, DataSource, load_source
 from nextclass.utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
@@ -55,6 +56,11 @@ NEAR_THRESHOLD = 8  # phash bits (of 64); see the module docstring for the measu
 # Fashion-MNIST copies; 8 keeps 94 % and the pixel check removes the look-alikes it lets through).
 PIXEL_TOLERANCE = 8.0
 FEW_IMAGES = 5  # a class with fewer readable images cannot be trained and measured meaningfully
+# The quick audit at the start of a run is bounded work: pairs its near search may enumerate, then pairs it checks
+# pixel by pixel (~5 s and ~3 s on 2 cores). Fashion-MNIST's 70k images need 130M and 22k; 70k MNIST-style digits
+# crowd the hash space (440M and 172k): the search then narrows its threshold and says so. `nextclass audit` is not
+# bounded.
+QUICK_WORK = (150_000_000, 50_000)
 MAX_LISTED = 500  # duplicate groups listed in audit.json (counts are always complete)
 MAX_MEMBERS = 50  # members listed per group ("size" has the full count)
 _RANK = {"train": 0, "val": 1, "test": 2}
@@ -67,6 +73,7 @@ class _NearRule:
     threshold: int  # phash bits (of 64)
     tolerance: float  # mean grey-level difference of 16x16 thumbnails
     picture_tolerance: float  # largest blurred block difference, in units of contrast
+    bounded: bool = False  # the quick audit: the search narrows its threshold to stay within QUICK_WORK (logged)
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,12 +206,39 @@ def _clusters(source: DataSource, r: _Readable, p: _Pairs) -> list[dict]:
     return groups
 
 
-def _near(fp: Fingerprints, reps: np.ndarray, rule: _NearRule) -> tuple[_Pairs, int]:
-    """Near pairs among ``reps``: hash + thumbnail candidates, kept when the pixel check says same picture."""
-    gi, gj, gd = near_pairs(fp.phash[reps], fp.thumb[reps], threshold=rule.threshold, tolerance=rule.tolerance)
+def _near(fp: Fingerprints, reps: np.ndarray, rule: _NearRule) -> tuple[_Pairs, int, dict]:
+    """Near pairs among ``reps``: hash + thumbnail candidates, kept when the pixel check says same picture.
+
+    Returns the pairs, the candidate count and the search actually run (``threshold``; with ``narrowed`` when a
+    bounded search had to narrow it, see :func:`_bounded_threshold`)."""
+    hashes = fp.phash[reps]
+    search = _bounded_threshold(hashes, rule) if rule.bounded else {"threshold": rule.threshold}
+    gi, gj, gd = near_pairs(hashes, fp.thumb[reps], threshold=search["threshold"], tolerance=rule.tolerance)
+    if rule.bounded and len(gi) > QUICK_WORK[1]:  # too many to check: the closest hashes first
+        t = max(0, int(np.sort(gd)[QUICK_WORK[1]]) - 1)  # the widest threshold that keeps at most that many
+        keep = gd <= t
+        search = {"threshold": t, "narrowed": f"{len(gi):,} candidate pairs at {search['threshold']} bits, more than the "
+                  f"{QUICK_WORK[1]:,} the quick audit checks"}
+        gi, gj, gd = gi[keep], gj[keep], gd[keep]
     sides = np.minimum(fp.width[reps], fp.height[reps])
     keep = same_picture_scores(fp.gray[reps], sides, gi, gj) <= rule.picture_tolerance
-    return _Pairs(gi[keep], gj[keep], gd[keep]), int(len(gi))
+    return _Pairs(gi[keep], gj[keep], gd[keep]), int(len(gi)), search
+
+
+def _bounded_threshold(hashes: np.ndarray, rule: _NearRule) -> dict:
+    """The widest hash threshold (at most the rule's) whose search enumerates at most ``QUICK_WORK[0]`` pairs.
+
+    The search radius per band moves in steps of 4 bits, so the thresholds tried are the rule's, then 7, then 3."""
+    tried = sorted({rule.threshold, min(rule.threshold, 7), min(rule.threshold, 3)}, reverse=True)
+    counts = {}
+    for t in tried:
+        counts[t] = candidate_count(hashes, t)
+        if counts[t] <= QUICK_WORK[0]:
+            break
+    if t == rule.threshold:
+        return {"threshold": t}
+    return {"threshold": t, "narrowed": f"these images crowd the hash space ({counts[rule.threshold]:,} pairs to "
+            f"enumerate at {rule.threshold} bits, more than the quick audit's {QUICK_WORK[0]:,})"}
 
 
 def _duplicates(source: DataSource, fp: Fingerprints, rule: _NearRule) -> tuple[dict, list, set]:
@@ -215,7 +249,7 @@ def _duplicates(source: DataSource, fp: Fingerprints, rule: _NearRule) -> tuple[
     _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
     r = _Readable(okidx, split, label, group.ravel(), len(first))
     # near search on one representative per exact group: copies never inflate the candidate count
-    pairs, candidates = _near(fp, okidx[first], rule)
+    pairs, candidates, search = _near(fp, okidx[first], rule)
     cross, within = _split_links(r, pairs)
     groups = _clusters(source, r, pairs)
     drops = _fix_drops(r, pairs) | _conflict_drops(r)
@@ -225,7 +259,8 @@ def _duplicates(source: DataSource, fp: Fingerprints, rule: _NearRule) -> tuple[
                "near_candidates": candidates, "near_pairs": int(len(pairs.gi)), "duplicate_clusters": len(groups),
                "near_clusters": sum(g["kind"] == "near" for g in groups), "cross_split": cross, "within_split": within,
                "label_conflict_groups": len(conflicts), "label_conflict_images": sum(g["size"] for g in conflicts),
-               "fix_would_drop": len(drops)}
+               "fix_would_drop": len(drops), "near_threshold": search["threshold"],
+               **({"near_narrowed": search["narrowed"]} if "narrowed" in search else {})}
     return summary, groups, drops
 
 
@@ -301,8 +336,8 @@ def _findings(rep: dict) -> list[str]:
 
 def _report(source: DataSource, fp: Fingerprints, split_info: dict, rule: _NearRule,
             quick: bool = False) -> tuple[dict, set]:
-    threshold, tolerance, picture_tolerance = rule.threshold, rule.tolerance, rule.picture_tolerance
     summary, groups, drops = _duplicates(source, fp, rule)
+    threshold, tolerance, picture_tolerance = summary["near_threshold"], rule.tolerance, rule.picture_tolerance
     rep = {"version": 1, "data": source.root if source.kind in ("folder", "split-folder", "csv") else source.name,
            "kind": source.kind, "quick": quick, "n_images": len(source.samples), "n_readable": int(fp.ok.sum()),
            "classes": {"names": source.classes, **_counts(source, fp.ok)}, "splits": split_info,
@@ -418,7 +453,7 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
     return rep
 
 
-QUICK_VERSION = 1  # bump when the quick audit's report changes: cached reports of older versions are ignored
+QUICK_VERSION = 2  # bump when the quick audit's report changes: cached reports of older versions are ignored
 
 
 def audit_decoded(source: DataSource, images, path: str | os.PathLike,
@@ -434,7 +469,7 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
     """
     try:
         t0 = time.time()
-        rule = _NearRule(near_threshold, pixel_tolerance, picture_tolerance)
+        rule = _NearRule(near_threshold, pixel_tolerance, picture_tolerance, bounded=True)
         kept = _quick_cache_path(source, images, rule, cache_dir)
         rep = json.loads(kept.read_text()) if kept is not None and kept.exists() else None
         cached = rep is not None
@@ -453,6 +488,9 @@ def audit_decoded(source: DataSource, images, path: str | os.PathLike,
         log(f"audit: {s['unreadable']} unreadable, {s['exact_extra_copies']} exact + {s['near_pairs']} near duplicate(s), "
             f"leaks: {leaks or 'none'}, label conflicts: {s['label_conflict_groups']} "
             f"({rep['seconds']}s{', cached' if cached else ''}, {path})")
+        if "near_narrowed" in s:
+            log(f"[dim]audit[/] near duplicates searched within {s['near_threshold']} hash bits: {s['near_narrowed']}; "
+                f"`nextclass audit DATA` runs the full search")
         return rep
     except Exception as e:  # the audit informs; it must never stop a run
         log(f"[yellow]audit skipped[/]: {type(e).__name__}: {e}")

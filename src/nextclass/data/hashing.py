@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Fingerprints", "hash_files", "hash_arrays", "phash_batch", "gray32_batch", "near_pairs",
+__all__ = ["Fingerprints", "hash_files", "hash_arrays", "phash_batch", "gray32_batch", "near_pairs", "candidate_count",
            "exact_hash", "hash_one_file", "save_fingerprints", "load_fingerprints"]
 
 _BANDS = 4  # 4 x 16-bit bands: direct bucket tables, and radius threshold // 4 per band
@@ -300,6 +300,20 @@ def _balance_bits(hashes: np.ndarray) -> np.ndarray:
     perm = np.concatenate([rank[band_of == b] for b in range(_BANDS)])
     packed = np.ascontiguousarray(np.packbits(bits[:, perm], axis=1))
     return packed.view(">u8").ravel().astype(np.uint64)
+
+
+def candidate_count(hashes: np.ndarray, threshold: int = 8) -> int:
+    """How many candidate pairs :func:`near_pairs` would enumerate (before its bit count) for ``threshold``: the
+    work of the search, counted from the bucket sizes alone in well under a second. Images that all look alike
+    (digits, sketches) crowd a few buckets and make it grow with the square of the data."""
+    hashes = _balance_bits(np.asarray(hashes, dtype=np.uint64)) if len(hashes) > 1 else hashes
+    total = 0
+    for b in range(_BANDS):
+        keys = _band(hashes, b)
+        count = np.bincount(keys, minlength=1 << 16)
+        for m in _masks(int(threshold) // _BANDS):
+            total += int((count[keys] - 1).sum()) // 2 if m == 0 else int(count[keys ^ int(m)].sum()) // 2
+    return total
 
 
 def near_pairs(hashes: np.ndarray, thumbs: np.ndarray | None = None, *, threshold: int = 8,

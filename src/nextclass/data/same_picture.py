@@ -41,6 +41,7 @@ BLUR_SIGMA = 0.7  # px at the comparison size: absorbs resampling and JPEG softe
 SOFTER = (1.4, 2.0)
 CONTRAST_FLOOR = 8.0  # grey levels: flat images are compared in absolute terms
 _CHUNK = 2048  # pairs per vectorised step (bounds memory: 9 shifted copies of 32x32 float32 each)
+_VARIANT_BYTES = 1 << 29  # the blurred copies made at once (512 MiB: ~55k images at 28 px); more pairs: in parts
 
 
 def _resample(s: int, sigma: float) -> np.ndarray:
@@ -90,22 +91,31 @@ def _difference(a: np.ndarray, b: np.ndarray, shift: np.ndarray, s: int) -> np.n
     return _worst_block(d, max(1, round(s / 14)))
 
 
-def _scores_at(ga: np.ndarray, gb: np.ndarray, s: int, shift: np.ndarray, sigma: float) -> np.ndarray:
-    """Scores for pairs compared at one size ``s``: ``ga``, ``gb`` are (n, 32, 32) float32.
+def _variants(gray: np.ndarray, s: int, sigma: float) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per image at comparison size ``s``: its contrast (std of the plain resample, floored) and its blurred
+    copies, at ``sigma`` first, then at each ``SOFTER`` factor. Computed once per image, however many candidate
+    pairs it is in (on images that all look alike, one image is in dozens)."""
+    g = gray.astype(np.float32)
+    contrast = np.maximum(_sandwich(g, _resample(s, 0.0)).reshape(len(g), -1).std(axis=1), CONTRAST_FLOOR)
+    return contrast, [_sandwich(g, _resample(s, sigma * f)) for f in (1.0, *SOFTER)]
+
+
+def _scores_at(va: tuple, vb: tuple, s: int, shift: np.ndarray) -> np.ndarray:
+    """Scores for pairs compared at one size ``s``, from each side's :func:`_variants` (rows = pairs).
 
     A resized copy is softer than its original (each resampling blurs), so besides the same blur on
     both, each side in turn is blurred more (``SOFTER`` x sigma) and the best match counts.
     """
-    raw = _resample(s, 0.0)
-    contrast = np.maximum(np.maximum(_sandwich(ga, raw).reshape(len(ga), -1).std(axis=1),
-                                     _sandwich(gb, raw).reshape(len(gb), -1).std(axis=1)), CONTRAST_FLOOR)
-    a, b = _sandwich(ga, _resample(s, sigma)), _sandwich(gb, _resample(s, sigma))
+    (ca, (a, *soft_a)), (cb, (b, *soft_b)) = va, vb
     worst = _difference(a, b, shift, s)
-    for factor in SOFTER:
-        m = _resample(s, sigma * factor)
-        np.minimum(worst, _difference(_sandwich(ga, m), b, shift, s), out=worst)
-        np.minimum(worst, _difference(a, _sandwich(gb, m), shift, s), out=worst)
-    return worst / contrast
+    for sa, sb in zip(soft_a, soft_b):
+        np.minimum(worst, _difference(sa, b, shift, s), out=worst)
+        np.minimum(worst, _difference(a, sb, shift, s), out=worst)
+    return worst / np.maximum(ca, cb)
+
+
+def _pick(v: tuple, rows: np.ndarray) -> tuple:
+    return v[0][rows], [x[rows] for x in v[1]]
 
 
 def same_picture_scores(gray: np.ndarray, sides: np.ndarray, i: np.ndarray, j: np.ndarray, *,
@@ -135,8 +145,16 @@ def same_picture_scores(gray: np.ndarray, sides: np.ndarray, i: np.ndarray, j: n
     shift = np.clip(0.5 * (small / s_pair - 1.0), 0.0, 0.5)
     out = np.zeros(len(i), np.float64)
     for s in np.unique(s_pair):
-        for part in np.array_split(np.flatnonzero(s_pair == s), max(1, int(np.sum(s_pair == s)) // _CHUNK + 1)):
-            if len(part):
-                out[part] = _scores_at(gray[i[part]].astype(np.float32), gray[j[part]].astype(np.float32),
-                                       int(s), shift[part], sigma)
+        at = np.flatnonzero(s_pair == s)
+        per_image = 4 * s * s * (1 + len(SOFTER))
+        n_images = len(np.unique(np.concatenate([i[at], j[at]])))
+        for part in np.array_split(at, -(-n_images * per_image // _VARIANT_BYTES)):  # bounds the variants' memory
+            if not len(part):
+                continue
+            images, pos = np.unique(np.concatenate([i[part], j[part]]), return_inverse=True)
+            v = _variants(gray[images], int(s), sigma)
+            ia, jb = pos[:len(part)], pos[len(part):]
+            for k in range(0, len(part), _CHUNK):
+                sl = slice(k, k + _CHUNK)
+                out[part[sl]] = _scores_at(_pick(v, ia[sl]), _pick(v, jb[sl]), int(s), shift[part[sl]])
     return out
