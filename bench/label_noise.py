@@ -24,6 +24,10 @@
    dropping *those* flags (train, ``audit --labels --model RUN``, drop, retrain: the workflow docs/audit.md
    recommends).
 
+The loop after step 4 - a reviewer's corrections file (relabel the top flags to the suggested class) applied with
+``train --corrections`` and judged with ``nextclass compare`` against doing nothing and against dropping - is
+``bench/label_loop.py`` (issue 25), which reuses :func:`flip_labels`.
+
 Prints JSON. Pin threads for a fair timing (the machine is shared)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/label_noise.py [--flip 0.05] [--seed 0] [--epochs 8]

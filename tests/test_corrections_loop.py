@@ -77,6 +77,19 @@ def test_evaluate_with_corrections_scores_against_the_corrected_labels(six_class
     assert flipped and all(line.split(",")[2] == Path(line.split(",")[0]).name[5:7] for line in flipped)
 
 
+def test_evaluate_a_corrected_run_uses_the_rows_it_trained_with(corrected_run, corrections_file, tmp_path):
+    run = Path(shutil.copytree(corrected_run, tmp_path / "run"))
+    extra = tmp_path / "later.jsonl"  # the review went on after training: the run still evaluates as trained
+    shutil.copy(corrections_file, extra)
+    append_correction(extra, Correction("c0/c0_001.png", "", "drop"))
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(str(corrections_file), str(extra)))
+    r = cli("evaluate", str(run), "-q")
+    assert "using its first 13" in r.stderr
+    block = json.loads((run / "metrics.json").read_text())["test"]
+    assert (block["corrections"]["n_rows"], block["corrections"]["dropped"]) == (13, 1)
+
+
 def test_audit_with_corrections(six_class_run, corrections_file, tmp_path):
     r = cli("audit", str(_data_of(six_class_run)), "--corrections", str(corrections_file), "-o", str(tmp_path / "a.json"),
             "-q")
