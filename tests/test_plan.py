@@ -89,6 +89,7 @@ def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_
     assert fit_epochs(100, 30, 5, 10) == (4, 2)  # 3 whole epochs, then 10 s: 5 s of training = 2 of 10 steps
     assert fit_epochs(100, 30, 5, 10, max_epochs=3) == (3, None)  # --epochs caps it: whole epochs only
     assert fit_epochs(95, 30, 5, 10) == (3, None)  # 5 s left after 3 epochs: validation alone, not worth it
+    assert fit_epochs(25, 30, 5, 10) == (1, 8)  # less than an epoch left: most of one
     # measured 30 s per epoch at the start (a busy machine), then epochs take 10 s
     plan = Plan(budget_s=600, spent_s=10, train_images_per_s=1.0, eval_images_per_s=1.0, epoch_s=30, reserve_s=50,
                 epochs=17, train_end_s=532, steps=100, fixed_s=2)
@@ -100,6 +101,8 @@ def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_
     capped = dataclasses.replace(plan, max_epochs=20)
     assert replan(capped, done=3, epoch_s=10, elapsed_s=100).epochs == 20  # --epochs caps it
     assert replan(plan, done=17, epoch_s=1, elapsed_s=100) is plan  # the schedule ran its course: no more epochs
+    end = replan(plan, done=15, epoch_s=10, elapsed_s=524)  # 8 s left: not two more epochs, but most of one
+    assert (end.epochs, end.last_steps) == (16, 75)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "onecycle"])

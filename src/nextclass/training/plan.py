@@ -206,7 +206,7 @@ def fit_epochs(left_s: float, epoch_s: float, fixed_s: float, steps: int,
         return max_epochs, None
     rest, train_s = left_s - whole * epoch_s, max(epoch_s - fixed_s, 1e-9)
     fraction = (rest - fixed_s) / train_s
-    if whole < 1 or steps < 2 or fraction < MIN_LAST_FRACTION:
+    if steps < 2 or fraction < MIN_LAST_FRACTION:  # (a first plan needs one whole epoch: plan_run checks)
         return whole, None
     last = min(steps - 1, int(fraction * steps))
     return whole + 1, last if last >= 1 else None
