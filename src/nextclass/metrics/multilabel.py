@@ -247,15 +247,35 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, labels: list[str],
             "thresholds": [per[n]["threshold"] for n in labels], "per_label": per}
 
 
-def _per_label(p: np.ndarray, y: np.ndarray, pred: np.ndarray, labels: list[str], thr: np.ndarray) -> dict:
-    from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+def _prf(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 from counts, 0 where undefined (scikit-learn's ``zero_division=0``). Counted here
+    rather than by ``precision_recall_fscore_support``, which reads a one-label (N, 1) matrix as binary classes."""
+    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
+    div = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)  # noqa: E731
+    return div(tp, tp + fp), div(tp, tp + fn), div(2 * tp, 2 * tp + fp + fn)
 
-    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, average=None, zero_division=0) if len(y) else \
-        (np.zeros(len(labels)),) * 3 + (np.zeros(len(labels), int),)
+
+def _per_label(p: np.ndarray, y: np.ndarray, pred: np.ndarray, labels: list[str], thr: np.ndarray) -> dict:
+    from sklearn.metrics import average_precision_score
+
+    tp, fp, fn = (pred & y).sum(0), (pred & (1 - y)).sum(0), ((1 - pred) & y).sum(0)
+    prec, rec, f1 = _prf(tp, fp, fn)
+    sup = y.sum(0)
     return {name: {"precision": _r(prec[j]), "recall": _r(rec[j]), "f1": _r(f1[j]), "support": int(sup[j]),
                    "predicted": int(pred[:, j].sum()), "threshold": _r(thr[j]),
                    "ap": _r(average_precision_score(y[:, j], p[:, j])) if sup[j] > 0 else None}
             for j, name in enumerate(labels)}
+
+
+def _averages(y: np.ndarray, pred: np.ndarray, present: list[int]) -> dict:
+    """Micro (counts pooled over labels) and macro (mean over the labels present) precision/recall/F1."""
+    names = ("precision", "recall", "f1")
+    if not len(y) or not y.shape[1]:
+        return {k: dict.fromkeys(names) for k in ("micro", "macro")}
+    tp, fp, fn = (pred & y).sum(0), (pred & (1 - y)).sum(0), ((1 - pred) & y).sum(0)
+    micro = _prf(tp.sum(), fp.sum(), fn.sum())
+    macro = [v[present].mean() if present else None for v in _prf(tp, fp, fn)]
+    return {"micro": {k: _r(v) for k, v in zip(names, micro)}, "macro": {k: _r(v) for k, v in zip(names, macro)}}
 
 
 def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, labels: list[str], split: str,
@@ -278,19 +298,13 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, labels: list[str]
         >>> m["map"], m["exact_match"], m["micro"]["f1"]
         (1.0, 1.0, 1.0)
     """
-    from sklearn.metrics import precision_recall_fscore_support
-
     p, y = _arrays(probs, targets)
     thr = np.broadcast_to(np.asarray(DEFAULT_THRESHOLD if thresholds is None else thresholds, np.float64),
                           (len(labels),))
     pred = (p >= thr).astype(np.int64)
     per = _per_label(p, y, pred, labels, thr)
     present = [j for j, n in enumerate(labels) if per[n]["support"] > 0]
-    avg = {}
-    for kind, keep in (("micro", list(range(len(labels)))), ("macro", present)):
-        v = precision_recall_fscore_support(y, pred, labels=keep, average=kind, zero_division=0)[:3] \
-            if len(y) and keep else (None,) * 3
-        avg[kind] = {"precision": _r(v[0]), "recall": _r(v[1]), "f1": _r(v[2])}
+    avg = _averages(y, pred, present)
     n = len(y)
     return {"split": split, "n": int(n), "task": "multi-label", "labels": list(labels),
             "map": _r(np.mean([per[labels[j]]["ap"] for j in present])) if present else None,
