@@ -1,6 +1,6 @@
 """The review page in real headless Chromium (system browser, Playwright): relabel one planted wrong label from the
 keyboard, drop another with a click, reload and see both kept and the page resume at the first undecided item;
-then ``train --corrections`` trains on the decisions."""
+then ``train --corrections`` trains on the decisions and ``compare`` answers whether that run is better."""
 
 from __future__ import annotations
 
@@ -78,3 +78,8 @@ def test_review_in_chromium_then_train_with_the_corrections(six_class_run, tmp_p
         classes = {Path(r["path"]).relative_to(data).as_posix(): r["class"] for r in csv.DictReader(fh)}
     assert classes[rs.images[first.image].rel] == first.suggested
     assert rs.images[second.image].rel not in classes
+    # and compare answers whether the corrected run is better, on the same test images
+    r = cli("compare", str(run), str(tmp_path / "runs" / "fixed"), "--no-html", "--n-boot", "100")
+    verdict = r.stdout.strip().splitlines()[-1]
+    assert verdict.startswith(("B is better than A", "B is worse than A", "No significant difference")), r.stdout
+    assert "McNemar p =" in verdict
