@@ -30,6 +30,7 @@ import numpy as np
 
 from nextclass.utils import log, parse_ratios
 from nextclass.data.samples import DataError
+from nextclass.data.splits import log_carved
 
 __all__ = ["iterative_stratification", "missing_labels", "assign_multilabel_splits"]
 
@@ -174,9 +175,7 @@ def assign_multilabel_splits(source, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> l
             sub = iterative_stratification(y[rows], [ratios[0]] + [fr[m] or 0.1 for m in missing],
                                            ["train"] + missing, seed)
             splits[rows] = sub
-            log(f"[yellow]NOTE[/]: {source.name} has no {' or '.join(missing)} split; carved "
-                f"{', '.join(f'{m} ({int((sub == m).sum())} images)' for m in missing)} from train "
-                f"(iterative stratification, seed {seed}). Model selection uses val, never test.")
+            log_carved(source.name, missing, sub, f"iterative stratification, seed {seed}")
     for s, sp in zip(source.samples, splits):
         s.split = str(sp)
     return [str(x) for x in splits]

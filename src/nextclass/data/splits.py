@@ -16,7 +16,7 @@ import numpy as np
 from nextclass.utils import parse_ratios as _parse_ratios, atomic_write_text, log
 from nextclass.data.samples import DataError, DataSource
 
-__all__ = ["parse_ratios", "assign_splits", "write_split_csv", "read_split_csv", "split_rows", "SPLITS"]
+__all__ = ["parse_ratios", "assign_splits", "log_carved", "write_split_csv", "read_split_csv", "split_rows", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -72,12 +72,17 @@ def assign_splits(source: DataSource, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> 
             sub = _stratified(labels[train_idx], [keep / total] + [w / total for w in wanted],
                               ["train"] + missing, seed)
             splits[train_idx] = sub
-            log(f"[yellow]NOTE[/]: {source.name} has no {' or '.join(missing)} split; carved "
-                f"{', '.join(f'{m} ({int((sub == m).sum())} images)' for m in missing)} from train "
-                f"(stratified, seed {seed}). Model selection uses val, never test.")
+            log_carved(source.name, missing, sub, f"stratified, seed {seed}")
     for s, sp in zip(source.samples, splits):
         s.split = str(sp)
     return [str(x) for x in splits]
+
+
+def log_carved(name: str, missing: list[str], sub: np.ndarray, how: str) -> None:
+    """Say which splits were carved from train, how many images each got, and how (``how``: method and seed)."""
+    log(f"[yellow]NOTE[/]: {name} has no {' or '.join(missing)} split; carved "
+        f"{', '.join(f'{m} ({int((sub == m).sum())} images)' for m in missing)} from train "
+        f"({how}). Model selection uses val, never test.")
 
 
 def write_split_csv(path: str | Path, source: DataSource) -> None:
