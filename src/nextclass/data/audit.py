@@ -503,7 +503,7 @@ def _quick_cache_path(source: DataSource, images, rule: _NearRule, cache_dir) ->
     if cache_dir is None or not getattr(images, "key", ""):
         return None
     splits = sha1_of([(s.path, s.label, s.split) for s in source.samples])
-    key = sha1_of([QUICK_VERSION, images.key, splits, rule.threshold, rule.tolerance,
+    key = sha1_of([QUICK_VERSION, QUICK_WORK, images.key, splits, rule.threshold, rule.tolerance,
                    rule.picture_tolerance])
     return Path(cache_dir) / "audit" / f"quick-{key}.json"
 

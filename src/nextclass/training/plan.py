@@ -37,7 +37,7 @@ from nextclass.utils import atomic_write_json, log
 __all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "choose_strategy", "FINISH_OVERHEAD_S",
            "ROBUSTNESS_S", "MIN_FINETUNE_EPOCHS"]
 
-FINISH_OVERHEAD_S = 15.0  # bundle + report rendering (plots, Grad-CAM, speed figure): measured 3-12 s on 2 cores
+FINISH_OVERHEAD_S = 10.0  # bundle + report (plots, Grad-CAM, speed figure): 2-6 s measured 2026-12-06 evening, 12 s at most before
 ROBUSTNESS_S = 20.0  # the robustness pass is capped at ~20 s (metrics.robustness time_budget_s)
 SAFETY = 0.01  # plan to end 1 % before the budget: the finish step's reserve is an upper estimate (bench/RESULTS.md)
 MIN_LAST_FRACTION = 0.2  # a final partial epoch shorter than this is not worth its validation pass
