@@ -101,7 +101,7 @@ def main() -> None:
     res["label_conflict_groups"], res["label_conflict_images"] = s["label_conflict_groups"], s["label_conflict_images"]
 
     # the quick audit `nextclass train` runs on its decoded cache (here the 28x28 arrays themselves)
-    from nextclass.data.audit import audit_decoded
+    from nextclass.data.quick_audit import audit_decoded
     from nextclass.data.cache import DecodedImages
 
     qsrc = load_source(args.data)

@@ -1,7 +1,7 @@
 """Benchmark: the quick audit a run starts with, cold and kept (issue 24: <= 10 s for 70,000 28-px images).
 
 Decodes DATA once into the image cache (as ``nextclass train`` does; not timed), draws the default split, then times
-:func:`nextclass.data.audit.audit_decoded` twice with an empty audit cache: the first call fingerprints and searches,
+:func:`nextclass.data.quick_audit.audit_decoded` twice with an empty audit cache: the first call fingerprints and searches,
 the second reads the report kept under the cache. Prints JSON: seconds of each, what the audit found, and whether its
 near-duplicate search had to narrow (crowded hashes, e.g. digits).
 
@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 
-from nextclass.data.audit import audit_decoded
+from nextclass.data.quick_audit import audit_decoded
 from nextclass.data.cache import DecodeSpec, decode_all
 from nextclass.data.sources import load_source
 from nextclass.data.splits import assign_splits

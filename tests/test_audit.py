@@ -195,7 +195,7 @@ def test_fingerprints_match_imagehash_and_ignore_container(tmp_path):
 
 
 def test_quick_audit_on_array_source_and_never_raises(tmp_path):
-    from nextclass.data.audit import audit_decoded
+    from nextclass.data.quick_audit import audit_decoded
     from nextclass.data.cache import DecodedImages
     from nextclass.data.sources import DataSource, Sample
 
@@ -216,7 +216,7 @@ def test_quick_audit_on_array_source_and_never_raises(tmp_path):
 
 def test_quick_audit_is_kept_by_content_and_split(tmp_path):
     """A rerun on the same decoded pixels and split reads the quick audit back; another split recomputes it."""
-    from nextclass.data.audit import audit_decoded
+    from nextclass.data.quick_audit import audit_decoded
     from nextclass.data.cache import DecodedImages
     from nextclass.data.sources import DataSource, Sample
 

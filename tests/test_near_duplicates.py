@@ -112,7 +112,7 @@ def test_digits_have_no_near_duplicates_and_planted_copies_are_found(tmp_path):
 
 @pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
 def test_fashion_subset_look_alikes_are_not_copies_planted_ones_are(tmp_path):
-    from nextclass.data.audit import audit_decoded
+    from nextclass.data.quick_audit import audit_decoded
     from nextclass.data.cache import DecodedImages
     from nextclass.data.sources import DataSource, Sample, load_source
 
@@ -142,6 +142,7 @@ def test_the_quick_audit_narrows_a_crowded_search_and_says_so(tmp_path, monkeypa
     import nextclass.data.audit as audit
     from nextclass.data.cache import DecodedImages
     from nextclass.data.hashing import candidate_count
+    from nextclass.data.quick_audit import audit_decoded
     from nextclass.data.sources import DataSource, Sample, load_source
 
     src = load_source("fashion-mnist")
@@ -152,14 +153,14 @@ def test_the_quick_audit_narrows_a_crowded_search_and_says_so(tmp_path, monkeypa
     samples = [Sample(f"fm/{k}", int(src.samples[k % n].label), "train" if k < n else "test", k) for k in range(len(arr))]
     source = DataSource("fm", "fm", "fashion-mnist", src.classes, samples, arr)
     images = DecodedImages(arr[..., None], np.ones(len(arr), bool), {})
-    full = audit.audit_decoded(source, images, tmp_path / "full.json")["summary"]
+    full = audit_decoded(source, images, tmp_path / "full.json")["summary"]
     assert "near_narrowed" not in full and full["near_threshold"] == 8  # within the bounds: the full search
     from nextclass.data.hashing import hash_arrays
     crowd = candidate_count(hash_arrays(arr).phash, 8)
     for work, why in (((crowd // 2, 10**9), "crowd the hash space"),  # as if the hashes were twice as crowded
                       ((10**12, full["near_candidates"] // 4), "the quick audit checks")):  # 4x the pairs to check
         monkeypatch.setattr(audit, "QUICK_WORK", work)
-        s = audit.audit_decoded(source, images, tmp_path / "quick.json")["summary"]
+        s = audit_decoded(source, images, tmp_path / "quick.json")["summary"]
         assert s["near_threshold"] < 8 and why in s["near_narrowed"]
         assert s["cross_split"]["train-test"]["near"] == 10  # JPEG copies are close: still every one
         assert "`nextclass audit DATA` runs the full search" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nextclass.config import AUTO, TrainConfig, save_config
-from nextclass.data.audit import audit_decoded
+from nextclass.data.quick_audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
 from nextclass.data.corrections import correct_source
 from nextclass.data.probe import DataProbe, probe_data
