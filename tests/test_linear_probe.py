@@ -35,3 +35,14 @@ def test_linear_probe_is_sklearns_logistic_regression_in_the_models_head(tmp_pat
     got = head_logits(model, feats.val, "cpu")
     assert np.array_equal(got.argmax(1), want.argmax(1))  # the folded scaling gives sklearn's decisions
     assert ctx.run.best_checkpoint.exists() and torch.isfinite(model.get_classifier().weight).all()
+    # a rerun on the same features, labels and seed reads the fit back instead of sweeping C again: same head, same rows
+    from nextclass.training.linear_probe import _kept_path
+
+    kept = _kept_path(ctx, feats)
+    assert kept.exists()
+    weight = model.get_classifier().weight.detach().clone()
+    torch.nn.init.zeros_(model.get_classifier().weight)
+    again: dict = {}
+    fit_linear_probe(ctx, model, feats, again)
+    assert torch.equal(model.get_classifier().weight, weight) and again == state
+    assert list(csv.DictReader(open(ctx.run.history))) == rows

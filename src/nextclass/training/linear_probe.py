@@ -14,8 +14,10 @@ classifier's weights, so the model maps trunk features to logits with no extra l
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,11 +28,12 @@ from nextclass.engine.loop import EpochResult, loss_and_acc
 from nextclass.models.heads import head_logits
 from nextclass.training.context import Context
 from nextclass.training.history import epoch_row, write_history
-from nextclass.utils import log
+from nextclass.utils import atomic_write_json, log, sha1_of
 
 __all__ = ["fit_linear_probe", "C_GRID", "SELECT_ROWS", "is_linear_head"]
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-3, 3))  # 1e-3 .. 1e2, weakest regularisation last
+KEPT_VERSION = 1  # bump when the kept fit's content changes
 SELECT_ROWS = 10_000  # rows C is chosen on (a seeded subsample above it); the chosen C is then refit on all
 
 
@@ -91,16 +94,46 @@ def _sweep(ctx: Context, model: nn.Module, feats, x: np.ndarray, y: np.ndarray, 
     return rows, best[1] if best and not np.isnan(best[0][0]) else C_GRID.index(1.0)
 
 
-def fit_linear_probe(ctx: Context, model: nn.Module, feats, state: dict) -> None:
-    """Set ``model``'s linear classifier by a logistic regression on ``feats`` (C chosen on val); history rows,
-    ``best.safetensors`` and the run ``state`` (best, best_loss, best_epoch, probe_c) as every phase keeps them."""
+def _kept_path(ctx: Context, feats) -> Path:
+    """Where the probe's fit on these features (their cache key), labels, seed and grid is kept, beside the features."""
+    key = sha1_of([KEPT_VERSION, feats.key, ctx.labels["train"].tobytes(), ctx.labels["val"].tobytes(), ctx.cfg.seed,
+                   C_GRID, SELECT_ROWS])
+    return Path(feats.path).parent / f"probe-{key}.json"
+
+
+def _read_kept(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):  # a damaged file: fit again (and overwrite it)
+        return None
+
+
+def _fit_probe(ctx: Context, model: nn.Module, feats) -> dict:
+    """The C sweep on (a seeded subsample of) the training rows, then the chosen C on all of them: the history rows,
+    the best index, C, and the classifier with the standardisation it was fitted on (JSON-ready)."""
     x_all, y_all = _train_rows(ctx, feats)
     pick = np.random.default_rng(ctx.cfg.seed).permutation(len(y_all))[:SELECT_ROWS]
     mu, sd = x_all.mean(0), x_all.std(0) + 1e-6
     rows, best = _sweep(ctx, model, feats, x_all[pick], y_all[pick], (mu, sd))
     c = C_GRID[best]
     clf = _fit((x_all - mu) / sd, y_all, c)  # the chosen C on every training row (and view)
-    _set_classifier(model, clf.coef_, clf.intercept_, mu, sd, len(ctx.classes))
+    return {"rows": rows, "best": int(best), "c": c, "n_rows": int(len(y_all)), "coef": clf.coef_.tolist(),
+            "intercept": clf.intercept_.tolist(), "mu": mu.tolist(), "sd": sd.tolist()}
+
+
+def fit_linear_probe(ctx: Context, model: nn.Module, feats, state: dict) -> None:
+    """Set ``model``'s linear classifier by a logistic regression on ``feats`` (C chosen on val); history rows,
+    ``best.safetensors`` and the run ``state`` (best, best_loss, best_epoch, probe_c) as every phase keeps them."""
+    kept = _kept_path(ctx, feats)
+    fit = _read_kept(kept)
+    if fit is None:
+        fit = _fit_probe(ctx, model, feats)
+        atomic_write_json(kept, fit)
+    else:
+        log(f"probe: the logistic fit of these features and labels is kept from an earlier run ({kept.name[:18]})")
+    rows, best, c = fit["rows"], fit["best"], fit["c"]
+    _set_classifier(model, *(np.asarray(fit[k], np.float64) for k in ("coef", "intercept", "mu", "sd")),
+                    len(ctx.classes))
     val = loss_and_acc(head_logits(model, feats.val, ctx.device), ctx.labels["val"])
     no_val = np.isnan(val[1])
     metric = val[1] if ctx.cfg.monitor == "val_acc" else val[0]
@@ -108,6 +141,6 @@ def fit_linear_probe(ctx: Context, model: nn.Module, feats, state: dict) -> None
                  probe_c=c, bad_epochs=0, epoch=len(rows), phase="probe")
     save_checkpoint(ctx.run.best_checkpoint, model, None, dict(state))
     write_history(ctx.run.history, rows)
-    log(f"probe: logistic regression on {len(y_all)} cached feature rows, C = {c:g} chosen on val from "
+    log(f"probe: logistic regression on {fit['n_rows']} cached feature rows, C = {c:g} chosen on val from "
         f"{', '.join(f'{x:g}' for x in C_GRID)}" + ("" if no_val else f" (val acc {val[1]:.4f}, loss {val[0]:.4f})")
         + (" [yellow]no val split: C = 1, the default[/]" if no_val else ""))
