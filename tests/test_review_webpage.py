@@ -12,46 +12,39 @@ import pytest
 
 from conftest import cli
 from test_review import LiveReview
-from test_webpage import ARGS, CHROMIUM
+from test_webpage import CHROMIUM, browser_page
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make sysdeps)")
 
 
 def _review_in_browser(url: str, rs) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     first, second, third = rs.items[:3]
     key = str(rs.classes.index(first.suggested) + 1)  # 1-9: relabel to class n
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            expect(page.locator("#file")).to_contain_text(rs.images[first.image].rel)
-            expect(page.locator("#evidence")).to_contain_text("Probable label issue")
-            expect(page.locator("#evidence .classrow img")).to_have_count(6)  # 3 nearest of each of the two classes
-            assert page.locator("#picture").evaluate("img => img.complete && img.naturalWidth") > 0
-            page.keyboard.press(key)
-            expect(page.locator("#status")).to_contain_text(f"relabel \u2192 {first.suggested}")
-            expect(page.locator("#file")).to_contain_text(rs.images[second.image].rel)  # moved on
-            page.click("#drop")
-            expect(page.locator("#status")).to_contain_text("drop")
-            page.reload()
-            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            expect(page.locator("#progress")).to_contain_text(f"2 of {len(rs.items)} decided")
-            expect(page.locator("#file")).to_contain_text(rs.images[third.image].rel)  # resumes at the first undecided
-            for it in (first, second):
-                expect(page.locator(f"#list button[data-item='{it.id}']")).to_have_class("decided")
-            page.click(f"#list button[data-item='{first.id}']")
-            expect(page.locator("#decision")).to_contain_text(f"decided: relabel \u2192 {first.suggested}")
-            page.keyboard.press("l")
-            expect(page.locator("#decision")).to_contain_text("decided: drop")
-            assert not errors, errors
-        finally:
-            browser.close()
+    with browser_page() as (page, errors):
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        expect(page.locator("#file")).to_contain_text(rs.images[first.image].rel)
+        expect(page.locator("#evidence")).to_contain_text("Probable label issue")
+        expect(page.locator("#evidence .classrow img")).to_have_count(6)  # 3 nearest of each of the two classes
+        assert page.locator("#picture").evaluate("img => img.complete && img.naturalWidth") > 0
+        page.keyboard.press(key)
+        expect(page.locator("#status")).to_contain_text(f"relabel \u2192 {first.suggested}")
+        expect(page.locator("#file")).to_contain_text(rs.images[second.image].rel)  # moved on
+        page.click("#drop")
+        expect(page.locator("#status")).to_contain_text("drop")
+        page.reload()
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        expect(page.locator("#progress")).to_contain_text(f"2 of {len(rs.items)} decided")
+        expect(page.locator("#file")).to_contain_text(rs.images[third.image].rel)  # resumes at the first undecided
+        for it in (first, second):
+            expect(page.locator(f"#list button[data-item='{it.id}']")).to_have_class("decided")
+        page.click(f"#list button[data-item='{first.id}']")
+        expect(page.locator("#decision")).to_contain_text(f"decided: relabel \u2192 {first.suggested}")
+        page.keyboard.press("l")
+        expect(page.locator("#decision")).to_contain_text("decided: drop")
+        assert not errors, errors
 
 
 def test_review_in_chromium_then_train_with_the_corrections(six_class_run, tmp_path):

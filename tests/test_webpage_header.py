@@ -11,29 +11,19 @@ import pytest
 
 from test_serve import LiveServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+from test_webpage import CHROMIUM, browser_page
 
 
 def _header(run: Path) -> tuple[str, dict]:
     """The text of ``#model-info`` once the page has loaded the model, and ``/v1/models``' entry."""
     import httpx
-    from playwright.sync_api import sync_playwright
 
-    with LiveServer(str(run), backend="torch") as srv, sync_playwright() as pw:
+    with LiveServer(str(run), backend="torch") as srv, browser_page() as (page, errors):
         info = httpx.get(srv.url + "/v1/models", timeout=30).json()["models"][0]
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(srv.url + "/")
-            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
-            text = page.locator("#model-info").inner_text()
-            assert not errors, errors
-        finally:
-            browser.close()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        text = page.locator("#model-info").inner_text()
+        assert not errors, errors
     return text, info
 
 
