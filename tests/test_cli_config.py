@@ -82,7 +82,7 @@ SAMPLE = {
     "target_accuracy": ("--target-accuracy", "0.9"),
     "coverage": ("--coverage", "0.9"), "device": ("--device", "cpu"), "workers": ("--workers", "2"),
     "threads": ("--threads", "1"), "compile": ("--compile",), "cache_dir": ("--cache-dir", "/tmp/c"),
-    "download": ("--download",), "corrections": ("--corrections", "c.jsonl"), "output": ("-o", "out"), "name": ("--name", "x"), "track": ("--track", "mlflow"),
+    "download": ("--download",), "corrections": ("--corrections", "c.jsonl"), "task": ("--task", "multi-label"), "output": ("-o", "out"), "name": ("--name", "x"), "track": ("--track", "mlflow"),
     "tracking_uri": ("--tracking-uri", "sqlite:///t.db"), "neighbor_thumbnails": ("--no-neighbor-thumbnails",),
 }
 

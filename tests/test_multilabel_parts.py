@@ -172,7 +172,7 @@ def test_manifest_parses_labels_trims_collapses_and_sorts_naturally(tmp_path):
     assert src.classes == ["cat", "dog", "item2", "item10"] and src.kind == "csv-multilabel"
     assert [s.labels for s in src.samples] == [(0, 1), (), (2, 3), (1,)]
     assert [s.split for s in src.samples] == ["train", "train", "val", "test"]
-    assert [s.line for s in src.samples] == [2, 3, 5, 6]
+    assert src.task == "multi-label" and [s.label for s in src.samples] == [-1] * 4
     assert src.samples[0].path == str((tmp_path / "a.png").resolve())
     assert src.targets().tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0]]
 

@@ -69,6 +69,11 @@ class TrainConfig(BaseModel):
                                        "relabels and drops are applied on top of the data, matched by content hash, "
                                        "after the split is drawn (so the test images stay those of a run without "
                                        "it); the data folder is never modified; none: off")
+    task: Literal["auto", "single-label", "multi-label"] = Field(AUTO, description="single-label (one class per "
+                                                                "image) or multi-label (none, one or several labels "
+                                                                "per image: a sigmoid per label); auto: from the data "
+                                                                "(a manifest's labels column or ';' in a label cell) "
+                                                                "and logged")
     # --- model ------------------------------------------------------------------------------
     model: str = Field(AUTO, description="timm model name (resnet18, convnext_tiny, tf_efficientnet_lite0, ...), "
                        "simple_cnn or fast_resnet; auto: for photos (images over 64 px) a pretrained "
@@ -180,6 +185,9 @@ class TrainConfig(BaseModel):
                                       "the smallest set of classes that holds the true class this often (split "
                                       "conformal, adaptive sets, threshold fitted on val; exact when test is "
                                       "exchangeable with val); none: no sets (predict --coverage can still ask)")
+    target_precision: Optional[float] = Field(None, gt=0, le=1, description="multi-label: each label's threshold "
+                                              "is the lowest reaching this precision on val (the most recall at it); "
+                                              "none: the threshold of maximum F1 per label")
     neighbor_index: int = Field(10_000, ge=0, description="most training images kept in the bundle's nearest-neighbour "
                                 "index (a seeded per-class subsample above it); 0: no index")
     neighbor_thumbnails: bool = Field(True, description="keep a 32-px thumbnail of each indexed training image in the "

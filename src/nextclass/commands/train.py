@@ -20,7 +20,7 @@ CONFIG_FILE_ONLY = (
     "in_chans", "drop_rate", "drop_path", "momentum", "warmup_epochs", "min_lr_ratio", "clip_grad", "accumulate",
     "monitor", "ema_decay", "balance", "vflip", "rotation", "scale_min", "auto_augment", "random_erasing", "mixup",
     "cutmix", "probe_epochs", "tta_views", "layer_decay", "amp", "channels_last", "evaluate_test", "report",
-    "robustness", "neighbor_index",
+    "robustness", "neighbor_index", "target_precision",
 )
 NPROC_HELP = ("Local processes for DDP (gloo on CPU, NCCL on GPU); --batch-size is per process. Or launch with "
               "`torchrun -m nextclass train`.")
@@ -74,6 +74,7 @@ def train(
     cache_dir: Optional[str] = _flag("cache_dir"),
     download: Optional[bool] = _flag("download", "--download/--no-download"),
     corrections: Optional[str] = _flag("corrections"),
+    task: Optional[str] = _flag("task"),
     output: Optional[str] = _flag("output", "--output", "-o"),
     name: Optional[str] = _flag("name"),
     track: Optional[str] = _flag("track"),
@@ -98,9 +99,12 @@ def train(
 
       nextclass train --resume runs/resnet18-photos
     """
-    given = locals()  # the parameters (a comprehension has its own locals() before Python 3.12)
-    fields = {field: given[param] for param, field in flag_fields().items()}
-    _run_train(config, resume, fields, set_, quiet=quiet, nproc=nproc)
+    _run_train(config, resume, _given(locals()), set_, quiet=quiet, nproc=nproc)
+
+
+def _given(params: dict) -> dict:
+    """Config field -> the ``train`` parameter's value (None: not given)."""
+    return {field: params[param] for param, field in flag_fields().items()}
 
 
 def _run_train(config: Path | None, resume: Path | None, fields: dict, sets: list[str] | None, *,

@@ -49,7 +49,8 @@ class ArrayDataset(Dataset):
         x = torch.from_numpy(np.array(self.array[self.rows[i]], copy=True)).permute(2, 0, 1)
         if self.transform is not None:
             x = self.transform(x)
-        return x, int(self.labels[i])
+        y = self.labels[i]  # a class index, or a multi-label row of 0/1
+        return x, (torch.from_numpy(y.astype(np.float32)) if y.ndim else int(y))
 
 
 def make_loader(ds: ArrayDataset, b: Batching) -> DataLoader:
@@ -118,7 +119,8 @@ class BatchLoader:
         x = torch.from_numpy(np.ascontiguousarray(self.array[self.rows[idx]])).permute(0, 3, 1, 2)
         if self.pin:
             x = x.pin_memory()
-        return x, torch.from_numpy(self.labels[idx].astype(np.int64))
+        y = self.labels[idx]  # class indices (B,), or multi-label 0/1 rows (B, L) as float targets
+        return x, torch.from_numpy(y.astype(np.int64 if y.ndim == 1 else np.float32))
 
     def __iter__(self):
         from concurrent.futures import ThreadPoolExecutor

@@ -13,7 +13,8 @@ Face column whose feature is a sequence of ``ClassLabel``. ``--task`` overrides 
 
 Integration (a later session): ``data.sources.load_source`` calls :func:`detect_csv_task` on a ``.csv`` (and
 :func:`detect_task` on a Hugging Face dataset's ``features``), logs the ``why``, and for ``multi-label`` builds a
-:class:`MultiLabelSource` with :func:`read_multilabel_csv`; ``data.audit`` adds :func:`label_stats` and
+multi-label :class:`~nextclass.data.samples.DataSource` (``task="multi-label"``, ``Sample.labels``) with
+:func:`read_multilabel_csv`; ``data.audit`` adds :func:`label_stats` and
 :func:`conflicting_sets` (over its duplicate groups); splits come from
 :func:`nextclass.data.multilabel_splits.assign_multilabel_splits`.
 """
@@ -22,17 +23,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nextclass.utils import natural_key
-from nextclass.data.samples import SPLIT_ALIASES, DataError
+from nextclass.data.samples import SPLIT_ALIASES, DataError, DataSource, Sample
 
-__all__ = ["MultiLabelSample", "MultiLabelSource", "SEPARATOR", "TASKS", "split_labels", "read_multilabel_csv",
-           "detect_task", "detect_csv_task", "check_task", "resolve_task", "multi_hot", "label_counts",
+__all__ = ["SEPARATOR", "TASKS", "split_labels", "read_multilabel_csv",
+           "detect_task", "detect_csv_task", "check_task", "resolve_task", "multi_hot", "set_ids", "label_counts",
            "cooccurrence", "unlabelled", "label_stats", "conflicting_sets"]
 
 SEPARATOR = ";"
@@ -40,35 +40,6 @@ TASKS = ("single-label", "multi-label")
 _TASK_ALIASES = {"auto": "auto", "single-label": "single-label", "single": "single-label",
                  "singlelabel": "single-label", "single_label": "single-label", "multi-label": "multi-label",
                  "multi": "multi-label", "multilabel": "multi-label", "multi_label": "multi-label"}
-
-
-@dataclass
-class MultiLabelSample:
-    """One image and the indices of its labels (sorted; empty: no label)."""
-
-    path: str
-    labels: tuple[int, ...]
-    split: str | None = None  # from the manifest; None until the splits are assigned
-    line: int | None = None  # the manifest line, for messages
-
-
-@dataclass
-class MultiLabelSource:
-    """A multi-label dataset before decoding: the label vocabulary and the samples."""
-
-    name: str
-    root: str
-    kind: str  # csv-multilabel
-    classes: list[str]
-    samples: list[MultiLabelSample]
-
-    @property
-    def has_splits(self) -> bool:
-        return any(s.split for s in self.samples)
-
-    def targets(self) -> np.ndarray:
-        """The (N, L) multi-hot matrix of the samples (:func:`multi_hot`)."""
-        return multi_hot([s.labels for s in self.samples], len(self.classes))
 
 
 def split_labels(cell: str | None, where: str = "labels") -> list[str]:
@@ -118,8 +89,8 @@ def _row(path: Path, line: int, fields: list[str], cols: list[str], label_col: s
     return row["path"], names, split
 
 
-def read_multilabel_csv(path: str | Path, column: str | None = None) -> MultiLabelSource:
-    """A :class:`MultiLabelSource` from a ``path,labels[,split]`` manifest (see the module docstring).
+def read_multilabel_csv(path: str | Path, column: str | None = None) -> DataSource:
+    """A multi-label :class:`~nextclass.data.samples.DataSource` from a ``path,labels[,split]`` manifest (see the module docstring).
 
     Args:
         column: the label column (default ``labels``, else ``label``: a ``label`` column with ``;`` in its cells).
@@ -151,11 +122,11 @@ def read_multilabel_csv(path: str | Path, column: str | None = None) -> MultiLab
     samples = []
     for line, p, names, split in rows:
         q = Path(p) if Path(p).is_absolute() else path.parent / p
-        samples.append(MultiLabelSample(str(q.resolve()), tuple(sorted(index[n] for n in names)), split, line))
+        samples.append(Sample(str(q.resolve()), -1, split, labels=tuple(sorted(index[n] for n in names))))
     if any(s.split for s in samples) and not all(s.split for s in samples):
-        first = next(s for s in samples if not s.split)
-        raise DataError(f"{path}:{first.line}: column 'split' is empty; fill it on every row or on none")
-    return MultiLabelSource(path.stem, str(path.parent.resolve()), "csv-multilabel", classes, samples)
+        line = next(r[0] for r, s in zip(rows, samples) if not s.split)
+        raise DataError(f"{path}:{line}: column 'split' is empty; fill it on every row or on none")
+    return DataSource(path.stem, str(path.parent.resolve()), "csv-multilabel", classes, samples, task="multi-label")
 
 
 def _is_classlabel(feature: Any) -> bool:
@@ -261,6 +232,23 @@ def multi_hot(label_sets, n_labels: int) -> np.ndarray:
     for i, s in enumerate(label_sets):
         y[i, list(s)] = 1
     return y
+
+
+def set_ids(labels: np.ndarray) -> np.ndarray:
+    """One integer per image naming its label set: class indices pass through, a multi-hot matrix becomes the index
+    of each row among its distinct rows (two images get the same id exactly when they carry the same labels), so
+    checks written for class indices (1-NN agreement, label conflicts among duplicates) read label sets.
+
+    Example:
+        >>> set_ids(np.array([[1, 0], [0, 1], [1, 0]])).tolist(), set_ids(np.array([2, 0])).tolist()
+        ([1, 0, 1], [2, 0])
+    """
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        return y.astype(np.int64)
+    if not len(y):
+        return np.zeros(0, np.int64)
+    return np.unique(y, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
 def label_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:

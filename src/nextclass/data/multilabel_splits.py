@@ -29,8 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from nextclass.utils import log, parse_ratios
-from nextclass.data.samples import DataError
-from nextclass.data.splits import log_carved
+from nextclass.data.samples import DataError, log_carved
 
 __all__ = ["iterative_stratification", "missing_labels", "assign_multilabel_splits"]
 
@@ -155,7 +154,7 @@ def missing_labels(y: np.ndarray, splits, classes: list[str], min_images: int = 
 
 def assign_multilabel_splits(source, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> list[str]:
     """The multi-label counterpart of :func:`nextclass.data.splits.assign_splits`: a split per sample of a
-    :class:`~nextclass.data.multilabel.MultiLabelSource` (and ``sample.split`` set).
+    multi-label :class:`~nextclass.data.samples.DataSource` (and ``sample.split`` set).
 
     Without given splits: iterative stratification over train/val/test. With given splits: kept; a missing val or
     test is carved from train by iterative stratification, and said so (model selection never looks at test).

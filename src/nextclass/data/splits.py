@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from nextclass.utils import parse_ratios as _parse_ratios, atomic_write_text, log
-from nextclass.data.samples import DataError, DataSource
+from nextclass.data.multilabel_splits import assign_multilabel_splits
+from nextclass.data.samples import DataError, DataSource, log_carved
 
 __all__ = ["parse_ratios", "assign_splits", "log_carved", "write_split_csv", "read_split_csv", "split_rows", "SPLITS"]
 
@@ -52,7 +53,10 @@ def _stratified(labels: np.ndarray, fractions: list[float], names: list[str], se
 
 
 def assign_splits(source: DataSource, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> list[str]:
-    """Return a split name per sample (and set ``sample.split``)."""
+    """Return a split name per sample (and set ``sample.split``); a multi-label source's come from iterative
+    stratification (:func:`nextclass.data.multilabel_splits.assign_multilabel_splits`)."""
+    if source.multilabel:
+        return assign_multilabel_splits(source, ratios, seed)
     ratios = parse_ratios(ratios)
     labels = np.array([s.label for s in source.samples])
     if not source.has_splits:
@@ -78,19 +82,12 @@ def assign_splits(source: DataSource, ratios=(0.7, 0.2, 0.1), seed: int = 0) -> 
     return [str(x) for x in splits]
 
 
-def log_carved(name: str, missing: list[str], sub: np.ndarray, how: str) -> None:
-    """Say which splits were carved from train, how many images each got, and how (``how``: method and seed)."""
-    log(f"[yellow]NOTE[/]: {name} has no {' or '.join(missing)} split; carved "
-        f"{', '.join(f'{m} ({int((sub == m).sum())} images)' for m in missing)} from train "
-        f"({how}). Model selection uses val, never test.")
-
-
 def write_split_csv(path: str | Path, source: DataSource) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["path", "label", "class", "split"])
-    for s in source.samples:
-        w.writerow([s.path, s.label, source.classes[s.label], s.split])
+    for s in source.samples:  # multi-label: no class index; "class" holds the label names joined by ';'
+        w.writerow([s.path, "" if source.multilabel else s.label, source.label_text(s), s.split])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -115,8 +112,8 @@ def read_split_csv(path: str | Path, source: DataSource) -> None:
 
 def split_rows(source: DataSource, images) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Positions of the decodable images (``images.ok``, a :class:`~nextclass.data.cache.DecodedImages`) of each
-    split, and their labels."""
+    split, and their labels (class indices, or a multi-hot matrix: :meth:`DataSource.targets`)."""
     splits = np.array([s.split for s in source.samples])
-    all_labels = np.array([s.label for s in source.samples])
+    all_labels = source.targets()
     rows = {sp: np.flatnonzero((splits == sp) & images.ok) for sp in ("train", "val", "test")}
     return rows, {sp: all_labels[r] for sp, r in rows.items()}

@@ -22,7 +22,7 @@ from nextclass.dist import all_gather_object, is_distributed
 from nextclass.engine.budget import Budget
 
 __all__ = ["Device", "StepParts", "train_step", "optimizer_step_on", "train_one_epoch", "predict_logits", "EpochResult", "reduce_epoch",
-           "loss_and_acc"]
+           "loss_and_acc", "hits"]
 
 
 @dataclass
@@ -134,7 +134,7 @@ def train_one_epoch(parts: StepParts, loader, *, step0: int, batch_transform=Non
             _optimizer_step(parts, step)
             step += 1
         total_loss += float(out["loss"].detach()) * len(hard)
-        correct += int((out["output"].detach().argmax(1) == hard).sum())
+        correct += hits(out["output"].detach(), hard)
         seen += len(hard)
         if task is not None:
             rate = seen / max(time.time() - t0, 1e-9)
@@ -170,6 +170,14 @@ def predict_logits(model: nn.Module, loader, device: Device | None = None, *, ba
     return torch.cat(outs).numpy(), torch.cat(labels).numpy()
 
 
+def hits(output: torch.Tensor, target: torch.Tensor) -> int:
+    """Right answers in a batch: top-1 equal to the class, or (multi-label 0/1 targets, one logit per label) every
+    label right at logit 0 (probability 0.5): the exact-match count."""
+    if target.ndim == 2:
+        return int(((output > 0) == (target > 0.5)).all(1).sum())
+    return int((output.argmax(1) == target).sum())
+
+
 def reduce_epoch(res: EpochResult) -> EpochResult:
     """Combine each rank's :class:`EpochResult` into the global one (the same on every rank under DDP)."""
     if not is_distributed():
@@ -181,9 +189,20 @@ def reduce_epoch(res: EpochResult) -> EpochResult:
 
 
 def loss_and_acc(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of ``logits`` (NaN, NaN for an empty split)."""
+    """Mean cross-entropy and top-1 accuracy of ``logits`` (NaN, NaN for an empty split).
+
+    Multi-label (``labels`` a 0/1 matrix): mean binary cross-entropy and the mean average precision over the labels
+    with a positive, the number a multi-label run selects its best epoch by (it sits in the ``val_acc`` column).
+    """
     if len(labels) == 0:
         return float("nan"), float("nan")
     t = torch.from_numpy(logits)
+    if labels.ndim == 2:
+        from sklearn.metrics import average_precision_score
+
+        y = np.asarray(labels, np.float32)
+        present = y.sum(0) > 0
+        ap = average_precision_score(y[:, present], logits[:, present], average="macro") if present.any() else 0.0
+        return float(F.binary_cross_entropy_with_logits(t.float(), torch.from_numpy(y))), float(ap)
     loss = float(F.cross_entropy(t, torch.from_numpy(labels).long()))
     return loss, float((logits.argmax(1) == labels).mean())

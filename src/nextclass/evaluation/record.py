@@ -23,6 +23,7 @@ def record(run: RunDir, scored: dict[str, tuple[dict, np.ndarray, EvalImages]], 
         The whole ``metrics.json`` after the merge.
     """
     for name, (block, probs, images) in scored.items():
-        write_predictions(run.predictions(name), images.ids, name, images.labels, probs, classes)
+        write_predictions(run.predictions(name), images.ids, name, images.labels, probs, classes,
+                          thresholds=block.get("thresholds"))
         log(summary_line(block))
     return run.merge_metrics({**{name: b for name, (b, _, _) in scored.items()}, **(extra or {})})

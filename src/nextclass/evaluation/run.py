@@ -63,7 +63,7 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
         images, headline = run_split(rd, cfg, split, s.pp, cache_dir, progress, source=source)
     else:
         source, applied = load_data(data, cache_dir, corrections)
-        images, headline = other_data(data, s.classes, s.pp, cache_dir, progress, source=source), True
+        images, headline = other_data(data, s.classes, s.pp, cache_dir, progress, source=source, task=s.task), True
     if not len(images.rows):
         raise ValueError(f"no images in {'split ' + repr(split) + ' of ' + str(rd.path) if data is None else data}")
     t0 = time.time()

@@ -26,16 +26,17 @@ from torch import nn
 from nextclass.data.batch_aug import BatchEval
 from nextclass.data.loader import BatchLoader, Batching
 from nextclass.data.transforms import Preprocess
-from nextclass.engine.loop import Device, predict_logits
+from nextclass.engine.loop import Device, loss_and_acc, predict_logits
 from nextclass.metrics.calibration import calibration_block
 from nextclass.metrics.classification import classification_metrics, softmax
 from nextclass.metrics.conformal import sets_block
+from nextclass.metrics.multilabel import calibrated_probs, fit_on_val, label_calibration_block, multilabel_metrics
 from nextclass.metrics.selective import selective_block
 from nextclass.metrics.tta import TTAModel
 from nextclass.models.heads import head_from_trunk, head_logits, trunk_features
 from nextclass.neighbors import Embedder, NeighborIndex, embedding_of, second_opinion
 
-__all__ = ["EvalImages", "Scoring", "Logits", "predict_rows", "split_logits", "embeddings", "score"]
+__all__ = ["EvalImages", "Scoring", "Logits", "predict_rows", "split_logits", "embeddings", "score", "score_multilabel"]
 
 
 @dataclass
@@ -45,7 +46,7 @@ class EvalImages:
     name: str  # the metrics block's name: a split ("val", "test") or "data:<folder>" for another dataset
     array: np.ndarray  # (N, S, S, C) uint8, the whole decoded cache (possibly memory-mapped)
     rows: np.ndarray  # positions in ``array`` of the images to score
-    labels: np.ndarray  # their class indices
+    labels: np.ndarray  # their class indices (multi-label: a 0/1 matrix, one column per label)
     ids: list[str]  # their paths (written to predictions*.csv and the block's wrong-prediction list)
     key: str = ""  # the decode cache's key: with ``rows`` and the weights, the robustness cache key
     skipped: list[dict] = field(default_factory=list)  # files of this split that could not be decoded
@@ -67,6 +68,8 @@ class Scoring:
     index: NeighborIndex | None = None  # the bundle's neighbour index
     index_bytes: int = 0
     unfamiliar: float | None = None  # the bundle's ``unfamiliar`` distance
+    task: str = "single-label"  # or "multi-label": a sigmoid per label, scored by score_multilabel
+    label_fit: dict | None = None  # multi-label: the bundle's per-label temperatures and thresholds (fit_on_val)
     robustness: bool = True  # measure the headline block under corruptions
     cache_dir: str | None = None  # where robustness results are cached
     seed: int = 0
@@ -122,7 +125,7 @@ def split_logits(model: nn.Module, images: EvalImages, s: Scoring, progress=None
     others = [v for v in s.views if v != "identity"]
     if not others or not len(y):
         return Logits(lg, y, None, emb)
-    plain = float((lg.argmax(1) == y).mean())  # the temperature never changes the argmax
+    plain = loss_and_acc(lg, y)[1]  # top-1 (the temperature never changes the argmax); multi-label: mAP
     lg_o, _ = predict_rows(TTAModel(model, others), images, s, progress)
     lg = ((lg if "identity" in s.views else 0) + lg_o * len(others)) / len(s.views)
     return Logits(lg.astype(np.float32), y, plain, emb)
@@ -143,6 +146,8 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
         logits: already computed (the finish step computes val's first, to fit the temperature on them).
         headline: the run's final split or another dataset: add the neighbour and robustness blocks.
     """
+    if s.task == "multi-label":
+        return score_multilabel(logits or split_logits(model, images, s, progress), images, s)
     lg = logits or split_logits(model, images, s, progress, with_embeddings=headline and s.index is not None)
     probs = softmax(lg.logits, s.temperature)
     m = classification_metrics(probs, lg.labels, s.classes, images.name)
@@ -163,6 +168,26 @@ def score(model: nn.Module, images: EvalImages, s: Scoring, logits: Logits | Non
             from nextclass.evaluation.robust import cached_robustness
 
             m["robustness"] = cached_robustness(model, images, s)
+    return m, probs
+
+
+def score_multilabel(lg: Logits, images: EvalImages, s: Scoring) -> tuple[dict, np.ndarray]:
+    """The multi-label block of ``images`` and its calibrated per-label probabilities (N x L).
+
+    At the bundle's per-label temperatures and thresholds (``s.label_fit``, fitted on val; none yet: T = 1 and
+    0.5): mAP, micro/macro F1, per-label numbers, exact match (:func:`~nextclass.metrics.multilabel.multilabel_metrics`),
+    each label's calibration before/after its temperature, and the thresholds' val numbers. No neighbour,
+    robustness, abstain or set block: those read one class per image.
+    """
+    fit = s.label_fit or fit_on_val(np.zeros((0, len(s.classes))), np.zeros((0, len(s.classes))), s.classes)
+    probs = calibrated_probs(lg.logits, fit["temperatures"], fit.get("offsets")).astype(np.float32)
+    m = multilabel_metrics(probs, lg.labels, s.classes, images.name, fit["thresholds"])
+    m.update(label_calibration_block(lg.logits, lg.labels, s.classes, fit["temperatures"], fit.get("reasons"),
+                                     offsets=fit.get("offsets")))
+    m["threshold_rule"], m["threshold_choice"] = fit["threshold_rule"], fit.get("choice")
+    m["skipped"] = list(images.skipped)
+    if lg.plain_accuracy is not None and m["map"] is not None:
+        m["tta"] = {"views": list(s.views), "map_without_tta": lg.plain_accuracy, "gain": m["map"] - lg.plain_accuracy}
     return m, probs
 
 

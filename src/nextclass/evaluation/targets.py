@@ -31,13 +31,13 @@ def _decoded(source: DataSource, positions: list[int], pp: Preprocess, cache_dir
 
 
 def load_data(data, cache_dir: str | None, corrections: str | os.PathLike | None = None,
-              upto: int | None = None) -> tuple[DataSource, dict | None]:
+              upto: int | None = None, task: str = "auto") -> tuple[DataSource, dict | None]:
     """A dataset with a corrections file applied on top (:func:`nextclass.data.corrections.correct_source`), and
     what the corrections changed (None without them)."""
     from nextclass.data.corrections import correct_source
     from nextclass.data.sources import load_source
 
-    source = load_source(data, cache_dir=cache_dir)
+    source = load_source(data, cache_dir=cache_dir, task=task)
     if not corrections:
         return source, None
     return source, correct_source(source, corrections, cache_dir=cache_dir, upto=upto).to_dict()
@@ -48,9 +48,9 @@ def run_source(run: RunDir, cfg: TrainConfig, cache_dir: str | None,
     """The run's data with its labels: the run's own corrections (the rows it trained with) unless ``corrections``
     names another file (all of its rows)."""
     if corrections:
-        return load_data(cfg.data, cache_dir, corrections)
+        return load_data(cfg.data, cache_dir, corrections, task=cfg.task)
     own = run.read_corrections_applied()
-    return load_data(cfg.data, cache_dir, cfg.corrections, upto=own["n_rows"] if own else None)
+    return load_data(cfg.data, cache_dir, cfg.corrections, upto=own["n_rows"] if own else None, task=cfg.task)
 
 
 def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_dir: str | None,
@@ -73,26 +73,36 @@ def run_split(run: RunDir, cfg: TrainConfig, split: str, pp: Preprocess, cache_d
                       skipped=decoded.skipped(source.samples, split)), split == last
 
 
+def _as_model_classes(source: DataSource, classes: list[str], data, task: str) -> None:
+    """Renumber ``source``'s labels into the model's classes (an unknown class is an error); a single-label set
+    scored by a multi-label model becomes a multi-label one (each image carries its one label)."""
+    unknown = sorted(set(source.classes) - set(classes))
+    if unknown:
+        raise ValueError(f"{data}: classes {unknown[:5]} are not known to the model ({len(classes)} classes)")
+    if task == "single-label" and source.multilabel:
+        raise ValueError(f"{data}: a multi-label dataset cannot be scored by a single-label model")
+    remap = [classes.index(c) for c in source.classes]
+    for s in source.samples:
+        if source.multilabel or task == "multi-label":
+            s.labels, s.label = tuple(sorted(remap[j] for j in (s.labels if source.multilabel else (s.label,)))), -1
+        else:
+            s.label = remap[s.label]
+    source.classes, source.task = list(classes), task
+
+
 def other_data(data, classes: list[str], pp: Preprocess, cache_dir: str | None, progress: bool = True, *,
-               source: DataSource | None = None) -> EvalImages:
+               source: DataSource | None = None, task: str = "single-label") -> EvalImages:
     """Another dataset with the model's class names: its test split if it has one, else all of it. Its block is
     named ``data:<folder>[:test]``, so the run's own blocks are never overwritten. ``source``: ``data`` already
-    loaded (:func:`load_data`, e.g. with corrections)."""
+    loaded (:func:`load_data`, e.g. with corrections); ``task``: the model's."""
     source = source if source is not None else load_data(data, cache_dir)[0]
-    if source.classes != classes:
-        unknown = sorted(set(source.classes) - set(classes))
-        if unknown:
-            raise ValueError(f"{data}: classes {unknown[:5]} are not known to the model ({len(classes)} classes)")
-        remap = [classes.index(c) for c in source.classes]
-        for s in source.samples:
-            s.label = remap[s.label]
-        source.classes = list(classes)
+    _as_model_classes(source, classes, data, task)
     has_test = any(s.split == "test" for s in source.samples)
     positions = [i for i, s in enumerate(source.samples) if (s.split == "test" or not has_test)]
     decoded = _decoded(source, positions, pp, cache_dir, progress)
     ok = np.flatnonzero(decoded.ok)
     name = f"{OTHER_PREFIX}{Path(str(data).rstrip('/')).name}" + (":test" if has_test else "")
-    return EvalImages(name, decoded.array, ok, np.array([source.samples[positions[i]].label for i in ok], dtype=np.int64),
+    return EvalImages(name, decoded.array, ok, source.targets([source.samples[positions[i]] for i in ok]),
                       [source.samples[positions[i]].path for i in ok], key=decoded.key,
                       skipped=decoded.skipped([source.samples[p] for p in positions]))
 
@@ -110,4 +120,13 @@ def bundle_scoring(run: RunDir, meta: dict, cfg: TrainConfig, *, tta: bool | Non
                    temperature=float(meta.get("temperature", 1.0)), abstain=meta.get("abstain"), sets=meta.get("sets"),
                    index=index, index_bytes=(run.bundle / INDEX_FILE).stat().st_size if index is not None else 0,
                    unfamiliar=unfamiliar, robustness=bool(cfg.robustness) if robustness is None else robustness,
-                   cache_dir=cache_dir, seed=cfg.seed, model_name=cfg.model)
+                   cache_dir=cache_dir, seed=cfg.seed, model_name=cfg.model, task=meta.get("task", "single-label"),
+                   label_fit=_label_fit(meta))
+
+
+def _label_fit(meta: dict) -> dict | None:
+    """A multi-label bundle's per-label temperatures and thresholds, as the finish step fitted them (None: single-label)."""
+    if meta.get("task") != "multi-label":
+        return None
+    return {"temperatures": meta["temperatures"], "thresholds": meta["thresholds"], "offsets": meta.get("offsets"),
+            "threshold_rule": meta.get("threshold_rule", "max-f1"), **(meta.get("label_fit") or {})}

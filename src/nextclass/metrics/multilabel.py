@@ -36,7 +36,7 @@ from nextclass.metrics.calibration import fit_temperature
 from nextclass.metrics.classification import ECE_BINS
 
 __all__ = ["sigmoid", "logits_from_probs", "calibrated_probs", "binary_nll", "binary_ece", "fit_label_temperatures",
-           "label_calibration_block", "choose_thresholds", "multilabel_metrics", "labels_above", "DEFAULT_THRESHOLD"]
+           "label_calibration_block", "choose_thresholds", "multilabel_metrics", "labels_above", "fit_on_val", "DEFAULT_THRESHOLD"]
 
 #: The threshold of a label that val cannot tune (no positive in val), and of an untuned model.
 DEFAULT_THRESHOLD = 0.5
@@ -82,14 +82,19 @@ def logits_from_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def calibrated_probs(logits: np.ndarray, temperatures) -> np.ndarray:
-    """``sigmoid(logits / T_l)`` column by column (``temperatures``: one per label, or one for all).
+def calibrated_probs(logits: np.ndarray, temperatures, offsets=None) -> np.ndarray:
+    """``sigmoid((logits - offset_l) / T_l)`` column by column (``temperatures``, ``offsets``: one per label, or one
+    for all; ``offsets`` None: 0). The offset undoes a known shift of the logits: a loss with positive weight ``w_l``
+    moves a label's optimal logit by ``log w_l`` (a bundle keeps it as ``offsets``).
 
     Example:
         >>> calibrated_probs(np.array([[2.0, 2.0]]), [1.0, 2.0]).round(4).tolist()
         [[0.8808, 0.7311]]
+        >>> calibrated_probs(np.array([[2.0]]), [1.0], [2.0]).tolist()
+        [[0.5]]
     """
-    return sigmoid(np.asarray(logits, np.float64) / np.asarray(temperatures, np.float64))
+    z = np.asarray(logits, np.float64) - (0.0 if offsets is None else np.asarray(offsets, np.float64))
+    return sigmoid(z / np.asarray(temperatures, np.float64))
 
 
 def binary_nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
@@ -152,8 +157,9 @@ def fit_label_temperatures(logits: np.ndarray, targets: np.ndarray) -> tuple[np.
 
 
 def label_calibration_block(logits: np.ndarray, targets: np.ndarray, labels: list[str], temperatures,
-                            reasons: list[str | None] | None = None, bins: int = ECE_BINS) -> dict:
-    """Per-label binary ECE and NLL before (T = 1) and after the per-label temperatures, and their means.
+                            reasons: list[str | None] | None = None, bins: int = ECE_BINS, offsets=None) -> dict:
+    """Per-label binary ECE and NLL before (the raw ``sigmoid(z)``) and after calibration (``offsets`` removed, then
+    the per-label temperatures), and their means.
 
     Returns ``{"calibration": {...}}`` to merge into a split's block: ``n``, ``bins``, ``binning`` ("equal-mass"),
     ``fitted_on`` ("val"), ``mean_ece_before``/``mean_ece_after`` (over all labels) and ``per_label``: label ->
@@ -166,13 +172,14 @@ def label_calibration_block(logits: np.ndarray, targets: np.ndarray, labels: lis
     """
     z, y = _arrays(logits, targets)
     t = np.broadcast_to(np.asarray(temperatures, np.float64), (z.shape[1],))
+    off = np.broadcast_to(np.asarray(0.0 if offsets is None else offsets, np.float64), (z.shape[1],))
     per = {}
     for j, name in enumerate(labels):
-        per[name] = {"temperature": _r(t[j]), "positives": int(y[:, j].sum()),
+        per[name] = {"temperature": _r(t[j]), "offset": _r(off[j]), "positives": int(y[:, j].sum()),
                      "ece_before": binary_ece(sigmoid(z[:, j]), y[:, j], bins),
-                     "ece_after": binary_ece(sigmoid(z[:, j] / t[j]), y[:, j], bins),
+                     "ece_after": binary_ece(sigmoid((z[:, j] - off[j]) / t[j]), y[:, j], bins),
                      "nll_before": _r(binary_nll(z[:, j], y[:, j])),
-                     "nll_after": _r(binary_nll(z[:, j], y[:, j], t[j])),
+                     "nll_after": _r(binary_nll(z[:, j] - off[j], y[:, j], t[j])),
                      "reason": reasons[j] if reasons else None}
     mean = {k: _r(np.mean([v[k] for v in per.values()])) if len(y) and per else None
             for k in ("ece_before", "ece_after")}
@@ -317,6 +324,34 @@ def multilabel_metrics(probs: np.ndarray, targets: np.ndarray, labels: list[str]
                             "predicted": _r(pred.sum(1).mean()) if n else None},
             "no_label": {"true": int((y.sum(1) == 0).sum()), "predicted": int((pred.sum(1) == 0).sum())},
             "thresholds": [_r(t) for t in thr], "per_label": per}
+
+
+def fit_on_val(logits: np.ndarray, targets: np.ndarray, labels: list[str],
+               target_precision: float | None = None, offsets=None) -> dict:
+    """What a multi-label run fits on val, in order: the per-label temperatures (:func:`fit_label_temperatures`) on
+    the logits less their known ``offsets`` (the log positive weights of the training loss; None: 0), then the
+    per-label thresholds on the calibrated probabilities (:func:`choose_thresholds`).
+
+    Returns the bundle's entries: ``offsets``, ``temperatures`` and ``thresholds`` (lists aligned with ``labels``),
+    ``threshold_rule``, and ``choice`` (the :func:`choose_thresholds` block, with each label's val numbers) and
+    ``reasons`` (why a label kept ``T = 1``) for the metrics. Without val images every label keeps ``T = 1`` and
+    the default threshold.
+
+    Example:
+        >>> f = fit_on_val(np.array([[4.0], [-4.0], [3.0], [-1.0]]), np.array([[1], [0], [1], [1]]), ["a"])
+        >>> f["threshold_rule"], len(f["temperatures"]), f["thresholds"][0] < 0.5
+        ('max-f1', 1, True)
+    """
+    z, y = _arrays(logits, targets)
+    n = len(labels)
+    off = [_r(v) for v in np.broadcast_to(np.asarray(0.0 if offsets is None else offsets, np.float64), (n,))]
+    if not len(y):
+        return {"offsets": off, "temperatures": [1.0] * n, "thresholds": [DEFAULT_THRESHOLD] * n,
+                "threshold_rule": "default", "choice": None, "reasons": ["no val images"] * n}
+    temps, reasons = fit_label_temperatures(z - np.asarray(off), y)
+    choice = choose_thresholds(calibrated_probs(z, temps, off), y, labels, target_precision)
+    return {"offsets": off, "temperatures": [_r(t) for t in temps], "thresholds": choice["thresholds"],
+            "threshold_rule": choice["rule"], "choice": choice, "reasons": reasons}
 
 
 def labels_above(probs: np.ndarray, labels: list[str], thresholds) -> list[list[dict]]:

@@ -386,6 +386,35 @@ def _process_defaults(c: _Choices) -> None:
     c.d["rotation"] = rotation if c.unset("rotation") else c.d["rotation"]
 
 
+#: Settings that read a class index per image: a multi-label run cannot use them (the message names the field).
+_SINGLE_LABEL_ONLY = {
+    "balance": ("sampler", "draws images by class; use balance: loss or none (a multi-label loss always weighs each "
+                "label's positives by its negatives)"),
+    "mixup": (None, "mixes class targets (timm Mixup); set mixup: 0 for a multi-label run"),
+    "cutmix": (None, "mixes class targets (timm Mixup); set cutmix: 0 for a multi-label run"),
+    "target_accuracy": (None, "abstains on a top-1 answer; a multi-label model answers per label (its thresholds)"),
+    "coverage": (None, "prediction sets are for single-label models; a multi-label model answers per label"),
+}
+
+
+def _task_defaults(c: _Choices, source: DataSource) -> None:
+    """``task`` from the data (the source already applied ``--task``); a multi-label run refuses the settings
+    that need one class per image, naming the field."""
+    if c.unset("task"):
+        c.set("task", source.task, "from the data" if source.multilabel else None)
+    if c.d["task"] != source.task:
+        raise ValueError(f"task: the config says {c.d['task']} but {source.name} was read as {source.task}")
+    if not source.multilabel:
+        if c.d["target_precision"] is not None:
+            raise ValueError("target_precision: per-label thresholds are for multi-label runs; a single-label run "
+                             "abstains with target_accuracy")
+        return
+    for key, (bad, why) in _SINGLE_LABEL_ONLY.items():
+        v = c.d[key]
+        if (v == bad) if bad is not None else v not in (None, 0, 0.0, False):
+            raise ValueError(f"{key}: {v!r} {why}")
+
+
 def resolve(cfg: TrainConfig, source: DataSource, n_train: int, probe: DataProbe | None = None) -> Resolved:
     """Turn every ``auto`` field of ``cfg`` into a value, build the model once and derive the preprocessing.
 
@@ -402,6 +431,7 @@ def resolve(cfg: TrainConfig, source: DataSource, n_train: int, probe: DataProbe
         (16, 'in_chans = 1 (all probed images are grayscale)')
     """
     c = _Choices(cfg, source, probe)
+    _task_defaults(c, source)
     model, dc = _model_defaults(c, cfg, source)
     cfg = make_config(**c.d)  # model, pretrained, recipe and max_minutes are settled from here on
     pp = _preprocess(c, bool(cfg.pretrained), dc)

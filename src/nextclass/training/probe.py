@@ -70,7 +70,7 @@ class FeatureBatches:
     def __iter__(self):
         cfg, labels = self.ctx.cfg, self.ctx.labels["train"]
         order, view = _epoch_order(cfg, labels, self.feats.shape[0], self.epoch)
-        y_all = torch.as_tensor(labels, dtype=torch.long)
+        y_all = torch.as_tensor(labels, dtype=torch.long if labels.ndim == 1 else torch.float32)
         for b in range(self.steps):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             yield self.feats[view[idx], idx].float(), y_all[idx]
@@ -138,7 +138,7 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     undo = freeze_backbone(model, bn=False)  # only head parameters reach the optimiser
     t0 = time.time()
     try:
-        if is_linear_head(model):  # a convex fit to convergence, C chosen on val (training/linear_probe.py)
+        if is_linear_head(model) and not ctx.source.multilabel:  # a convex fit to convergence, C chosen on val
             fit_linear_probe(ctx, model, feats, state)
         else:  # mlp / attention heads: epochs on the loop every phase runs on
             ProbePhase(ctx, model, Phase("probe", epochs, lr), state, feats).run(progress)

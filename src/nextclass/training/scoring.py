@@ -50,4 +50,4 @@ def scoring_of(ctx: Context) -> Scoring:
     cfg = ctx.cfg
     return Scoring(classes=list(ctx.classes), pp=ctx.pp, runtime=ctx.runtime, batch_size=max(cfg.batch_size, 64),
                    views=final_views(ctx), robustness=bool(cfg.robustness), cache_dir=cfg.cache_dir, seed=cfg.seed,
-                   model_name=cfg.model)
+                   model_name=cfg.model, task=ctx.source.task)

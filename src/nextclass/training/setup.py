@@ -22,6 +22,7 @@ from nextclass.config import AUTO, TrainConfig, save_config
 from nextclass.data.quick_audit import audit_decoded
 from nextclass.data.cache import DecodedImages, decode_all
 from nextclass.data.corrections import correct_source
+from nextclass.data.multilabel import set_ids
 from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
@@ -165,7 +166,7 @@ def prepare(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None 
     init_from_env(cfg.device)  # under torchrun / --nproc: join the process group (gloo on CPU, NCCL on GPU)
     configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download)
+    source = load_source(cfg.data, cache_dir=cfg.cache_dir, download=cfg.download, task=cfg.task)
     check_readable(source, cfg.data)
     probe = None if resume is not None else probe_data(source)  # the one data probe: run name and defaults
     run_dir = _open_run(cfg, resume, source, probe)
@@ -193,7 +194,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     rows, labels = split_rows(source, images)
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
-    cfg, note = settle_hflip(cfg, images.array, rows["train"], labels["train"], cfg.seed)
+    cfg, note = settle_hflip(cfg, images.array, rows["train"], set_ids(labels["train"]), cfg.seed)
     if note and is_main():
         log(f"[dim]auto[/] {note}")
         save_config(cfg, RunDir(run_dir).config)

@@ -25,7 +25,8 @@ from nextclass.training.context import Context
 from nextclass.training.defaults import ema_decay_for
 from nextclass.utils import log
 
-__all__ = ["Phase", "build_parts", "make_criterion", "make_schedule", "steps_per_epoch"]
+__all__ = ["Phase", "build_parts", "make_criterion", "make_schedule", "steps_per_epoch", "positive_weights",
+           "multilabel_criterion"]
 
 
 @dataclass
@@ -43,8 +44,11 @@ class Phase:
 def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device, soft_targets: bool = False):
     """Cross-entropy with the config's label smoothing and (``balance: loss``) class weights.
 
-    With ``soft_targets`` (mixup/cutmix) 2-d targets go through timm's soft-target cross-entropy.
+    With ``soft_targets`` (mixup/cutmix) 2-d targets go through timm's soft-target cross-entropy. Multi-label
+    targets (``train_labels`` a 0/1 matrix) get :func:`multilabel_criterion`.
     """
+    if train_labels.ndim == 2:
+        return multilabel_criterion(train_labels, device)
     weight = None
     if cfg.balance == "loss":
         counts = np.bincount(train_labels, minlength=num_classes).astype(np.float32)
@@ -56,6 +60,34 @@ def make_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int,
 
     soft = SoftTargetCrossEntropy()
     return lambda out, y: soft(out, y) if y.ndim == 2 else ce(out, y)
+
+
+#: The largest positive weight of a label (a label on 1 image in 10,000 would otherwise weigh 10,000 times).
+MAX_POS_WEIGHT = 100.0
+
+
+def positive_weights(train_labels: np.ndarray) -> np.ndarray:
+    """Each label's positive weight for binary cross-entropy: its negatives over its positives among the training
+    images (PyTorch's ``pos_weight``), so a rare label's few positives weigh as much as its many negatives; clipped
+    to ``[1 / MAX_POS_WEIGHT, MAX_POS_WEIGHT]`` (a label on no training image: the cap).
+
+    Example:
+        >>> positive_weights(np.array([[1, 1], [0, 1], [0, 1], [0, 0]])).tolist()
+        [3.0, 0.3333333432674408]
+    """
+    y = np.asarray(train_labels, np.float64)
+    pos = y.sum(0)
+    w = (len(y) - pos) / np.maximum(pos, 1e-12)
+    return np.clip(w, 1 / MAX_POS_WEIGHT, MAX_POS_WEIGHT).astype(np.float32)
+
+
+def multilabel_criterion(train_labels: np.ndarray, device) -> nn.Module:
+    """Binary cross-entropy on one logit per label, with :func:`positive_weights` against label imbalance."""
+    w = positive_weights(train_labels)
+    if is_main():
+        log(f"[dim]auto[/] loss = binary cross-entropy per label, positive weights from the training labels "
+            f"(negatives / positives: {w.min():.2f} .. {w.max():.2f})")
+    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(w, device=device))
 
 
 def make_schedule(cfg: TrainConfig, epochs: int, steps_per_epoch: int, last_steps: int | None = None) -> Schedule:
