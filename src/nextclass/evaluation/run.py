@@ -73,7 +73,8 @@ def evaluate(run: str | os.PathLike, data: str | os.PathLike | None = None, *, s
         m["corrections"] = applied
     record(rd, {images.name: (m, probs, images)}, s.classes)
     if "tta" in m:
-        log(f"{images.name}: with TTA, {len(m['tta']['views'])} views; plain {m['tta']['accuracy_without_tta']:.4f}, "
+        plain = m["tta"]["map_without_tta" if m.get("task") == "multi-label" else "accuracy_without_tta"]
+        log(f"{images.name}: with TTA, {len(m['tta']['views'])} views; plain {plain:.4f}, "
             f"gain {m['tta']['gain']:+.4f}")
     log(f"{images.name}: scored in {time.time() - t0:.1f}s")
     return m

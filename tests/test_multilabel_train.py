@@ -1,0 +1,84 @@
+"""A multi-label manifest trains, scores and evaluates end to end with defaults (issue 26): the task is detected,
+the splits keep every label, the loss weighs each label's positives, the epoch is chosen by val mAP, the
+per-label offset, temperature and threshold are fitted on val and kept in the bundle, and ``evaluate RUN``
+writes the block training wrote."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nextclass
+from planted_multilabel import LABELS, make_folder
+
+
+@pytest.fixture(scope="module")
+def ml_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ml")
+    manifest = make_folder(root / "data")
+    return Path(nextclass.train(data=str(manifest), epochs=4, output=str(root / "runs"), progress=False))
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_detected_trained_and_scored_per_label(ml_run: Path):
+    cfg = (ml_run / "config.yaml").read_text()
+    assert "task: multi-label" in cfg
+    m = _metrics(ml_run)
+    for split in ("val", "test"):
+        b = m[split]
+        assert b["task"] == "multi-label" and b["labels"] == list(LABELS)
+        assert b["map"] >= 0.9, b["map"]  # the marks are unmistakable
+        assert set(b["per_label"]) == set(LABELS) and all(v["support"] > 0 for v in b["per_label"].values())
+        assert b["calibration"]["fitted_on"] == "val" and b["threshold_rule"] == "max-f1"
+    meta = json.loads((ml_run / "model" / "model.json").read_text())
+    assert meta["task"] == "multi-label" and meta["classes"] == list(LABELS)
+    assert len(meta["offsets"]) == len(meta["temperatures"]) == len(meta["thresholds"]) == 3
+    assert all(0 < t < 1 for t in meta["thresholds"]) and meta["metrics"]["test"]["map"] == m["test"]["map"]
+    # offsets are the log positive weights of the training labels: red (50 %) near 0, blue (20 %) well above
+    off = dict(zip(LABELS, meta["offsets"]))
+    assert off["blue"] > off["green"] > off["red"] and off["blue"] > 0.8
+    hist = list(csv.DictReader(open(ml_run / "history.csv")))
+    assert float(hist[-1]["val_acc"]) <= 1 and len(hist) == 4  # val mAP selects the epoch
+
+
+def test_splits_keep_every_label_and_predictions_list_label_sets(ml_run: Path):
+    rows = list(csv.DictReader(open(ml_run / "split.csv")))
+    for split in ("train", "val", "test"):
+        present = {name for r in rows if r["split"] == split for name in r["class"].split(";") if name}
+        assert present == set(LABELS), (split, present)
+    pred = list(csv.DictReader(open(ml_run / "predictions.csv")))
+    assert set(pred[0]) >= {"path", "true", "predicted", "exact", "p:red", "p:green", "p:blue"}
+    exact = np.mean([int(r["exact"]) for r in pred])
+    assert abs(exact - _metrics(ml_run)["test"]["exact_match"]) < 1e-6
+
+
+def test_evaluate_writes_the_block_training_wrote(ml_run: Path):
+    before = _metrics(ml_run)["test"]
+    again = nextclass.evaluate(ml_run, report=False, progress=False)
+    for key in ("map", "micro", "macro", "exact_match", "per_label", "thresholds", "calibration", "threshold_choice",
+                "n", "task"):
+        assert again[key] == before[key], key
+
+
+def test_task_override_and_single_label_only_settings(tmp_path: Path):
+    from nextclass.data.sources import load_source
+
+    manifest = make_folder(tmp_path, n=12, column="label")
+    (tmp_path / "single.csv").write_text("path,label\n" + "".join(f"img/{i}.png,red\n" for i in range(12)))
+    assert load_source(manifest).task == "multi-label"  # ';' in a label cell
+    forced = load_source(tmp_path / "single.csv", task="multi-label")
+    assert forced.task == "multi-label" and forced.samples[0].labels == (0,)
+    with pytest.raises(ValueError, match="task: digits is a single-label dataset"):
+        load_source("digits", task="multi-label")
+    for bad, field in (({"mixup": 0.2}, "mixup"), ({"balance": "sampler"}, "balance"), ({"coverage": 0.9}, "coverage")):
+        with pytest.raises(ValueError, match=f"^{field}: "):
+            nextclass.train(data=str(manifest), epochs=1, output=str(tmp_path / "r"), progress=False, **bad)
+    with pytest.raises(ValueError, match="^target_precision: "):
+        nextclass.train(data="digits", epochs=1, output=str(tmp_path / "r"), progress=False, target_precision=0.9)
