@@ -82,3 +82,26 @@ def test_task_override_and_single_label_only_settings(tmp_path: Path):
             nextclass.train(data=str(manifest), epochs=1, output=str(tmp_path / "r"), progress=False, **bad)
     with pytest.raises(ValueError, match="^target_precision: "):
         nextclass.train(data="digits", epochs=1, output=str(tmp_path / "r"), progress=False, target_precision=0.9)
+
+
+def test_hugging_face_sequence_of_class_labels_is_multi_label(tmp_path: Path):
+    import datasets
+
+    from nextclass.data.sources import load_source
+    from planted_multilabel import draw
+
+    rng = np.random.default_rng(0)
+    sets = [["red"], [], ["red", "blue"], ["green"]] * 3
+    names = ["red", "green", "blue"]  # the ClassLabel's order is kept
+    feats = datasets.Features({"image": datasets.Image(), "tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    rows = {"image": [draw(s, rng) for s in sets], "tags": [[names.index(t) for t in s] for s in sets]}
+    from PIL import Image
+
+    rows["image"] = [Image.fromarray(x) for x in rows["image"]]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=feats)}).save_to_disk(str(tmp_path / "d"))
+    src = load_source(f"hf:{tmp_path / 'd'}", cache_dir=str(tmp_path / "cache"))
+    assert src.task == "multi-label" and src.classes == names
+    assert [s.labels for s in src.samples[:4]] == [(0,), (), (0, 2), (1,)] and src.samples[0].label == -1
+    assert src.targets()[:3].tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 1]]
+    with pytest.raises(ValueError, match="task: d is a multi-label dataset"):
+        load_source(f"hf:{tmp_path / 'd'}", cache_dir=str(tmp_path / "cache"), task="single-label")

@@ -239,10 +239,26 @@ def _write_rows(dsets: dict[str | None, Any], image: str, label: str, folder: Pa
     return rows, unlabelled
 
 
-def _label_rows(feature: Any, rows: list[list], where: str) -> list[str]:
-    """Class names, and each row's raw label replaced by its class index (in place)."""
+def _multi(feature: Any) -> bool:
+    """A sequence of ``ClassLabel``: each row holds a list of labels (a multi-label dataset)."""
     import datasets
 
+    return isinstance(getattr(feature, "feature", None), datasets.ClassLabel)
+
+
+def _label_rows(feature: Any, rows: list[list], where: str) -> list[str]:
+    """Class names, and each row's raw label replaced by its class index, or (a sequence of ``ClassLabel``) by the
+    sorted indices of its labels (in place)."""
+    import datasets
+
+    if _multi(feature):
+        classes = [str(c) for c in feature.feature.names]
+        bad = sorted({int(v) for r in rows for v in r[1] if not 0 <= int(v) < len(classes)})
+        if bad:
+            raise DataError(f"{where}: label value(s) {bad[:5]} outside the ClassLabel's {len(classes)} names")
+        for r in rows:
+            r[1] = sorted({int(v) for v in r[1]})
+        return classes
     if isinstance(feature, datasets.ClassLabel):
         classes = [str(c) for c in feature.names]
         bad = sorted({r[1] for r in rows if not 0 <= int(r[1]) < len(classes)})
@@ -289,7 +305,8 @@ def _build(dsets: dict[str | None, Any], spec: HfSpec, folder: Path, where: str)
             raise DataError(f"{where}: no labelled rows (unlabelled: {unlabelled or 'none'})")
         classes = _label_rows(feature, rows, where)
         index = {"version": HF_CACHE_VERSION, "spec": _spec_id(spec), "image_column": image, "label_column": label,
-                 "classes": classes, "unlabelled": unlabelled, "rows": rows}
+                 "classes": classes, "unlabelled": unlabelled, "rows": rows,
+                 "task": "multi-label" if _multi(feature) else "single-label"}
         atomic_write_json(tmp / "index.json", index)
         if folder.exists():  # only complete folders ever get this name: another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
@@ -369,7 +386,12 @@ def from_hf(arg: str, *, cache_dir: str | os.PathLike | None = None, download: b
     if index["unlabelled"]:
         log(f"[yellow]NOTE[/]: {where}: rows without a label left out: "
             + ", ".join(f"{k} {n}" for k, n in index["unlabelled"].items()))
-    samples = [Sample(p if os.path.isabs(p) else str(folder / p), int(y), sp) for p, y, sp in index["rows"]]
+    multi = index.get("task") == "multi-label"
+    samples = [Sample(p if os.path.isabs(p) else str(folder / p), -1 if multi else int(y), sp,
+                      labels=tuple(y) if multi else None) for p, y, sp in index["rows"]]
     name = Path(spec.target).name if spec.local else spec.target
     root = str(Path(spec.target).resolve()) if spec.local else str(folder)
-    return DataSource(name, root, "hf", list(index["classes"]), samples)
+    if multi:
+        log(f"[dim]task[/] multi-label: column {index['label_column']!r} is a sequence of ClassLabel")
+    return DataSource(name, root, "hf", list(index["classes"]), samples,
+                      task="multi-label" if multi else "single-label")

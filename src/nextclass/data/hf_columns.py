@@ -20,6 +20,8 @@ def _kind(feature: Any) -> str:
         return "Image"
     if isinstance(feature, datasets.ClassLabel):
         return "ClassLabel"
+    if isinstance(getattr(feature, "feature", None), datasets.ClassLabel):  # Sequence / List of ClassLabel
+        return "ClassLabel list"
     if isinstance(feature, dict):
         return "bytes struct" if "bytes" in feature else "struct"
     if isinstance(feature, datasets.Value):
@@ -47,7 +49,8 @@ def find_columns(features: Any, image: str | None = None, label: str | None = No
     """The image column and the label column of a dataset's ``features``.
 
     Image: the ``datasets.Image`` column, else a struct column with ``bytes``, else a binary column.
-    Label: the ``ClassLabel`` column, else one named label/labels/class/target with ints or strings.
+    Label: the ``ClassLabel`` column, else a sequence of ``ClassLabel`` (a multi-label dataset), else one named
+    label/labels/class/target with ints or strings.
     Several candidates are settled by a preferred name (image/img, label...), else it is an error.
 
     Raises:
@@ -63,7 +66,7 @@ def find_columns(features: Any, image: str | None = None, label: str | None = No
         raise DataError("the dataset does not declare its columns (features); cannot find the image and label")
     kinds = {name: _kind(f) for name, f in features.items()}
     found = ", ".join(f"{n} ({k})" for n, k in kinds.items()) or "none"
-    image_ok, label_ok = ("Image", "bytes struct", "binary"), ("ClassLabel", "int", "string")
+    image_ok, label_ok = ("Image", "bytes struct", "binary"), ("ClassLabel", "ClassLabel list", "int", "string")
     for chosen, ok, what, a in ((image, image_ok, "image", "an"), (label, label_ok, "label", "a")):
         if chosen is not None and kinds.get(chosen) not in ok:
             raise DataError(f"?{what}={chosen}: not {a} {what} column (columns found: {found}; {a} {what} column "
@@ -76,9 +79,10 @@ def find_columns(features: Any, image: str | None = None, label: str | None = No
         image = _pick(cands, IMAGE_NAMES, "image", found, "?image=COLUMN")
     if label is None:
         cands = [n for n, k in kinds.items() if k == "ClassLabel"] or \
+                [n for n, k in kinds.items() if k == "ClassLabel list"] or \
                 [n for n, k in kinds.items() if n.lower() in LABEL_NAMES and k in label_ok]
         if not cands:
-            raise DataError(f"no label column (columns found: {found}); expected a ClassLabel feature or a column "
-                            f"named {'/'.join(LABEL_NAMES)} holding ints or strings; choose one with ?label=COLUMN")
+            raise DataError(f"no label column (columns found: {found}); expected a ClassLabel feature (or a sequence of "
+                            f"them: multi-label) or a column named {'/'.join(LABEL_NAMES)} holding ints or strings; choose one with ?label=COLUMN")
         label = _pick(cands, LABEL_NAMES, "label", found, "?label=COLUMN")
     return image, label

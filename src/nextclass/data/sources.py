@@ -75,6 +75,7 @@ def _checked(source: DataSource, task: str | None) -> DataSource:
     """A source whose task is fixed by its kind: ``--task`` may only agree with it."""
     want = check_task(task)
     if want not in ("auto", source.task):
-        raise DataError(f"task: {source.name} is a {source.task} dataset ({source.kind}); --task {want} needs a "
-                        f"manifest with a labels column (path,labels[,split]) or a Hugging Face sequence-of-labels column")
+        need = ("a manifest with a labels column (path,labels[,split]) or a Hugging Face sequence-of-ClassLabel column"
+                if want == "multi-label" else "one label per image")
+        raise DataError(f"task: {source.name} is a {source.task} dataset ({source.kind}); --task {want} needs {need}")
     return source
