@@ -105,3 +105,19 @@ def test_hugging_face_sequence_of_class_labels_is_multi_label(tmp_path: Path):
     assert src.targets()[:3].tolist() == [[1, 0, 0], [0, 0, 0], [1, 0, 1]]
     with pytest.raises(ValueError, match="task: d is a multi-label dataset"):
         load_source(f"hf:{tmp_path / 'd'}", cache_dir=str(tmp_path / "cache"), task="single-label")
+
+
+def test_corrections_relabel_a_label_set(tmp_path: Path):
+    from nextclass.data.corrections import Correction, append_correction, correct_source
+    from nextclass.data.sources import load_source
+    from nextclass.utils import file_sha256
+
+    src = load_source(make_folder(tmp_path, n=8))
+    first, second = src.samples[0], src.samples[1]
+    log = tmp_path / "c.jsonl"
+    append_correction(log, Correction("img/0.png", file_sha256(first.path).removeprefix("sha256:"), "relabel",
+                                      label="red;green"))
+    append_correction(log, Correction("img/1.png", file_sha256(second.path).removeprefix("sha256:"), "drop"))
+    applied = correct_source(src, log)
+    assert src.samples[0].labels == (1, 2) and src.samples[0].label == -1  # green, red
+    assert applied.relabeled + applied.kept == 1 and applied.dropped == 1 and len(src.samples) == 7

@@ -14,7 +14,7 @@ A corrections file is JSON Lines, one :class:`Correction` per line::
   (``digits``, ``fashion-mnist``). Rows are matched to images by ``sha``, so a moved or renamed file still
   matches; ``path`` is used only for a row without a ``sha``.
 * ``decision`` is one of :data:`DECISIONS`: ``keep`` (reviewed, nothing to change), ``relabel`` (to ``label``,
-  a class name), ``drop`` (leave the image out) or ``duplicate`` (of ``duplicate_of``, an image id; the image
+  a class name; in a multi-label set the image's whole label set, ``a;b``), ``drop`` (leave the image out) or ``duplicate`` (of ``duplicate_of``, an image id; the image
   is left out, its original stays).
 
 The log is only ever appended to (:func:`append_correction`): a person changes their mind by appending a newer
@@ -45,6 +45,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nextclass.data.multilabel import split_labels
 from nextclass.data.samples import DataSource, Sample
 from nextclass.utils import atomic_write_json, default_cache_dir, file_sha256, log
 
@@ -385,7 +386,9 @@ def apply_corrections(samples: Sequence[Sample], rows: Sequence[Correction], cla
     name, digest = (Path(file).name, file_sha256(file).removeprefix("sha256:")) if file else ("", "")
     applied = Applied(name, digest, len(rows), decisions=len(decisions))
     index = {c: i for i, c in enumerate(classes)}
-    bad = sorted({c.label for c in decisions.values() if c.decision == "relabel" and c.label not in index})
+    multi = source is not None and source.multilabel  # a relabel names the image's whole label set: "a;b"
+    bad = sorted({n for c in decisions.values() if c.decision == "relabel"
+                  for n in (split_labels(c.label) if multi else [c.label]) if n not in index})
     if bad:
         raise CorrectionsError(f"{name or 'corrections'}: relabel to unknown class {bad[0]!r} "
                                f"(classes: {', '.join(classes)})")
@@ -403,10 +406,19 @@ def apply_corrections(samples: Sequence[Sample], rows: Sequence[Correction], cla
                                f"file of another dataset?")
     missing = [c for k, c in decisions.items() if k not in matched]
     applied.missing, applied.missing_ids = len(missing), [c.path for c in missing[:20]]
-    return _outcome(samples, hit, index, applied), applied
+    return _outcome(samples, hit, index, applied, multi), applied
 
 
-def _outcome(samples: list[Sample], hit: dict[int, Correction], index: dict[str, int], applied: Applied) -> list[Sample]:
+def _relabeled(s: Sample, label: str, index: dict[str, int], multi: bool) -> Sample | None:
+    """``s`` with the relabel's class (multi-label: the label set ``a;b``), or None when nothing changes."""
+    if multi:
+        labels = tuple(sorted({index[n] for n in split_labels(label)}))
+        return None if labels == s.labels else replace(s, labels=labels)
+    return None if index[label] == s.label else replace(s, label=index[label])
+
+
+def _outcome(samples: list[Sample], hit: dict[int, Correction], index: dict[str, int], applied: Applied,
+             multi: bool = False) -> list[Sample]:
     """The new sample list, counting each decided image once by its outcome."""
     out: list[Sample] = []
     for i, s in enumerate(samples):
@@ -419,9 +431,9 @@ def _outcome(samples: list[Sample], hit: dict[int, Correction], index: dict[str,
                 applied.dropped += 1
             else:
                 applied.duplicates += 1
-        elif c.decision == "relabel" and index[c.label] != s.label:
+        elif c.decision == "relabel" and (new := _relabeled(s, c.label, index, multi)) is not None:
             applied.relabeled += 1
-            out.append(replace(s, label=index[c.label]))
+            out.append(new)
         else:
             applied.kept += 1
             out.append(replace(s))
