@@ -14,8 +14,8 @@ A corrections file is JSON Lines, one :class:`Correction` per line::
   (``digits``, ``fashion-mnist``). Rows are matched to images by ``sha``, so a moved or renamed file still
   matches; ``path`` is used only for a row without a ``sha``.
 * ``decision`` is one of :data:`DECISIONS`: ``keep`` (reviewed, nothing to change), ``relabel`` (to ``label``,
-  a class name; in a multi-label set the image's whole label set, ``a;b``), ``drop`` (leave the image out) or ``duplicate`` (of ``duplicate_of``, an image id; the image
-  is left out, its original stays).
+  a class name; in a multi-label set the image's whole label set, ``a;b``), ``drop`` (leave the image out) or
+  ``duplicate`` (of ``duplicate_of``, an image id; the image is left out, its original stays).
 
 The log is only ever appended to (:func:`append_correction`): a person changes their mind by appending a newer
 row for the same image, and :func:`latest_decisions` keeps the last one (how a reopened review resumes). Each
