@@ -66,7 +66,10 @@ def _training_source(run: Path, cache_dir) -> tuple[DataSource, list[int]]:
     from nextclass.data.splits import read_split_csv
 
     cfg = RunDir(run).read_config()
-    source = load_source(cfg.data, cache_dir=cache_dir or cfg.cache_dir)
+    source = load_source(cfg.data, cache_dir=cache_dir or cfg.cache_dir, task=cfg.task)
+    if source.multilabel:  # the ranking reads one softmax over classes (uncertainty, class balance)
+        raise DataError(f"{source.name}: suggest ranks images by a single-label model's uncertainty; this run is "
+                        "multi-label")
     read_split_csv(RunDir(run).split, source)
     return source, [i for i, s in enumerate(source.samples) if s.split == "train"]
 

@@ -33,7 +33,7 @@ DEFAULT_CORRECTIONS = "corrections.jsonl"  # for a data folder's review: in the 
 
 def _from_run(rd: RunDir, pool, suggest_n: int, cache_dir, progress: bool) -> ReviewSet:
     cfg = rd.require_finished().read_config()
-    source = load_source(cfg.data, cache_dir=cache_dir or cfg.cache_dir)
+    source = _single_label(load_source(cfg.data, cache_dir=cache_dir or cfg.cache_dir, task=cfg.task))
     meta = rd.read_bundle_meta() or {}
     rs = ReviewSet(f"run {rd.name}", list(meta.get("classes") or source.classes), ImageTable(source.root))
     audit = rd.read_audit()
@@ -64,8 +64,17 @@ def _read_audit(path: str | os.PathLike) -> tuple[dict, Path | None]:
     return rep, issues_csv
 
 
+def _single_label(source):
+    """The review page decides one class per image: a multi-label set is refused in one line."""
+    if source.multilabel:
+        raise DataError(f"{source.name}: review shows single-label findings (one class per image); a multi-label set "
+                        "is corrected with a corrections file whose relabel rows name the whole label set (a;b) - "
+                        "see docs/multilabel.md")
+    return source
+
+
 def _from_data(data, audit, cache_dir, progress: bool) -> ReviewSet:
-    source = load_source(data, cache_dir=cache_dir)
+    source = _single_label(load_source(data, cache_dir=cache_dir))
     if audit is not None:
         rep, issues_csv = _read_audit(audit)
         if rep.get("data") not in (source.root, source.name, str(data)):
