@@ -2,6 +2,10 @@
 
 Inputs may be paths, PIL images, numpy arrays (HxW or HxWxC, uint8) or raw bytes. Unreadable
 inputs do not stop a batch: their result carries ``error`` with the reason.
+
+A single-label bundle answers one class (``label``, ``probability``, ``topk``); a multi-label bundle (``task:
+multi-label`` in ``model.json``, :mod:`nextclass.deploy.multilabel`) answers the ``labels`` at or above their
+thresholds and every label's calibrated probability (``probabilities``), and no single ``label``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 
 from nextclass.data.decode import DecodeError, open_image
 from nextclass.data.transforms import Preprocess, image_to_tensor
+from nextclass.deploy.multilabel import MULTI_LABEL, SINGLE_LABEL, LabelCalibration, bundle_task, single_label_only
 from nextclass.metrics.classification import softmax
 from nextclass.metrics.conformal import prediction_sets, threshold_for, tie_breaks
 from nextclass.metrics.selective import score_from_probs, threshold_from_curve
@@ -40,13 +45,35 @@ class Prediction:
     #: (split conformal, fitted on validation); may be empty when the model is more accurate than the coverage
     #: asks for. None: no set asked for (the bundle was trained without ``coverage`` and none was given).
     set: list[str] | None = None
+    task: str = SINGLE_LABEL  # multi-label: ``labels`` and ``probabilities`` answer; label/index/topk stay None
+    #: Multi-label: the labels at or above their threshold, most probable first, with their calibrated probability
+    #: (empty: no label). None for a single-label bundle and for an unreadable input.
+    labels: list[tuple[str, float]] | None = None
+    #: Multi-label: every label's calibrated probability (``sigmoid(z / T_label)``), in the bundle's label order.
+    probabilities: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready. Single-label: ``source, label, index, probability, abstained, unfamiliar, topk`` (+ ``set``,
+        ``neighbors``, ``error``). Multi-label: ``source, task, labels: [{label, probability}], probabilities:
+        {label: p}, unfamiliar`` (+ ``neighbors``, ``error``; ``labels``/``probabilities`` None when unreadable)."""
+        if self.task == MULTI_LABEL:
+            return self._multilabel_dict()
         d = {"source": self.source, "label": self.label, "index": self.index, "probability": self.probability,
              "abstained": self.abstained, "unfamiliar": self.unfamiliar,
              "topk": [{"label": l, "probability": p} for l, p in (self.topk or [])]}
         if self.set is not None:
             d["set"] = list(self.set)
+        if self.neighbors is not None:
+            d["neighbors"] = [n.to_dict() for n in self.neighbors]
+        if self.error:
+            d["error"] = self.error
+        return d
+
+    def _multilabel_dict(self) -> dict:
+        d = {"source": self.source, "task": self.task,
+             "labels": None if self.labels is None else [{"label": l, "probability": p} for l, p in self.labels],
+             "probabilities": None if self.probabilities is None else dict(self.probabilities),
+             "unfamiliar": self.unfamiliar}
         if self.neighbors is not None:
             d["neighbors"] = [n.to_dict() for n in self.neighbors]
         if self.error:
@@ -64,20 +91,34 @@ class Predictor:
     """A loaded bundle ready to predict. Use :func:`load` to make one.
 
     Attributes:
-        classes: class names, in the model's output order.
+        classes: class names (label names of a multi-label bundle), in the model's output order.
         preprocess: the bundle's eval preprocessing.
-        temperature: calibration temperature applied to logits (1.0 = uncalibrated).
+        temperature: calibration temperature applied to logits (1.0 = uncalibrated; single-label).
+        task: ``single-label`` or ``multi-label`` (``model.json`` -> ``task``).
+        label_calibration: a multi-label bundle's per-label temperatures and thresholds
+            (:class:`~nextclass.deploy.multilabel.LabelCalibration`); None for single-label.
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", path: str | None = None):
         self.model = model.to(device).eval()
-        self.meta = meta
         self.device = torch.device(device)
+        self.path = path
+        self.backend = "torch"
+        self._read_meta(meta)
+
+    def _read_meta(self, meta: dict) -> None:
+        """What every backend takes from ``model.json``: classes, preprocessing, task and calibration."""
+        self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
-        self.path = path
-        self.backend = "torch"
+        self.task = bundle_task(meta)
+        self.label_calibration = LabelCalibration.from_meta(meta) if self.task == MULTI_LABEL else None
+
+    @property
+    def multilabel(self) -> bool:
+        """True for a multi-label bundle (one sigmoid output per label)."""
+        return self.label_calibration is not None
 
     # --- inputs ---------------------------------------------------------------------------------
     def to_tensor(self, x: Any) -> torch.Tensor:
@@ -111,7 +152,8 @@ class Predictor:
         return self.model(batch.to(self.device)).float().cpu().numpy()
 
     def predict_proba(self, batch: torch.Tensor, tta: bool | None = None) -> np.ndarray:
-        """Calibrated class probabilities for a preprocessed batch (NxCxHxW).
+        """Calibrated class probabilities for a preprocessed batch (NxCxHxW): softmax of ``logits / temperature``,
+        or for a multi-label bundle each label's ``sigmoid(logit / T_label)`` (rows need not sum to 1).
 
         With ``tta``, logits are averaged over the bundle's TTA views (flip / multi-crop / shifts, those
         the model was trained with; see :mod:`nextclass.metrics.tta`) before the temperature. ``None``:
@@ -125,6 +167,8 @@ class Predictor:
             logits = tta_logits(self.logits, batch, views_for(self.meta))
         else:
             logits = self.logits(batch)
+        if self.label_calibration is not None:
+            return self.label_calibration.probs(logits)
         return softmax(logits, self.temperature)
 
     # --- trust: abstain and nearest training images ----------------------------------------------
@@ -134,8 +178,12 @@ class Predictor:
 
         Raises:
             ValueError: ``target_accuracy`` is given but the bundle has no validation curve (written before
-                nextclass kept one, or trained without a validation split).
+                nextclass kept one, or trained without a validation split), or is multi-label (never abstains).
         """
+        if self.multilabel:
+            if target_accuracy is not None:
+                raise single_label_only("abstain thresholds (target accuracy)")
+            return None
         entry = self.meta.get("abstain") or {}
         if target_accuracy is None:
             return entry.get("threshold")
@@ -158,8 +206,13 @@ class Predictor:
         sets; ``inf``: validation is too small for that coverage (every set is every class).
 
         Raises:
-            ValueError: a ``coverage`` outside (0, 1), or a bundle that keeps no validation scores.
+            ValueError: a ``coverage`` outside (0, 1), a bundle that keeps no validation scores, or a ``coverage``
+                for a multi-label bundle (no sets: each label has its own threshold).
         """
+        if self.multilabel:
+            if coverage is not None:
+                raise single_label_only("prediction sets")
+            return None
         entry = self.meta.get("sets") or {}
         if coverage is None:
             return threshold_for(entry) if entry.get("coverage") is not None else None
@@ -232,7 +285,9 @@ class Predictor:
     def _fill(self, results: list[Prediction], idx: list[int], probs: np.ndarray, k: int, threshold,
               sets: tuple[float | None, np.ndarray | None] = (None, None)) -> None:
         """Label, probability, top-k, ``abstained`` and the set of each row (``sets``: threshold and the rows'
-        tie-breaks)."""
+        tie-breaks). A multi-label bundle fills ``labels`` and ``probabilities`` instead."""
+        if self.label_calibration is not None:
+            return self._fill_labels(results, idx, probs)
         abstained = self.abstains(probs, threshold)
         for i, pr, ab, st in zip(idx, probs, abstained, self.sets(probs, *sets)):
             order = np.argsort(-pr)[:k]
@@ -241,6 +296,19 @@ class Predictor:
             r.topk = [(self.classes[j], float(pr[j])) for j in order]
             r.abstained = bool(ab)
             r.set = None if st is None else [self.classes[j] for j in st]
+
+    def label_answers(self, probs: np.ndarray) -> list[dict]:
+        """Multi-label, per row of calibrated probabilities: ``{"labels": [{"label", "probability"}] (at or above
+        their thresholds, most probable first), "probabilities": {label: p}}`` (rounded to 6 decimals)."""
+        answers = self.label_calibration.answers(probs, self.classes)
+        return [{"labels": a, "probabilities": {c: round(float(p), 6) for c, p in zip(self.classes, pr)}}
+                for a, pr in zip(answers, probs)]
+
+    def _fill_labels(self, results: list[Prediction], idx: list[int], probs: np.ndarray) -> None:
+        """Multi-label: the labels at or above their thresholds (most probable first) and every probability."""
+        for i, answer in zip(idx, self.label_answers(probs)):
+            results[i].labels = [(a["label"], a["probability"]) for a in answer["labels"]]
+            results[i].probabilities = answer["probabilities"]
 
     def _check_unfamiliar(self, unfamiliar: bool | None) -> float | None:
         """The distance threshold ``predict`` flags with (None: no check); ValueError when asked for but absent."""
@@ -271,10 +339,35 @@ class Predictor:
             for i, d in zip(idx, dist):
                 results[i].unfamiliar = bool(d > unfamiliar)
 
+    def _batches(self, images: list, batch_size: int, results: list[Prediction]):
+        """Yield ``(indices, batch)`` of the usable inputs, ``batch_size`` at a time; an unusable input gets its
+        ``error`` in ``results``. Decoding and resizing run in threads (PIL releases the GIL), one batch ahead of
+        the model."""
+        chunks = [range(a, min(a + batch_size, len(images))) for a in range(0, len(images), batch_size)]
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as ex:
+            pending = [ex.map(self._safe_tensor, [images[i] for i in chunks[0]])] if chunks else []
+            for c, chunk in enumerate(chunks):
+                done = list(pending.pop(0))
+                if c + 1 < len(chunks):
+                    pending.append(ex.map(self._safe_tensor, [images[i] for i in chunks[c + 1]]))
+                idx, tensors = [], []
+                for i, (t, err) in zip(chunk, done):
+                    if err is not None:
+                        results[i].error = err
+                    else:
+                        idx.append(i)
+                        tensors.append(t)
+                if tensors:
+                    yield idx, torch.stack(tensors)
+
     def predict(self, images: Any | Sequence[Any], topk: int = 5, batch_size: int = 32, tta: bool | None = None,
                 target_accuracy: float | None = None, neighbors: int = 0,
                 unfamiliar: bool | None = None, coverage: float | None = None) -> list[Prediction]:
         """Predict one input or a list of inputs.
+
+        A multi-label bundle answers each input's ``labels`` (those at or above their threshold, most probable
+        first) and ``probabilities`` (every label's); ``topk`` does not apply, and ``target_accuracy`` and
+        ``coverage`` are ValueErrors (single-label features).
 
         Args:
             target_accuracy: abstain (``Prediction.abstained``; the label stays as the best guess) below the
@@ -296,11 +389,13 @@ class Predictor:
             '7'
             >>> p.predict(["a.png"], coverage=0.95)[0].set   # doctest: +SKIP
             ['7', '1']
+            >>> load("runs/tags").predict(["b.png"])[0].labels   # doctest: +SKIP
+            [('cat', 0.93), ('dog', 0.71)]
         """
         if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
         images = list(images)
-        results: list[Prediction] = [Prediction(_name(x, i)) for i, x in enumerate(images)]
+        results: list[Prediction] = [Prediction(_name(x, i), task=self.task) for i, x in enumerate(images)]
         k = max(1, min(topk, len(self.classes)))
         threshold = self.abstain_threshold(target_accuracy)
         set_threshold = self.set_threshold(coverage)
@@ -308,25 +403,8 @@ class Predictor:
         far = self._check_unfamiliar(unfamiliar)
         if neighbors or far is not None:
             self.neighbor_index()  # fail before any work when the bundle has no index
-        chunks = [range(a, min(a + batch_size, len(images))) for a in range(0, len(images), batch_size)]
-        # Decoding and resizing run in threads (PIL releases the GIL), one batch ahead of the model.
-        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as ex:
-            pending = [ex.map(self._safe_tensor, [images[i] for i in chunks[0]])] if chunks else []
-            for c, chunk in enumerate(chunks):
-                done = list(pending.pop(0))
-                if c + 1 < len(chunks):
-                    pending.append(ex.map(self._safe_tensor, [images[i] for i in chunks[c + 1]]))
-                idx, tensors = [], []
-                for i, (t, err) in zip(chunk, done):
-                    if err is not None:
-                        results[i].error = err
-                    else:
-                        idx.append(i)
-                        tensors.append(t)
-                if not tensors:
-                    continue
-                batch = torch.stack(tensors)
-                self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold,
-                           (set_threshold, None if ties is None else ties[idx]))
-                self._trust(results, idx, batch, neighbors, far)
+        for idx, batch in self._batches(images, batch_size, results):
+            self._fill(results, idx, self.predict_proba(batch, tta=tta), k, threshold,
+                       (set_threshold, None if ties is None else ties[idx]))
+            self._trust(results, idx, batch, neighbors, far)
         return results

@@ -1,8 +1,9 @@
 """``OnnxPredictor``: the bundle's ONNX model behind the same surface as :class:`~nextclass.deploy.predictor.Predictor`.
 
 Same inputs, same preprocessing (``Preprocess`` + ``image_to_tensor`` from ``model.json``), same
-temperature, same :class:`~nextclass.deploy.predictor.Prediction` outputs; only the logits come from an
-ONNX Runtime session instead of PyTorch. ``nextclass.load(path, backend="onnx"|"auto")`` builds one.
+calibration (the temperature, or a multi-label bundle's per-label temperatures and thresholds), same
+:class:`~nextclass.deploy.predictor.Prediction` outputs; only the logits come from an ONNX Runtime session
+instead of PyTorch. ``nextclass.load(path, backend="onnx"|"auto")`` builds one.
 """
 
 from __future__ import annotations
@@ -32,16 +33,11 @@ class OnnxPredictor(Predictor):
     """
 
     def __init__(self, session, meta: dict, path: str | None = None, onnx_path: str | None = None, int8: bool = False):
-        from nextclass.data.transforms import Preprocess
-
         self.session = session
         self.input_name = session.get_inputs()[0].name
         self.model = None
-        self.meta = meta
         self.device = torch.device("cpu")
-        self.classes = list(meta["classes"])
-        self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.temperature = float(meta.get("temperature", 1.0))
+        self._read_meta(meta)  # classes, preprocessing, task and calibration, as the torch predictor reads them
         self.path = path
         self.onnx_path = onnx_path
         self.backend = "onnx-int8" if int8 else "onnx"
