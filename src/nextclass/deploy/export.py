@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nextclass.deploy.onnx import DEFAULT_OPSET, INT8_NAME, ONNX_NAME, parity, run_session, session, torch_to_onnx
+from nextclass.deploy.onnx import DEFAULT_OPSET, INT8_NAME, ONNX_NAME, comparison, run_session, session, torch_to_onnx
 from nextclass.rundir import RunDir
 from nextclass.utils import file_sha256, log
 
@@ -25,8 +25,9 @@ def _run_dir(bundle_dir: Path) -> Path:
     return bundle_dir.parent if RunDir(bundle_dir.parent).is_run() else bundle_dir
 
 
-def _fp32(model, folder: Path, val, pp, temperature: float, opts: dict) -> tuple[dict, np.ndarray]:
-    """Export ``model.onnx``, run it on the validation images, compare with PyTorch; (info block, ONNX logits)."""
+def _fp32(model, folder: Path, val, pp, compare, opts: dict) -> tuple[dict, np.ndarray]:
+    """Export ``model.onnx``, run it on the validation images, compare with PyTorch (``compare``: the bundle's
+    :func:`~nextclass.deploy.onnx.comparison`); (info block, ONNX logits)."""
     t0 = time.time()
     used = torch_to_onnx(model, torch.from_numpy(val.x[:2]), folder / ONNX_NAME, opset=opts["opset"],
                          exporter=opts["exporter"])
@@ -35,7 +36,7 @@ def _fp32(model, folder: Path, val, pp, temperature: float, opts: dict) -> tuple
         ref = torch.cat([model(torch.from_numpy(val.x[i:i + 64])) for i in range(0, len(val.x), 64)]).numpy()
     sess = session(folder / ONNX_NAME, opts["threads"])
     got = run_session(sess, val.x)
-    par = parity(ref, got, temperature, val.labels)
+    par = compare(ref, got, val.labels)
     par["images"] = f"{val.split} split of the run" if val.real else "random inputs (no run data)"
     info = {"file": ONNX_NAME, "exporter": used, "opset": min(opts["opset"], 17) if used == "legacy" else opts["opset"],
             "input": {"name": sess.get_inputs()[0].name, "shape": ["batch", pp.channels, pp.crop, pp.crop],
@@ -44,7 +45,8 @@ def _fp32(model, folder: Path, val, pp, temperature: float, opts: dict) -> tuple
             "weights_sha256": file_sha256(folder / "model.safetensors"), "parity": par}
     log(f"onnx: {folder / ONNX_NAME} ({info['bytes'] / 1e6:.2f} MB, {used} exporter, opset {info['opset']}); "
         f"parity on {par['n']} {par['images']}: max |dp| {par['max_abs_prob_diff']:.2e}, "
-        f"top-1 agreement {par['top1_agreement']:.4f}")
+        f"top-1 agreement {par['top1_agreement']:.4f}"
+        + (f", label decisions agree {par['decision_agreement']:.4f}" if "decision_agreement" in par else ""))
     return info, got
 
 
@@ -65,7 +67,8 @@ def export_onnx(run: str | os.PathLike, format: str = "onnx", int8: bool = False
 
     Returns:
         The ``onnx`` block also stored in ``model.json``: file, exporter, opset, size, parity,
-        and ``int8`` (file, size, accuracy vs fp32, speed) when requested.
+        and ``int8`` (file, size, accuracy vs fp32, speed) when requested. A multi-label bundle's parity
+        compares per-label sigmoid probabilities and label decisions (:func:`~nextclass.deploy.onnx.multilabel_parity`).
 
     Example:
         >>> info = nextclass.export("runs/tiny", int8=True)       # doctest: +SKIP
@@ -81,15 +84,15 @@ def export_onnx(run: str | os.PathLike, format: str = "onnx", int8: bool = False
     folder = resolve_bundle_dir(run)
     model, meta = load_model(folder)
     pp = Preprocess.from_dict(meta["preprocess"])
-    temperature = float(meta.get("temperature", 1.0))
+    compare = comparison(meta)  # softmax after the temperature; per-label sigmoids for a multi-label bundle
     val = split_images(_run_dir(folder), pp, "val", limit=parity_images)
-    info, got = _fp32(model, folder, val, pp, temperature, dict(opset=opset, exporter=exporter, threads=threads))
+    info, got = _fp32(model, folder, val, pp, compare, dict(opset=opset, exporter=exporter, threads=threads))
     if int8:
         from nextclass.deploy.quantize import int8_report
 
         train = split_images(_run_dir(folder), pp, "train", limit=calib_images, seed=1)
         info["int8"] = int8_report(folder / ONNX_NAME, folder / INT8_NAME, calib=train.x, val=val,
-                                   fp32_logits=got, temperature=temperature, threads=threads)
+                                   fp32_logits=got, compare=compare, threads=threads)
     else:
         old = (meta.get("onnx") or {}).get("int8")
         if old and old.get("weights_sha256") == info["weights_sha256"] and (folder / INT8_NAME).is_file():

@@ -5,7 +5,9 @@ logits; preprocessing and the calibration temperature stay in ``model.json`` so 
 shares them (:class:`~nextclass.deploy.runtime.OnnxPredictor` applies both).
 
 Parity is measured on real validation images of the run (probabilities after the bundle's
-temperature; max absolute difference and top-1 agreement) and stored in ``model.json`` under
+temperature; max absolute difference and top-1 agreement; for a multi-label bundle the per-label sigmoid
+probabilities after its per-label temperatures and the label decisions at its thresholds, see
+:func:`multilabel_parity`) and stored in ``model.json`` under
 ``onnx``, with the exporter used and a hash of the weights it was exported from (a stale
 ``model.onnx`` is then detected at load time).
 """
@@ -18,12 +20,16 @@ import os
 import warnings
 from pathlib import Path
 
+from typing import Callable
+
 import numpy as np
 import torch
 
+from nextclass.deploy.multilabel import MULTI_LABEL, LabelCalibration, bundle_task
 from nextclass.utils import log
 
-__all__ = ["torch_to_onnx", "session", "run_session", "parity", "ONNX_NAME", "INT8_NAME", "DEFAULT_OPSET"]
+__all__ = ["torch_to_onnx", "session", "run_session", "parity", "multilabel_parity", "comparison", "ONNX_NAME",
+           "INT8_NAME", "DEFAULT_OPSET"]
 
 ONNX_NAME = "model.onnx"
 INT8_NAME = "model.int8.onnx"
@@ -143,3 +149,49 @@ def parity(ref_logits: np.ndarray, logits: np.ndarray, temperature: float = 1.0,
         out["accuracy_reference"] = float((p.argmax(1) == labels).mean())
         out["accuracy"] = float((q.argmax(1) == labels).mean())
     return out
+
+
+def multilabel_parity(ref_logits: np.ndarray, logits: np.ndarray, calibration: LabelCalibration,
+                      targets: np.ndarray | None = None) -> dict:
+    """Agreement of two multi-label models' outputs: per-label sigmoid probabilities after the bundle's per-label
+    temperatures, and the label decisions at its thresholds (never a softmax across labels).
+
+    Returns ``n``, ``task``, ``max_abs_prob_diff``, ``max_abs_logit_diff``, ``top1_agreement`` (same most
+    probable label), ``decision_agreement`` (share of image-label decisions that agree), ``same_labels`` (share of
+    images given the same label set) and, with (N, L) 0/1 ``targets``, ``exact_match_reference`` / ``exact_match``
+    (share of images whose every label is right).
+
+    Example:
+        >>> c = LabelCalibration(np.ones(2), np.full(2, 0.5))
+        >>> multilabel_parity(np.array([[2.0, -1.0]]), np.array([[2.0, 0.1]]), c)["decision_agreement"]
+        0.5
+    """
+    p, q = calibration.probs(ref_logits), calibration.probs(logits)
+    dp, dq = calibration.decisions(p), calibration.decisions(q)
+    n = len(p)
+    out = {"n": int(n), "task": MULTI_LABEL, "max_abs_prob_diff": float(np.abs(p - q).max()) if n else 0.0,
+           "max_abs_logit_diff": float(np.abs(ref_logits - logits).max()) if n else 0.0,
+           "top1_agreement": float((p.argmax(1) == q.argmax(1)).mean()) if n else 1.0,
+           "decision_agreement": float((dp == dq).mean()) if n else 1.0,
+           "same_labels": float((dp == dq).all(1).mean()) if n else 1.0}
+    if targets is not None and np.ndim(targets) == 2 and len(targets):
+        y = np.asarray(targets).astype(bool)
+        out["exact_match_reference"] = float((dp == y).all(1).mean())
+        out["exact_match"] = float((dq == y).all(1).mean())
+    return out
+
+
+def comparison(meta: dict) -> Callable[..., dict]:
+    """The parity check a bundle's outputs need, as ``f(ref_logits, logits, labels=None) -> dict``:
+    :func:`parity` (softmax after ``temperature``) for a single-label bundle, :func:`multilabel_parity` (per-label
+    sigmoid after ``temperatures``, decisions at ``thresholds``) for a multi-label one.
+
+    Example:
+        >>> comparison({"classes": ["a"], "temperature": 1.0})(np.zeros((1, 1)), np.zeros((1, 1)))["top1_agreement"]
+        1.0
+    """
+    if bundle_task(meta) == MULTI_LABEL:
+        calibration = LabelCalibration.from_meta(meta)
+        return lambda ref, got, labels=None: multilabel_parity(ref, got, calibration, labels)
+    temperature = float(meta.get("temperature", 1.0))
+    return lambda ref, got, labels=None: parity(ref, got, temperature, labels)

@@ -90,8 +90,12 @@ def throughput(sess, x: np.ndarray, batch: int = 32, seconds: float = 1.5, min_r
 
 
 def int8_report(fp32_path: Path, int8_path: Path, *, calib: np.ndarray, val, fp32_logits: np.ndarray,
-                temperature: float = 1.0, threads: int | None = None) -> dict:
+                temperature: float = 1.0, threads: int | None = None, compare=None) -> dict:
     """Quantise, then compare int8 with fp32 on the validation images: accuracy, agreement, size, speed.
+
+    ``compare``: the bundle's parity check (:func:`~nextclass.deploy.onnx.comparison`; None: softmax after
+    ``temperature``). A multi-label bundle's report adds ``decision_agreement``, ``same_labels`` and, with val
+    labels, ``exact_match`` / ``exact_match_fp32`` (its ``accuracy`` fields stay None).
 
     Example:
         >>> int8_report(Path("model.onnx"), Path("model.int8.onnx"), calib=x_train, val=val, fp32_logits=lg)  # doctest: +SKIP
@@ -104,7 +108,7 @@ def int8_report(fp32_path: Path, int8_path: Path, *, calib: np.ndarray, val, fp3
     q_s = time.time() - t0
     s32, s8 = session(fp32_path, threads), session(int8_path, threads)
     lg8 = run_session(s8, val.x)
-    par = parity(fp32_logits, lg8, temperature, val.labels)
+    par = compare(fp32_logits, lg8, val.labels) if compare else parity(fp32_logits, lg8, temperature, val.labels)
     speed32, speed8 = throughput(s32, val.x), throughput(s8, val.x)
     out = {
         "file": int8_path.name, "format": "QDQ u8/s8 per-channel, MinMax", "calibration_images": int(len(calib)),
@@ -118,8 +122,13 @@ def int8_report(fp32_path: Path, int8_path: Path, *, calib: np.ndarray, val, fp3
         "speedup": round(speed8 / speed32, 3), "quantize_seconds": round(q_s, 2),
         "weights_sha256": file_sha256(fp32_path.parent / "model.safetensors"),
     }
+    out.update({k: par[k] for k in ("decision_agreement", "same_labels", "exact_match") if k in par})
+    if "exact_match_reference" in par:
+        out["exact_match_fp32"] = par["exact_match_reference"]
     acc = (f"val accuracy {out['accuracy']:.4f} vs fp32 {out['accuracy_fp32']:.4f} ({out['accuracy_delta']:+.4f})"
            if out["accuracy"] is not None else f"top-1 agreement with fp32 {out['top1_agreement']:.4f}")
+    if "decision_agreement" in out:  # multi-label: the label decisions at the bundle's thresholds
+        acc += f", label decisions agree {out['decision_agreement']:.4f}"
     log(f"int8: {int8_path} ({out['bytes'] / 1e6:.2f} MB, {out['size_ratio']:.2f}x fp32); {acc}; "
         f"speed {speed8:.0f} vs {speed32:.0f} img/s ({out['speedup']:.2f}x) at batch 32")
     return out

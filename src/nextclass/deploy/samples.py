@@ -20,7 +20,8 @@ __all__ = ["SplitImages", "split_images", "to_batch"]
 
 @dataclass
 class SplitImages:
-    """Preprocessed images of one split: ``x`` float32 (N, C, H, W) and labels (N,) or None."""
+    """Preprocessed images of one split: ``x`` float32 (N, C, H, W) and labels: class indices (N,), a multi-label
+    source's (N, L) 0/1 matrix, or None."""
 
     x: np.ndarray
     labels: np.ndarray | None
@@ -35,6 +36,13 @@ def to_batch(array: np.ndarray, pp) -> np.ndarray:
     tf = eval_transform(pp)
     t = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
     return tf(t).numpy().astype(np.float32, copy=False)
+
+
+def _targets(source, samples: list) -> np.ndarray:
+    """Class indices (N,), or the (N, L) multi-hot matrix of a multi-label source (its ``label`` is -1)."""
+    if hasattr(source, "targets"):
+        return source.targets(samples)
+    return np.array([s.label for s in samples])
 
 
 def split_images(run: str | os.PathLike, pp, split: str = "val", limit: int = 256, seed: int = 0) -> SplitImages:
@@ -70,7 +78,7 @@ def split_images(run: str | os.PathLike, pp, split: str = "val", limit: int = 25
             imgs = decode_all(source, pos, pp, cache_dir=cfg.cache_dir, progress=False)
             ok = np.flatnonzero(imgs.ok)
             if len(ok):
-                labels = np.array([source.samples[pos[i]].label for i in ok])
+                labels = _targets(source, [source.samples[pos[i]] for i in ok])
                 return SplitImages(to_batch(imgs.array[ok], pp), labels, sp, True)
         except (ConfigError, DataError, FileNotFoundError, KeyError, OSError) as e:
             log(f"[yellow]NOTE[/]: cannot read the run's data ({e}); checks use random inputs")
