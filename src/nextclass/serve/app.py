@@ -155,7 +155,8 @@ def create_app(model: Any, backend: str = "auto", **options: Any) -> FastAPI:
         app.state.explain = _explain_fn()
         from nextclass.utils import log
 
-        log(f"serving {ident['ref']}: {pred.meta.get('arch', {}).get('name')}, {len(pred.classes)} classes, "
+        kind = "labels (multi-label)" if getattr(pred, "multilabel", False) else "classes"
+        log(f"serving {ident['ref']}: {pred.meta.get('arch', {}).get('name')}, {len(pred.classes)} {kind}, "
             f"backend {pred.backend}, micro-batches of up to {cfg.max_batch}"
             + ("" if app.state.explain else " (Grad-CAM not installed: /v1/explain off)"))
         try:

@@ -72,7 +72,8 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     ``unfamiliar`` (None when the bundle keeps no distance threshold), the prediction ``set`` (query or form field
     ``coverage``, or the server's) and, when asked for (query or form field ``neighbors``), the nearest training
     images. A file that is not a usable image gets ``error`` (its reason) in its place among the results; only a
-    request without any usable image is a 422."""
+    request without any usable image is a 422. A multi-label model answers ``labels`` (those at or above their
+    threshold) and ``probabilities`` instead of top-k; ``coverage`` and ``target_accuracy`` are 422s for it."""
     st = request.app.state
     cfg, metrics, pred = st.cfg, st.metrics, st.pred
     if len(files) > cfg.max_images:
@@ -96,7 +97,20 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
     far = [None] * len(probs) if dist is None else [bool(d > pred.unfamiliar_distance()) for d in dist]
     metrics.images["predicted"] += len(tensors)
     nbs = await st.batcher.run_exclusive(pred.find_neighbors, torch.stack(tensors), n_nb) if n_nb else None
-    k = max(1, min(topk or cfg.topk, len(pred.classes)))
+    if pred.multilabel:
+        results = _label_results(pred, probs, far, nbs)
+    else:
+        k = max(1, min(topk or cfg.topk, len(pred.classes)))
+        results = _class_results(pred, probs, k, (threshold, set_threshold), far, nbs)
+    return {"model": st.ident["ref"], "backend": pred.backend, "task": pred.task, "threshold": threshold,
+            "coverage": _coverage_in_use(pred, cov, set_threshold),
+            "results": _in_upload_order(files, results, errors, pred.multilabel)}
+
+
+def _class_results(pred, probs: np.ndarray, k: int, thresholds: tuple, far: list, nbs: list | None) -> list[dict]:
+    """Single-label answers: top-k classes, ``abstained`` and the prediction set (``thresholds``: the abstain and
+    the set threshold in use)."""
+    threshold, set_threshold = thresholds
     results = []
     sets = pred.sets(probs, set_threshold)
     for i, (pr, ab) in enumerate(zip(probs, pred.abstains(probs, threshold))):
@@ -106,8 +120,14 @@ async def predict(request: Request, files: List[UploadFile] = File(..., descript
                         "set": None if sets[i] is None else [pred.classes[j] for j in sets[i]],
                         "topk": [{"label": pred.classes[j], "probability": float(pr[j])} for j in order],
                         "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None})
-    return {"model": st.ident["ref"], "backend": pred.backend, "threshold": threshold,
-            "coverage": _coverage_in_use(pred, cov, set_threshold), "results": _in_upload_order(files, results, errors)}
+    return results
+
+
+def _label_results(pred, probs: np.ndarray, far: list, nbs: list | None) -> list[dict]:
+    """Multi-label answers, as :meth:`~nextclass.deploy.predictor.Prediction.to_dict` gives them: the labels at or
+    above their thresholds (most probable first) and every label's probability."""
+    return [{**a, "unfamiliar": far[i], "neighbors": [n.to_dict() for n in nbs[i]] if nbs is not None else None}
+            for i, a in enumerate(pred.label_answers(probs))]
 
 
 def _coverage_in_use(pred, asked: float | None, set_threshold: float | None) -> dict | None:
@@ -121,16 +141,18 @@ def _coverage_in_use(pred, asked: float | None, set_threshold: float | None) -> 
             "score": e.get("score", "aps")}
 
 
-def _in_upload_order(files: list[UploadFile], results: list[dict], errors: list[dict]) -> list[dict]:
+def _in_upload_order(files: list[UploadFile], results: list[dict], errors: list[dict],
+                     multilabel: bool = False) -> list[dict]:
     """One result per uploaded file, in upload order: a prediction, or ``error`` with the reason for a file
     that could not be used (judged one by one, as ``nextclass predict`` and ``Predictor.predict`` do)."""
     bad = {e["index"]: e["reason"] for e in errors}
+    blank = {"labels": None, "probabilities": None} if multilabel else \
+        {"label": None, "index": None, "probability": None, "topk": []}
     good = iter(results)
     out = []
     for i, f in enumerate(files):
         name = f.filename or ""
-        out.append({"file": name, "error": bad[i], "label": None, "index": None, "probability": None,
-                    "topk": []} if i in bad else {"file": name, **next(good)})
+        out.append({"file": name, "error": bad[i], **blank} if i in bad else {"file": name, **next(good)})
     return out
 
 
@@ -170,6 +192,7 @@ async def models(request: Request):
     return {"models": [{
         "name": ident["name"], "version": ident["version"], "ref": ident["ref"], "backend": pred.backend,
         "arch": meta.get("arch", {}).get("name"), "classes": pred.classes, "temperature": pred.temperature,
+        "task": pred.task, "multilabel": pred.label_calibration.to_dict(pred.classes) if pred.multilabel else None,
         "preprocess": pred.preprocess.to_dict(), "metrics": meta.get("metrics", {}),
         "data_hash": meta.get("data_hash", ""), "created": ident.get("created") or meta.get("created"),
         "explain": st.explain is not None, "abstain": _abstain_info(pred, st.threshold),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from pydantic import BaseModel, Field
 
-__all__ = ["TopK", "NeighborResult", "ImageResult", "PredictResponse", "ModelInfo", "ModelsResponse", "Health", "ErrorItem", "ErrorResponse"]
+__all__ = ["TopK", "NeighborResult", "ImageResult", "LabelsResult", "PredictResponse", "ModelInfo", "ModelsResponse",
+           "Health", "ErrorItem", "ErrorResponse"]
 
 
 class TopK(BaseModel):
@@ -43,14 +44,36 @@ class ImageResult(BaseModel):
     neighbors: Optional[list[NeighborResult]] = Field(None, description="The nearest training images (when asked for).")
 
 
+class LabelProbability(BaseModel):
+    label: str
+    probability: float = Field(description="Calibrated probability of this label: sigmoid(logit / its temperature).")
+
+
+class LabelsResult(BaseModel):
+    """One image's answer from a multi-label model (no single label: an image may carry none, one or several)."""
+
+    file: str = Field(description="The uploaded file name.")
+    error: Optional[str] = Field(None, description="Why this file could not be used as an image (then labels and "
+                                 "probabilities are None); the other files of the request are still predicted.")
+    labels: Optional[list[LabelProbability]] = Field(description=(
+        "The labels whose calibrated probability is at or above their threshold, most probable first (empty: no "
+        "label)."))
+    probabilities: Optional[dict[str, float]] = Field(description="Every label's calibrated probability.")
+    unfamiliar: Optional[bool] = Field(None, description="As for a single-label model (None: not checked).")
+    neighbors: Optional[list[NeighborResult]] = Field(None, description="The nearest training images (when asked for).")
+
+
 class PredictResponse(BaseModel):
     model: str = Field(description="NAME@vN for a store model, else the model's run name.")
     backend: str
+    task: str = Field("single-label", description=(
+        "single-label: each result has label, probability, topk; multi-label: each result has labels (those at or "
+        "above their threshold) and probabilities (every label's)."))
     threshold: Optional[float] = Field(None, description="The abstain threshold in use (None: never abstain).")
     coverage: Optional[dict] = Field(None, description=(
         "The prediction sets' promise: coverage, threshold (None with too_small: too few validation images for "
         "it, every set is every class), val_n and score. None: no sets."))
-    results: list[ImageResult]
+    results: list[Union[ImageResult, LabelsResult]]
 
 
 class ModelInfo(BaseModel):
@@ -60,6 +83,10 @@ class ModelInfo(BaseModel):
     backend: str
     arch: Optional[str] = None
     classes: list[str]
+    task: str = Field("single-label", description="single-label (one class per image) or multi-label.")
+    multilabel: Optional[dict] = Field(None, description=(
+        "A multi-label model's decision rule: rule (how the thresholds were chosen, e.g. max-f1), thresholds "
+        "{label: t} (a label is predicted when its probability >= t) and temperatures {label: T}. None: single-label."))
     temperature: float
     preprocess: dict
     metrics: dict

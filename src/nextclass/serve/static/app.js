@@ -3,6 +3,7 @@
 const $ = (sel) => document.querySelector(sel);
 let explainAvailable = false;
 let neighborsAvailable = false;
+let multiLabel = false;  // one sigmoid per label: each image gets the labels at or above their thresholds
 
 // The bundle's test accuracy with its 95% Wilson interval; val (named as such) when it has no test number.
 function headline(h) {
@@ -20,8 +21,13 @@ async function loadModel() {
     const version = m.version ? ` ${m.version}` : "";
     const th = m.abstain && m.abstain.threshold !== null && m.abstain.threshold !== undefined
       ? ` · abstains below ${m.abstain.score} ${m.abstain.threshold.toFixed(3)}` : "";
-    $("#model-info").textContent = `${m.name}${version} · ${m.arch || "model"} · ${m.classes.length} classes · backend ${m.backend}` +
+    multiLabel = m.task === "multi-label";
+    const kind = multiLabel
+      ? `${m.classes.length} labels (multi-label${m.multilabel && m.multilabel.rule ? `, thresholds ${m.multilabel.rule}` : ""})`
+      : `${m.classes.length} classes`;
+    $("#model-info").textContent = `${m.name}${version} · ${m.arch || "model"} · ${kind} · backend ${m.backend}` +
       headline(m.headline) + th;
+    $("#topk-option").hidden = multiLabel;  // a multi-label answer is every label above its threshold, not a top-k
     neighborsAvailable = !!m.neighbors;
     $("#neighbors-option").hidden = !neighborsAvailable;
     explainAvailable = !!m.explain;
@@ -64,24 +70,18 @@ function showNeighbors(card, neighbors) {
   box.hidden = false;
 }
 
-function showResult(card, res) {
-  card.querySelector(".label").textContent = res.label;
-  card.dataset.label = res.label;
-  if (res.abstained) {
-    card.classList.add("abstained");
-    const ab = card.querySelector(".abstain");
-    ab.textContent = `not sure: confidence below the abstain threshold (best guess: ${res.label})`;
-    ab.hidden = false;
-  }
-  if (res.unfamiliar) {
-    card.classList.add("unfamiliar-image");
-    const un = card.querySelector(".unfamiliar");
-    un.textContent = "unfamiliar: farther from every training image than 95% of the validation images were";
-    un.hidden = false;
-  }
-  showNeighbors(card, res.neighbors);
+function showUnfamiliar(card, res) {
+  if (!res.unfamiliar) return;
+  card.classList.add("unfamiliar-image");
+  const un = card.querySelector(".unfamiliar");
+  un.textContent = "unfamiliar: farther from every training image than 95% of the validation images were";
+  un.hidden = false;
+}
+
+// One bar per (label, probability) pair: the top-k of a class, or the labels above their thresholds.
+function showBars(card, items) {
   const ol = card.querySelector(".bars");
-  for (const t of res.topk) {
+  for (const t of items) {
     const li = document.createElement("li");
     const name = document.createElement("span");
     name.textContent = t.label;
@@ -96,6 +96,33 @@ function showResult(card, res) {
     li.append(name, bar, pct);
     ol.appendChild(li);
   }
+}
+
+// A multi-label answer: the labels at or above their thresholds (most probable first), never one top-1 class.
+function showLabels(card, res) {
+  const names = res.labels.map((t) => t.label);
+  card.querySelector(".label").textContent = names.length ? names.join(", ") : "no label above its threshold";
+  card.dataset.labels = JSON.stringify(names);
+  if (!names.length) card.classList.add("no-label");
+  showUnfamiliar(card, res);
+  showNeighbors(card, res.neighbors);
+  showBars(card, res.labels);
+  card.classList.add("done");
+}
+
+function showResult(card, res) {
+  if (res.labels !== undefined) return showLabels(card, res);
+  card.querySelector(".label").textContent = res.label;
+  card.dataset.label = res.label;
+  if (res.abstained) {
+    card.classList.add("abstained");
+    const ab = card.querySelector(".abstain");
+    ab.textContent = `not sure: confidence below the abstain threshold (best guess: ${res.label})`;
+    ab.hidden = false;
+  }
+  showUnfamiliar(card, res);
+  showNeighbors(card, res.neighbors);
+  showBars(card, res.topk);
   card.classList.add("done");
 }
 
@@ -122,7 +149,8 @@ async function classify(file) {
   const k = Math.max(1, parseInt($("#topk").value, 10) || 5);
   try {
     const nb = neighborsAvailable ? Math.max(0, parseInt($("#neighbors").value, 10) || 0) : 0;
-    const r = await fetch(`/v1/predict?topk=${k}` + (nb ? `&neighbors=${nb}` : ""), { method: "POST", body: fd });
+    const query = (multiLabel ? [] : [`topk=${k}`]).concat(nb ? [`neighbors=${nb}`] : []);
+    const r = await fetch("/v1/predict" + (query.length ? "?" + query.join("&") : ""), { method: "POST", body: fd });
     const body = await r.json();
     if (!r.ok) return showError(card, `${r.status}: ${body.detail || r.statusText}`);
     if (body.results[0].error) return showError(card, body.results[0].error);
