@@ -111,7 +111,10 @@ def _say_sets(pred, coverage: float | None) -> None:
 
 
 def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | None) -> None:
-    """The rows as a table on stdout, or as CSV/JSON on stdout or in ``output``; then the unreadable count."""
+    """The rows as a table on stdout, or as CSV/JSON on stdout or in ``output``; then the unreadable count.
+
+    Rows of a multi-label bundle (``task: multi-label``) get their own table and CSV columns (:func:`_labels_csv`);
+    JSON is ``Prediction.to_dict`` either way."""
     from rich.console import Console
 
     from nextclass.report.console import (
@@ -130,10 +133,11 @@ def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | Non
         err.print(f"[bold red]error:[/] none of the {len(rows)} input(s) could be used as an image "
                   f"({escape(reasons)}{'; ...' if len(rows) > 3 else ''})")
         raise typer.Exit(2)
+    multilabel = any(r.get("task") == "multi-label" for r in rows)  # Prediction.to_dict's multi-label shape
     if fmt == "table":
-        Console(width=200).print(predictions_table(rows, topk))
+        Console(width=200).print(_labels_table(rows, topk) if multilabel else predictions_table(rows, topk))
     elif fmt in ("csv", "json"):
-        text = predictions_csv(rows) if fmt == "csv" else predictions_json(rows)
+        text = predictions_json(rows) if fmt == "json" else _labels_csv(rows) if multilabel else predictions_csv(rows)
         if output:
             from nextclass.utils import atomic_write_text
 
@@ -144,6 +148,61 @@ def _print_predictions(rows: list[dict], fmt: str, topk: int, output: Path | Non
     bad = [r for r in rows if r.get("error")]
     if bad:
         err.print(f"[yellow]{len(bad)} unreadable file(s)[/] listed above with the reason")
+
+
+def _label_names(rows: list[dict]) -> list[str]:
+    """A multi-label bundle's labels, in its order (the keys of a predicted row's ``probabilities``)."""
+    return next((list(r["probabilities"]) for r in rows if r.get("probabilities")), [])
+
+
+def _labels_csv(rows: list[dict]) -> str:
+    """Multi-label rows as CSV: ``path,labels,<one probability column per label>,unfamiliar,error``.
+
+    ``labels``: those at or above their threshold, most probable first, joined by ``;`` (empty: none); each label's
+    column holds its calibrated probability (empty for an unreadable file); ``unfamiliar`` as for single-label
+    (1/0, empty when not checked); ``neighbors`` (``label:distance:id;...``) only when asked for.
+
+    Example:
+        >>> _labels_csv([{"source": "a.png", "task": "multi-label", "labels": [{"label": "cat", "probability": 0.9}],
+        ...               "probabilities": {"cat": 0.9, "dog": 0.2}, "unfamiliar": None}]).splitlines()
+        ['path,labels,cat,dog,unfamiliar,error', 'a.png,cat,0.90000,0.20000,,']
+    """
+    import csv
+    import io
+
+    names = _label_names(rows)
+    with_nb = any("neighbors" in r for r in rows)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "labels", *names, "unfamiliar", "error"] + (["neighbors"] if with_nb else []))
+    for r in rows:
+        probs, far = r.get("probabilities") or {}, r.get("unfamiliar")
+        nb = [";".join(f"{n['label']}:{n['distance']:.4f}:{n['id']}" for n in r.get("neighbors") or [])]
+        w.writerow([r["source"], ";".join(t["label"] for t in r.get("labels") or []),
+                    *(f"{probs[c]:.5f}" if c in probs else "" for c in names), "" if far is None else int(far),
+                    r.get("error", "")] + (nb if with_nb else []))
+    return buf.getvalue()
+
+
+def _labels_table(rows: list[dict], topk: int):
+    """Multi-label rows as a table: the labels at or above their thresholds with their probabilities, then the
+    ``topk`` most probable labels below them (unreadable files in red)."""
+    from rich.table import Table
+
+    t = Table(show_lines=False)
+    for c in ("file", "labels (at or above threshold)", f"below threshold (top {topk})"):
+        t.add_column(c)
+    for r in rows:
+        if r.get("error"):
+            t.add_row(r["source"], "[red]unreadable", r["error"])
+            continue
+        above = {x["label"] for x in r["labels"]}
+        shown = ", ".join(f"{x['label']} {x['probability']:.3f}" for x in r["labels"]) or "[dim]no label"
+        if r.get("unfamiliar"):
+            shown += " [magenta]unfamiliar[/]"
+        below = sorted(((p, c) for c, p in r["probabilities"].items() if c not in above), reverse=True)[:topk]
+        t.add_row(r["source"], shown, ", ".join(f"{c} {p:.2f}" for p, c in below))
+    return t
 
 
 def register(app: typer.Typer) -> None:
