@@ -64,11 +64,12 @@ def _lowest_t_within_cap(logits: np.ndarray, cap: float) -> float:
     return math.exp(hi)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, quiet: list | None = None) -> float:
     """Fit the temperature ``T`` that minimises the NLL of ``softmax(logits / T)`` on these (validation) logits,
     with the mean confidence capped at ``(correct + 1) / (n + 2)`` (see the module docstring).
 
-    Returns 1.0 when there is nothing to fit (no rows). Never changes the argmax of any row.
+    Returns 1.0 when there is nothing to fit (no rows). Never changes the argmax of any row. ``quiet``: a list
+    that receives the note on a capped temperature instead of the log (a caller fitting many at once).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -93,8 +94,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     floor = _lowest_t_within_cap(logits, cap)
     if t < floor:
         mistakes = int((logits.argmax(1) != labels).sum())
-        log(f"[dim]note[/] temperature {t:.3g} would claim more confidence than {len(labels)} validation images "
-            f"with {mistakes} mistake(s) support; using T = {floor:.3g} (mean confidence {cap:.4f})")
+        note = (f"temperature {t:.3g} would claim more confidence than {len(labels)} validation images with "
+                f"{mistakes} mistake(s) support; using T = {floor:.3g} (mean confidence {cap:.4f})")
+        if quiet is not None:
+            quiet.append(note)
+        else:
+            log(f"[dim]note[/] {note}")
         t = floor
     return round(t, 5)
 

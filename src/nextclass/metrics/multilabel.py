@@ -135,14 +135,14 @@ def fit_label_temperatures(logits: np.ndarray, targets: np.ndarray) -> tuple[np.
 
     Per label: :func:`~nextclass.metrics.calibration.fit_temperature` on the two-class logits ``[0, z]`` (exactly
     the binary NLL of ``sigmoid(z / T)``; see the module docstring). A label with no positive or no negative among
-    the images keeps 1.0 and gets a reason; the reasons list is aligned with the labels (None: fitted).
+    the images keeps 1.0 and gets a reason; the reasons list is aligned with the labels (None: fitted; the note when the confidence cap set T).
 
     Example:
         >>> rng = np.random.default_rng(0)
         >>> y = rng.integers(0, 2, (400, 2))
         >>> t, why = fit_label_temperatures(8 * (2 * y - 1) + rng.normal(0, 6, (400, 2)), y)   # over-confident
-        >>> bool((t > 1).all()), why
-        (True, [None, None])
+        >>> bool((t > 1).all()), why[0]
+        (True, None)
     """
     z, y = _arrays(logits, targets)
     temps, reasons = np.ones(z.shape[1]), []
@@ -151,8 +151,9 @@ def fit_label_temperatures(logits: np.ndarray, targets: np.ndarray) -> tuple[np.
         if pos == 0 or pos == len(y):
             reasons.append(f"no {'positive' if pos == 0 else 'negative'} image in val: T = 1 kept")
             continue
-        temps[j] = fit_temperature(np.stack([np.zeros(len(z)), z[:, j]], axis=1), y[:, j])
-        reasons.append(None)
+        notes: list[str] = []
+        temps[j] = fit_temperature(np.stack([np.zeros(len(z)), z[:, j]], axis=1), y[:, j], quiet=notes)
+        reasons.append(notes[0] if notes else None)  # the confidence cap, said per label in the metrics
     return temps, reasons
 
 
