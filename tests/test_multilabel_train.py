@@ -121,3 +121,16 @@ def test_corrections_relabel_a_label_set(tmp_path: Path):
     applied = correct_source(src, log)
     assert src.samples[0].labels == (1, 2) and src.samples[0].label == -1  # green, red
     assert applied.relabeled + applied.kept == 1 and applied.dropped == 1 and len(src.samples) == 7
+
+
+def test_the_bundle_answers_as_the_scorer_measured(ml_run: Path):
+    """predict (Python), the run's predictions.csv and the bundle's thresholds agree image by image: the offsets,
+    temperatures and thresholds the finish step fitted are the ones every backend applies."""
+    rows = list(csv.DictReader(open(ml_run / "predictions.csv")))[:8]
+    pred = nextclass.load(ml_run)
+    got = pred.predict([r["path"] for r in rows])
+    for r, p in zip(rows, got):
+        d = p.to_dict()
+        for name in LABELS:
+            assert abs(d["probabilities"][name] - float(r[f"p:{name}"])) < 1e-4, (name, d, r)
+        assert {x["label"] for x in d["labels"]} == set(filter(None, r["predicted"].split(";")))

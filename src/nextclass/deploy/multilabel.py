@@ -1,8 +1,9 @@
 """How a bundle answers: its ``task``, and for a multi-label bundle the per-label calibration and thresholds.
 
 A multi-label bundle (issue 26) has in ``model.json``: ``task: "multi-label"``, ``classes`` (the L label names),
-``temperatures`` and ``thresholds`` (one per label, in that order) and ``threshold_rule``. Its network outputs L raw
-logits; label ``l``'s calibrated probability is ``sigmoid(z_l / T_l)``
+``offsets``, ``temperatures`` and ``thresholds`` (one per label, in that order) and ``threshold_rule``. Its network
+outputs L raw logits; label ``l``'s calibrated probability is ``sigmoid((z_l - offset_l) / T_l)`` (the offset undoes
+the training loss's positive weight, ``log w_l``; a bundle without offsets: 0)
 (:func:`nextclass.metrics.multilabel.calibrated_probs`) and the label is predicted when that probability is at or
 above its threshold (:func:`nextclass.metrics.multilabel.labels_above`). A bundle without ``task`` (or with
 ``"single-label"``) is a softmax classifier, as before.
@@ -78,10 +79,12 @@ class LabelCalibration:
     temperatures: np.ndarray
     thresholds: np.ndarray
     rule: str | None = None
+    offsets: np.ndarray | None = None  # None: 0 for every label
 
     @classmethod
     def from_meta(cls, meta: dict) -> "LabelCalibration":
-        """Read ``temperatures`` (default 1), ``thresholds`` (default 0.5) and ``threshold_rule``.
+        """Read ``offsets`` (default 0), ``temperatures`` (default 1), ``thresholds`` (default 0.5) and
+        ``threshold_rule``.
 
         Raises:
             ValueError: a list whose length is not the number of labels, or a temperature that is not positive.
@@ -90,11 +93,12 @@ class LabelCalibration:
         temps = _per_label(meta, "temperatures", 1.0, n)
         if not (temps > 0).all():
             raise ValueError(f"model.json 'temperatures' must all be positive, got {temps.tolist()}")
-        return cls(temps, _per_label(meta, "thresholds", DEFAULT_THRESHOLD, n), meta.get("threshold_rule"))
+        offsets = _per_label(meta, "offsets", 0.0, n) if meta.get("offsets") is not None else None
+        return cls(temps, _per_label(meta, "thresholds", DEFAULT_THRESHOLD, n), meta.get("threshold_rule"), offsets)
 
     def probs(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated per-label probabilities (N, L) of raw logits (N, L): ``sigmoid(z_l / T_l)``."""
-        return calibrated_probs(logits, self.temperatures)
+        """Calibrated per-label probabilities (N, L) of raw logits (N, L): ``sigmoid((z_l - offset_l) / T_l)``."""
+        return calibrated_probs(logits, self.temperatures, self.offsets)
 
     def decisions(self, probs: np.ndarray) -> np.ndarray:
         """(N, L) booleans: each label predicted (probability at or above its threshold)."""
@@ -105,6 +109,8 @@ class LabelCalibration:
         return labels_above(probs, labels, self.thresholds)
 
     def to_dict(self, labels: list[str]) -> dict:
-        """JSON-ready: ``{"rule", "thresholds": {label: t}, "temperatures": {label: T}}``."""
+        """JSON-ready: ``{"rule", "thresholds": {label: t}, "temperatures": {label: T}, "offsets": {label: o}}``."""
+        off = self.offsets if self.offsets is not None else np.zeros(len(labels))
         return {"rule": self.rule, "thresholds": {c: float(t) for c, t in zip(labels, self.thresholds)},
-                "temperatures": {c: float(t) for c, t in zip(labels, self.temperatures)}}
+                "temperatures": {c: float(t) for c, t in zip(labels, self.temperatures)},
+                "offsets": {c: float(o) for c, o in zip(labels, off)}}
