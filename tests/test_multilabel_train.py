@@ -134,3 +134,27 @@ def test_the_bundle_answers_as_the_scorer_measured(ml_run: Path):
         for name in LABELS:
             assert abs(d["probabilities"][name] - float(r[f"p:{name}"])) < 1e-4, (name, d, r)
         assert {x["label"] for x in d["labels"]} == set(filter(None, r["predicted"].split(";")))
+
+
+def test_trained_run_exports_and_serves_its_labels(ml_run: Path):
+    """The done-when path with defaults: the trained run exports to ONNX (parity on its own val images) and the
+    server answers, over HTTP, the labels and probabilities the run's predictions.csv holds."""
+    import httpx
+
+    from test_serve import LiveServer
+
+    nextclass.export(ml_run, parity_images=8)
+    bundle = ml_run / "model"
+    parity = json.loads((bundle / "model.json").read_text())["onnx"]["parity"]
+    assert parity["task"] == "multi-label" and parity["images"] != "random inputs (no run data)", parity
+    assert parity["decision_agreement"] == 1.0 and parity["max_abs_prob_diff"] < 1e-4, parity
+    assert parity["exact_match"] == parity["exact_match_reference"], parity
+    rows = list(csv.DictReader(open(ml_run / "predictions.csv")))[:3]
+    with LiveServer(str(bundle), backend="onnx") as srv:
+        files = [("files", (Path(r["path"]).name, Path(r["path"]).read_bytes(), "image/png")) for r in rows]
+        body = httpx.post(f"{srv.url}/v1/predict", files=files, timeout=60).json()
+    assert body["task"] == "multi-label"
+    for r, got in zip(rows, body["results"]):
+        assert {x["label"] for x in got["labels"]} == set(filter(None, r["predicted"].split(";")))
+        for name in LABELS:
+            assert abs(got["probabilities"][name] - float(r[f"p:{name}"])) < 1e-4
