@@ -401,7 +401,7 @@ def _task_defaults(c: _Choices, source: DataSource) -> None:
     """``task`` from the data (the source already applied ``--task``); a multi-label run refuses the settings
     that need one class per image, naming the field."""
     if c.unset("task"):
-        c.set("task", source.task, "from the data" if source.multilabel else None)
+        c.set("task", source.task)  # the source logged how it was detected
     if c.d["task"] != source.task:
         raise ValueError(f"task: the config says {c.d['task']} but {source.name} was read as {source.task}")
     if not source.multilabel:

@@ -98,6 +98,7 @@ def _train_and_finish(ctx: Context, state: dict, progress: bool) -> nn.Module | 
     best = ctx.run.best_checkpoint
     if best.exists():
         st = load_checkpoint(best, model)
-        log(f"best checkpoint: epoch {st.get('best_epoch')} ({ctx.cfg.monitor} {st.get('best'):.4f})")
+        monitor = "val mAP" if ctx.source.multilabel and ctx.cfg.monitor == "val_acc" else ctx.cfg.monitor
+        log(f"best checkpoint: epoch {st.get('best_epoch')} ({monitor} {st.get('best'):.4f})")
     finish_run(ctx, model, progress=progress)
     return model

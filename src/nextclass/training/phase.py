@@ -184,8 +184,9 @@ class TrainPhase:
 
     def _log(self, epoch: int, res: EpochResult, val: tuple[float, float], improved: bool) -> None:
         end = self.phase.epoch_offset + self.phase.epochs
-        log(f"{self.phase.name} epoch {epoch + 1}/{end}: train loss {res.loss:.4f} acc {res.acc:.4f} | val loss "
-            f"{val[0]:.4f} acc {val[1]:.4f} | {self.history[-1]['images_per_second']} img/s, {res.seconds:.1f}s"
+        acc, vacc = ("exact", "mAP") if self.ctx.source.multilabel else ("acc", "acc")  # multi-label: val_acc = mAP
+        log(f"{self.phase.name} epoch {epoch + 1}/{end}: train loss {res.loss:.4f} {acc} {res.acc:.4f} | val loss "
+            f"{val[0]:.4f} {vacc} {val[1]:.4f} | {self.history[-1]['images_per_second']} img/s, {res.seconds:.1f}s"
             + (" [green]*best*[/]" if improved else ""))
         if self.state.get("stopped"):
             log(f"[yellow]{self.state['stopped']}[/]")

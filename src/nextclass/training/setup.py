@@ -141,7 +141,8 @@ def _decode(source: DataSource, pp: Preprocess, cfg: TrainConfig, run_dir: Path,
 
 def _log_data(source: DataSource, images: DecodedImages, rows: dict, pp: Preprocess, run_dir: Path) -> None:
     counts = ", ".join(f"{sp} {len(r)}" for sp, r in rows.items())
-    log(f"[bold]{source.name}[/]: {len(source.classes)} classes, {len(source.samples)} images ({counts}); "
+    kind = "labels (multi-label)" if source.multilabel else "classes"
+    log(f"[bold]{source.name}[/]: {len(source.classes)} {kind}, {len(source.samples)} images ({counts}); "
         f"skipped {len(images.errors)}" + (f" (see {run_dir / 'skipped.csv'})" if images.errors else "")
         + f"; cache {'hit' if images.hit else 'built'} at {pp.size}px x{pp.channels}")
 
