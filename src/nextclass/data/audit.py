@@ -17,7 +17,12 @@ What counts as what (all documented in ``docs/audit.md``):
   becomes a centre and takes its copies, so every member is a copy of the centre (connected
   components turned chains of look-alikes into one 6,000-image "group").
 * **leak**: a val image with a duplicate (exact or near) in train, a test image with one in train or val.
-* **label conflict**: a duplicate group whose members carry different labels.
+* **label conflict**: a duplicate group whose members carry different labels (multi-label data: different label
+  sets, compared through :func:`~nextclass.data.multilabel.set_ids`).
+
+Multi-label data (``task: multi-label``): counts are images carrying each label, and the report adds ``label_sets``
+(:func:`~nextclass.data.multilabel.label_stats`: cardinality, the most frequent pairs, co-occurrence, the images with
+no label, per split).
 
 Splits: the audit checks the split a run would use. Data with its own splits keeps them (a missing
 val/test is carved from train as ``nextclass train`` does, same default seed); unsplit data gets
@@ -43,6 +48,7 @@ import numpy as np
 from nextclass.data.groups import centre_groups
 from nextclass.data.hashing import (Fingerprints, candidate_count, hash_arrays, hash_files, load_fingerprints, near_pairs,
                                     save_fingerprints)
+from nextclass.data.multilabel import label_stats, set_ids
 from nextclass.data.same_picture import PICTURE_TOLERANCE, same_picture_scores
 from nextclass.data.sources import DataError, DataSource, load_source
 from nextclass.utils import atomic_write_json, atomic_write_text, default_cache_dir, log, sha1_of
@@ -129,12 +135,15 @@ def _image_stats(fp: Fingerprints) -> dict:
 
 
 def _counts(source: DataSource, ok: np.ndarray) -> dict:
+    """Readable images per split and class (multi-label: images carrying each label), their totals, the imbalance of
+    train (or all), the classes with few images and those missing from a split."""
     classes = source.classes
     counts: dict[str, dict[str, int]] = {}
     for s, good in zip(source.samples, ok):
         if good:
             d = counts.setdefault(s.split or "all", {c: 0 for c in classes})
-            d[classes[s.label]] += 1
+            for j in (s.labels or ()) if source.multilabel else (s.label,):
+                d[classes[j]] += 1
     counts = {k: counts[k] for k in sorted(counts, key=lambda k: _RANK.get(k, 3))}
     totals = {c: sum(d[c] for d in counts.values()) for c in classes}
     base = counts.get("train") or totals
@@ -146,9 +155,22 @@ def _counts(source: DataSource, ok: np.ndarray) -> dict:
             "few_images": few, "missing_in_split": missing}
 
 
+def _label_sets(source: DataSource, ok: np.ndarray) -> dict:
+    """A multi-label source's label statistics over its readable images (:func:`~nextclass.data.multilabel.label_stats`:
+    counts, cardinality, the most frequent pairs, co-occurrence, images with no label), with the images carrying no
+    label per split and the first few of them by path."""
+    keep = [s for s, good in zip(source.samples, ok) if good]
+    stats = label_stats(source.targets(keep), source.classes)
+    none = [s for s in keep if not s.labels]
+    per_split = Counter(s.split or "all" for s in none)
+    stats["no_label_per_split"] = {k: per_split[k] for k in sorted(per_split, key=lambda k: _RANK.get(k, 3))}
+    stats["no_label_examples"] = [{"path": s.path, "split": s.split} for s in none[:20]]
+    return stats
+
+
 def _member(source: DataSource, k: int) -> dict:
     s = source.samples[k]
-    out = {"path": s.path, "split": s.split, "label": source.classes[s.label]}
+    out = {"path": s.path, "split": s.split, "label": source.label_text(s)}
     if s.index is not None:
         out["index"] = int(s.index)
     return out
@@ -245,7 +267,8 @@ def _duplicates(source: DataSource, fp: Fingerprints, rule: _NearRule) -> tuple[
     """Exact groups, verified near pairs, clusters, leaks, conflicts -> (summary, groups, fix drops)."""
     okidx = np.flatnonzero(fp.ok)
     split = np.array([_RANK.get(source.samples[k].split, 3) for k in okidx], dtype=np.int64)
-    label = np.array([source.samples[k].label for k in okidx])
+    # one id per label set (multi-label: two images get the same id exactly when they carry the same labels)
+    label = set_ids(source.targets([source.samples[k] for k in okidx]))
     _, first, group = np.unique(fp.exact[okidx], return_index=True, return_inverse=True)
     r = _Readable(okidx, split, label, group.ravel(), len(first))
     # near search on one representative per exact group: copies never inflate the candidate count
@@ -306,6 +329,7 @@ def _conflict_drops(r: _Readable) -> set:
 
 def _findings(rep: dict) -> list[str]:
     s, out = rep["summary"], []
+    what = "label" if rep.get("task") == "multi-label" else "class"
     if rep["unreadable"]:
         out.append(f"{len(rep['unreadable'])} unreadable file(s): they are skipped by training")
     for pair, c in s["cross_split"].items():
@@ -317,20 +341,26 @@ def _findings(rep: dict) -> list[str]:
     if s["near_pairs"]:
         out.append(f"{s['near_pairs']} near-duplicate pair(s) in {s['near_clusters']} group(s)")
     if s["label_conflict_groups"]:
-        out.append(f"{s['label_conflict_groups']} duplicate group(s) carry different labels "
+        out.append(f"{s['label_conflict_groups']} duplicate group(s) carry different "
+                   f"{'label sets' if what == 'label' else 'labels'} "
                    f"({s['label_conflict_images']} images)")
+    if rep.get("label_sets", {}).get("no_label"):
+        n, of = rep["label_sets"]["no_label"], rep["label_sets"]["images"]
+        out.append(f"{n} of {of} image(s) carry no label: each is a negative for every label (check none was left "
+                   "unlabelled by mistake)")
     for c, n in rep["classes"]["few_images"].items():
-        out.append(f"class {c!r} has only {n} readable image(s)")
+        out.append(f"{what} {c!r} has only {n} readable image(s)")
     missing: dict[str, list[str]] = {}
     for sp, names in rep["classes"]["missing_in_split"].items():
         for c in names:
             missing.setdefault(c, []).append(sp)
     for c, sps in missing.items():
-        out.append(f"class {c!r} has no images in {' and '.join(sps)}: it cannot be measured there")
+        out.append(f"{what} {c!r} has no images in {' and '.join(sps)}: it cannot be measured there")
     ratio = rep["classes"]["imbalance_ratio"]
     if ratio and ratio >= 3:
-        out.append(f"class imbalance: the largest class is {ratio:.1f}x the smallest "
-                   "(consider --set balance=sampler or balance=loss)")
+        out.append(f"{what} imbalance: the largest {what} is {ratio:.1f}x the smallest "
+                   + ("(the loss weighs each label's positives)" if what == "label"
+                      else "(consider --set balance=sampler or balance=loss)"))
     return out
 
 
@@ -341,6 +371,7 @@ def _report(source: DataSource, fp: Fingerprints, split_info: dict, rule: _NearR
     rep = {"version": 1, "data": source.root if source.kind in ("folder", "split-folder", "csv") else source.name,
            "kind": source.kind, "quick": quick, "n_images": len(source.samples), "n_readable": int(fp.ok.sum()),
            "classes": {"names": source.classes, **_counts(source, fp.ok)}, "splits": split_info,
+           **({"task": "multi-label", "label_sets": _label_sets(source, fp.ok)} if source.multilabel else {}),
            "images": None if quick else _image_stats(fp),
            "unreadable": [{**_member(source, k), "reason": r} for k, r in sorted(fp.errors.items())],
            "method": {"exact": "BLAKE2b-128 of decoded RGB pixels", "near": "candidates: phash (imagehash algorithm, "
@@ -385,17 +416,18 @@ def _fingerprint(source: DataSource, progress: bool, workers: int | None,
 
 
 def write_fix_manifest(path: str | os.PathLike, source: DataSource, fp: Fingerprints, drops: set) -> int:
-    """Write the cleaned manifest (path,label,split); returns the number of rows."""
+    """Write the cleaned manifest (``path,label,split``; a multi-label source: ``path,labels,split`` with the labels
+    joined by ``;``, empty for none); returns the number of rows."""
     if source.array is not None:
         raise DataError(f"{source.name} is held in memory, not in files: --fix writes a manifest of files "
                         "(export the images to a folder first)")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["path", "label", "split"])
+    w.writerow(["path", "labels" if source.multilabel else "label", "split"])
     n = 0
     for k, s in enumerate(source.samples):
         if fp.ok[k] and k not in drops:
-            w.writerow([s.path, source.classes[s.label], s.split if s.split != "all" else ""])
+            w.writerow([s.path, source.label_text(s), s.split if s.split != "all" else ""])
             n += 1
     atomic_write_text(path, buf.getvalue())
     return n
@@ -415,7 +447,8 @@ def audit(data, *, output: str | os.PathLike | None = None, splits=None, near_th
             ``"none"`` to audit without splits.
         near_threshold: phash bits (of 64) for a near-duplicate candidate.
         pixel_tolerance: mean grey-level difference of 16x16 thumbnails for a candidate.
-        fix: write a cleaned manifest (path,label,split) here; the user's files are never touched.
+        fix: write a cleaned manifest (path,label,split; multi-label: path,labels,split) here; the user's files are
+            never touched.
         progress: show a progress bar.
         cache_dir: cache root: built-in datasets, and the fingerprints (reused while paths, sizes and
             mtimes are unchanged).

@@ -1,5 +1,7 @@
 """The quick audit a training run starts with: exact and near duplicates, leaks and label conflicts of the images
-the run already decoded (cache resolution), kept in the cache for the next run on the same data.
+the run already decoded (cache resolution), kept in the cache for the next run on the same data. A multi-label run's
+report counts images per label, compares label sets in duplicate groups and adds the label statistics (``label_sets``:
+co-occurrence, images with no label), as :func:`nextclass.data.audit.audit` does.
 
 :func:`audit_decoded` is called by :func:`nextclass.training.setup.prepare`; it shares the report, the duplicate search
 and its rule with :func:`nextclass.data.audit.audit` (which reads the original files), with the search bounded
@@ -71,7 +73,8 @@ def _quick_cache_path(source: DataSource, images, rule: _NearRule, cache_dir) ->
     """Where the quick audit of these decoded images and this split is kept (None: not kept)."""
     if cache_dir is None or not getattr(images, "key", ""):
         return None
-    splits = sha1_of([(s.path, s.label, s.split) for s in source.samples])
+    # the labels the report counts (a multi-label sample's label is -1: its label set names it)
+    splits = sha1_of([(s.path, s.labels if source.multilabel else s.label, s.split) for s in source.samples])
     key = sha1_of([QUICK_VERSION, QUICK_WORK, images.key, splits, rule.threshold, rule.tolerance,
                    rule.picture_tolerance])
     return Path(cache_dir) / "audit" / f"quick-{key}.json"
