@@ -9,6 +9,12 @@ chance; when too weak nothing is flagged and the report says why), and let clean
 (:func:`~nextclass.data.label_issues.find_label_issues`). The flags go to ``label_issues.csv``
 (path, given_label, suggested_label, score, rank) and a ``label_issues`` block in the audit report.
 
+Multi-label data (issue 26): one binary head per label instead of one multinomial head
+(:func:`nextclass.data.label_set_issues.cross_val_label_heads`), the gate per label
+(:func:`~nextclass.data.label_issues.label_gates`: only labels whose heads are strong enough are judged) and cleanlab's
+multi-label finder (:func:`~nextclass.data.label_set_issues.find_multilabel_issues`), whose flags say which label to add
+or remove; ``label_issues.csv`` then lists given and suggested label sets.
+
 NOTE: with ``--model RUN`` the trunk was trained on the run's training images, with their labels: a
 wrong training label it memorised can look right in its features. A backbone that never saw these
 labels (``--backbone``, or the default) judges every image the same way.
@@ -27,7 +33,10 @@ import numpy as np
 
 from nextclass.curation.embed import embed_source
 from nextclass.data.label_heads import cross_val_heads
-from nextclass.data.label_issues import MIN_SKILL, find_label_issues, issues_block, quality_gate, write_label_issues_csv
+from nextclass.data.label_issues import (MIN_SKILL, find_label_issues, gate_block, issues_block, label_gates, quality_gate,
+                                         write_label_issues_csv)
+from nextclass.data.label_set_issues import (cross_val_label_heads, find_multilabel_issues, set_issues_block,
+                                             write_set_issues_csv)
 from nextclass.data.sources import DataError, load_source
 from nextclass.utils import atomic_write_json, log
 
@@ -49,16 +58,21 @@ def report_paths(output: str | os.PathLike | None) -> tuple[Path | None, Path]:
 class OutOfSample:
     """Out-of-sample class probabilities of every readable image: row ``i`` is ``source.samples[positions[i]]``."""
 
-    probs: np.ndarray  # (N, K), from heads that never saw row i's label
-    labels: np.ndarray  # (N,) given labels
+    probs: np.ndarray  # (N, K), from heads that never saw row i's label (multi-label: (N, L) per-label probabilities)
+    labels: np.ndarray  # (N,) given labels (multi-label: the (N, L) 0/1 matrix)
     positions: list[int]
     what: str  # the embedding and the heads, for the report
     unreadable: int
 
     @property
     def head_accuracy(self) -> float:
-        """How often the cross-validated heads agree with the given labels."""
-        return float((self.probs.argmax(1) == self.labels).mean()) if len(self.labels) else float("nan")
+        """How often the cross-validated heads agree with the given labels (multi-label: with each given label, the
+        heads deciding at 0.5, averaged over images and labels)."""
+        if not len(self.labels):
+            return float("nan")
+        if self.labels.ndim == 2:
+            return float(((self.probs >= 0.5) == (self.labels == 1)).mean())
+        return float((self.probs.argmax(1) == self.labels).mean())
 
 
 def out_of_sample_probs(source, *, model=None, backbone: str | None = None, pretrained: str | None = None,
@@ -71,12 +85,16 @@ def out_of_sample_probs(source, *, model=None, backbone: str | None = None, pret
         >>> oos.probs.shape, round(oos.head_accuracy, 2)      # doctest: +SKIP
         ((1797, 10), 0.96)
     """
-    if len(source.classes) < 2:
+    if len(source.classes) < (1 if source.multilabel else 2):
         raise DataError(f"{source.name}: label issues need at least 2 classes, found {len(source.classes)}")
     emb = embed_source(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
                        progress=progress)
-    labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
-    heads = cross_val_heads(emb.features, labels, folds=folds, seed=seed, num_classes=len(source.classes))
+    if source.multilabel:  # one binary head per label
+        labels = source.targets([source.samples[p] for p in emb.positions]).astype(np.int64)
+        heads = cross_val_label_heads(emb.features, labels, folds=folds, seed=seed)
+    else:
+        labels = np.array([source.samples[p].label for p in emb.positions], dtype=np.int64)
+        heads = cross_val_heads(emb.features, labels, folds=folds, seed=seed, num_classes=len(source.classes))
     what = f"embedding: {emb.what}; {heads.what} (out-of-sample probabilities)"
     return OutOfSample(heads.probs, labels, list(emb.positions), what, len(emb.errors))
 
@@ -86,7 +104,8 @@ def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", mode
                  progress: bool = True) -> dict:
     """Label issues of every readable image of ``data`` -> ``csv_path``; returns the report block.
 
-    :func:`out_of_sample_probs`, then :func:`~nextclass.data.label_issues.find_label_issues` (cleanlab).
+    :func:`out_of_sample_probs`, then :func:`~nextclass.data.label_issues.find_label_issues` (cleanlab; multi-label
+    data: :func:`~nextclass.data.label_set_issues.find_multilabel_issues`, the gate per label).
 
     Args:
         data: a data spec (folder, CSV, built-in, ``hf:``) or a loaded :class:`DataSource`.
@@ -107,19 +126,41 @@ def audit_labels(data, *, csv_path: str | os.PathLike = "label_issues.csv", mode
     source = data if hasattr(data, "samples") else load_source(data, cache_dir=cache_dir)
     oos = out_of_sample_probs(source, model=model, backbone=backbone, pretrained=pretrained, cache_dir=cache_dir,
                               folds=folds, seed=seed, progress=progress)
+    paths = [source.samples[p].path for p in oos.positions]
+    splits = [source.samples[p].split or "" for p in oos.positions]
+    block, n, reason = (_judge_sets if source.multilabel else _judge_classes)(oos, source.classes, paths, splits,
+                                                                              csv_path)
+    block.update({"csv": str(csv_path), "seconds": round(time.time() - t0, 2), "unreadable": oos.unreadable})
+    log(f"label issues: {n} of {len(oos.labels)} image(s) flagged; {reason} ({csv_path})")
+    return block
+
+
+def _judge_classes(oos: OutOfSample, classes: list[str], paths: list[str], splits: list[str], csv_path) -> tuple:
+    """Single-label: the gate, cleanlab's flags, the CSV and the block -> (block, flagged, the gate's reason)."""
     gate = quality_gate(oos.probs, oos.labels)
     issues = find_label_issues(oos.probs, oos.labels) if gate.ok else []
-    paths = [source.samples[p].path for p in oos.positions]
-    write_label_issues_csv(csv_path, issues, paths, source.classes)
+    write_label_issues_csv(csv_path, issues, paths, classes)
     method = (f"{oos.what}; quality gate (Wilson low end of the heads' accuracy >= chance + {MIN_SKILL:g} x "
               "(1 - chance)); cleanlab confident learning (prune_by_noise_rate), a flag needs p(suggested) >= 0.5; "
               "ranked by p(given label)")
-    block = issues_block(issues, paths, source.classes, method=method, checked=len(oos.labels),
-                         splits=[source.samples[p].split or "" for p in oos.positions])
-    block.update({"csv": str(csv_path), "head_accuracy": round(gate.accuracy, 4), "chance": round(gate.chance, 4),
-                  "gate": gate.as_dict(), "seconds": round(time.time() - t0, 2), "unreadable": oos.unreadable})
-    log(f"label issues: {len(issues)} of {len(oos.labels)} image(s) flagged; {gate.reason} ({csv_path})")
-    return block
+    block = issues_block(issues, paths, classes, method=method, checked=len(oos.labels), splits=splits)
+    block.update({"head_accuracy": round(gate.accuracy, 4), "chance": round(gate.chance, 4), "gate": gate.as_dict()})
+    return block, len(issues), gate.reason
+
+
+def _judge_sets(oos: OutOfSample, classes: list[str], paths: list[str], splits: list[str], csv_path) -> tuple:
+    """Multi-label: the gate per label, cleanlab's multi-label flags on the labels that pass, the CSV and the block."""
+    gates = label_gates(oos.probs, oos.labels)
+    gate = gate_block(gates, classes)
+    issues = find_multilabel_issues(oos.probs, oos.labels, judged=[g.ok for g in gates]) if gate["ok"] else []
+    write_set_issues_csv(csv_path, issues, paths, classes)
+    method = (f"{oos.what}; quality gate per label (as a two-class problem: Wilson low end of the head's accuracy >= "
+              f"chance + {MIN_SKILL:g} x (1 - chance)); cleanlab multi-label confident learning (one binary problem per "
+              "label, prune_by_noise_rate), a label is doubted when its head prefers the other value (p < 0.5 for a "
+              "given label, p >= 0.5 for a missing one); ranked by p(given value) of the most doubted label")
+    block = set_issues_block(issues, paths, classes, method=method, checked=len(oos.labels), splits=splits)
+    block.update({"head_accuracy": round(oos.head_accuracy, 4), "gate": gate})
+    return block, len(issues), gate["reason"]
 
 
 def _corrected(data, corrections, cache_dir) -> tuple[object, dict | None]:

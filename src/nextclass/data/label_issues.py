@@ -22,6 +22,11 @@ and the end of a training run calls :func:`attach_label_issues`, which judges th
 predictions (out-of-sample for the trained model) and writes them into ``<run>/audit.json`` and
 ``<run>/label_issues.csv``. It replaced ``label_suspects`` (per-class mean thresholds, no noise-rate
 pruning, no probability guard; ``bench/label_noise.py`` keeps a copy as the baseline it is measured against).
+
+Multi-label data (issue 26): :class:`Judged` then holds (N, L) per-label probabilities and a 0/1 matrix of the given
+labels, and :func:`run_label_issues` hands them to :func:`nextclass.data.label_set_issues.find_multilabel_issues`
+(cleanlab's multi-label finder, one binary problem per label, saying which label to add or remove). The gate is
+applied per label (:func:`label_gates`): a label whose model is too weak is not judged, the others are.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ from typing import Sequence
 import numpy as np
 
 from nextclass.data.label_heads import cross_val_probs
+from nextclass.data.label_set_issues import (SetIssue, find_multilabel_issues, read_multilabel_predictions, recentre,
+                                             set_issues_block, write_set_issues_csv)
 from nextclass.rundir import RunDir
 from nextclass.utils import atomic_write_text, log
 
 __all__ = ["LabelIssue", "find_label_issues", "cross_val_probs", "quality_gate", "Gate", "MIN_SKILL",
            "write_label_issues_csv", "run_label_issues", "attach_label_issues", "issues_block", "read_run_probabilities",
-           "Judged"]
+           "Judged", "label_gates", "gate_block"]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
@@ -187,6 +194,40 @@ def quality_gate(probs, labels, *, min_skill: float = MIN_SKILL, min_images: int
     return Gate(n >= min_images and low >= needed, acc, chance, low, needed, n, reason)
 
 
+def label_gates(probs, targets, **kwargs) -> list[Gate]:
+    """:func:`quality_gate` for each label of multi-label data, as a two-class problem (absent / present): which
+    labels a model judges well enough for its flags to mean much. A label every image carries (or none does) fails:
+    the model cannot be told from always guessing it.
+
+    Args:
+        probs: (N, L) per-label probabilities (out-of-sample).
+        targets: (N, L) given labels, 0/1.
+        kwargs: :func:`quality_gate`'s ``min_skill``, ``min_images``, ``confidence``.
+
+    Example:
+        >>> y = np.array([[1, 0], [0, 0]] * 50)
+        >>> [g.ok for g in label_gates(np.where(y == 1, 0.9, 0.1), y)]
+        [True, False]
+    """
+    p, y = np.asarray(probs, np.float64), np.asarray(targets, np.int64)
+    return [quality_gate(np.stack([1.0 - p[:, j], p[:, j]], axis=1), y[:, j], **kwargs) for j in range(p.shape[1])]
+
+
+def gate_block(gates: Sequence[Gate], classes: Sequence[str]) -> dict:
+    """The ``gate`` entry of a multi-label ``label_issues`` block: ``ok`` when at least one label is judged, one
+    ``reason`` line naming the labels judged and not, and each label's gate."""
+    judged = [c for c, g in zip(classes, gates) if g.ok]
+    weak = [c for c, g in zip(classes, gates) if not g.ok]
+    if not judged:
+        reason = (f"nothing flagged: no label's head is strong enough to tell its own mistakes from wrong labels "
+                  f"(per label, as a two-class problem: {gates[0].reason if gates else 'no label'})")
+    else:
+        reason = (f"labels judged: {', '.join(judged)}" + (f"; not judged (head too weak for that label, or too few "
+                                                             f"images): {', '.join(weak)}" if weak else ""))
+    return {"ok": bool(judged), "reason": reason, "judged": judged, "not_judged": weak,
+            "per_label": {c: g.as_dict() for c, g in zip(classes, gates)}}
+
+
 def write_label_issues_csv(path: str | os.PathLike, issues: Sequence[LabelIssue], paths: Sequence[str],
                            classes: Sequence[str]) -> int:
     """Write ``label_issues.csv`` (path, given_label, suggested_label, score, rank) atomically.
@@ -283,8 +324,8 @@ def issues_block(issues: Sequence[LabelIssue], paths: Sequence[str], classes: Se
 class Judged:
     """Out-of-sample probabilities to judge labels by: row i is image ``ids[i]`` of split ``splits[i]``."""
 
-    probs: np.ndarray  # (N, K) exact calibrated probabilities
-    labels: np.ndarray  # (N,) given class indices
+    probs: np.ndarray  # (N, K) exact calibrated probabilities (multi-label: (N, L) per-label probabilities)
+    labels: np.ndarray  # (N,) given class indices (multi-label: the (N, L) 0/1 matrix of the given labels)
     ids: list[str]
     splits: list[str]
     classes: list[str]
@@ -299,22 +340,40 @@ class Judged:
                    np.concatenate([p[1] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64),
                    [x for p in parts for x in p[2]], [x for p in parts for x in p[3]], list(classes))
 
+    @property
+    def multilabel(self) -> bool:
+        """True when the labels are a 0/1 matrix (one column per label)."""
+        return np.asarray(self.labels).ndim == 2
+
     @classmethod
     def from_run_files(cls, run_dir: str | os.PathLike) -> "Judged":
         """A finished run's ``predictions*.csv`` (top-5, rounded: exact only up to five classes; for runs judged
-        after the fact, when the in-memory probabilities are gone)."""
-        rows, probs, labels, classes = read_run_probabilities(run_dir)
+        after the fact, when the in-memory probabilities are gone). A multi-label run's files hold every label's
+        calibrated probability (``p:<label>``, five decimals)."""
+        run = RunDir(run_dir)
+        meta = run.read_bundle_meta() or {}
+        if meta.get("task") == "multi-label":
+            files = [run.predictions("val"), run.predictions("test")]
+            rows, probs, labels, classes = read_multilabel_predictions(files, meta.get("classes"))
+            if not rows:
+                raise FileNotFoundError(f"{run_dir}: no predictions_val.csv or predictions.csv (has the run finished?)")
+        else:
+            rows, probs, labels, classes = read_run_probabilities(run_dir)
         return cls(probs, labels, [r["path"] for r in rows], [r["split"] for r in rows], classes)
 
 
 def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *,
-                     max_items: int = 100) -> list[LabelIssue]:
+                     max_items: int = 100) -> list[LabelIssue] | list[SetIssue]:
     """Label issues among a run's val/test images -> ``<run>/label_issues.csv`` and ``audit.json``.
 
     The trained model never fitted val or test, so its predictions there are out-of-sample (val picked
     the checkpoint and the temperature, which cannot make a wrong label look right). They go through
     :func:`find_label_issues` (cleanlab, noise-rate pruning, the 0.5 guard). Training images are not
     judged here: ``nextclass audit DATA --labels`` cross-validates every image.
+
+    A multi-label run (``judged.labels`` a 0/1 matrix) is judged label by label: :func:`label_gates`, then
+    :func:`nextclass.data.label_set_issues.find_multilabel_issues`; its CSV has the given and suggested label sets
+    and the labels to add or remove.
 
     Args:
         judged: the probabilities to judge by (the finish step passes its exact ones); None reads the run's
@@ -326,6 +385,8 @@ def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *
     """
     run = RunDir(run_dir)
     judged = judged if judged is not None else Judged.from_run_files(run.path)
+    if judged.multilabel:
+        return _run_set_issues(run, judged, max_items)
     gate = quality_gate(judged.probs, judged.labels)
     issues = find_label_issues(judged.probs, judged.labels) if gate.ok else []
     write_label_issues_csv(run.label_issues, issues, judged.ids, judged.classes)
@@ -345,6 +406,39 @@ def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *
     return issues
 
 
+def _run_set_issues(run: RunDir, judged: Judged, max_items: int) -> list[SetIssue]:
+    """:func:`run_label_issues` for a multi-label run: the per-label gate, cleanlab's multi-label finder on the labels
+    that pass, ``label_issues.csv`` (given and suggested label sets) and the ``label_issues`` block.
+
+    The model decides each label at its bundle's threshold (chosen on val), so the probabilities are judged
+    re-centred on it (:func:`~nextclass.data.label_set_issues.recentre`): "prefers the other value" means "decides the
+    other way", and the gate counts the decisions the model makes."""
+    thresholds = (run.read_bundle_meta() or {}).get("thresholds")
+    probs = recentre(judged.probs, thresholds) if thresholds and len(thresholds) == judged.probs.shape[1] \
+        else judged.probs
+    gates = label_gates(probs, judged.labels)
+    gate = gate_block(gates, judged.classes)
+    issues = find_multilabel_issues(probs, judged.labels, judged=[g.ok for g in gates]) if gate["ok"] else []
+    write_set_issues_csv(run.label_issues, issues, judged.ids, judged.classes)
+    method = ("cleanlab multi-label confident learning (one binary problem per label, prune_by_noise_rate) on the "
+              "trained model's calibrated val/test probabilities" + (", re-centred on each label's threshold"
+                                                                     if probs is not judged.probs else "")
+              + "; a label is doubted when the model decides the other way, and only on labels whose model is strong "
+              "enough for its disagreements to point at labels; ranked by p(given value) of the most doubted label")
+    block = set_issues_block(issues, judged.ids, judged.classes, method=method, checked=len(judged.labels),
+                             max_items=max_items, splits=judged.splits)
+    rep = run.read_audit() or {"version": 1}
+    skipped = None if gate["ok"] else ("label check skipped: " + gate["reason"] + " (train longer, or `nextclass audit "
+                                       "DATA --labels --model RUN`)")
+    rep["label_issues"] = {**block, "csv": run.label_issues.name, "source": "model", "gate": gate, "skipped": skipped}
+    note = (f"{len(issues)} val/test image(s) whose label set the trained model confidently disagrees with: wrong "
+            f"labels or the model's own mistakes ({run.label_issues.name})")
+    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x and "disagrees with" not in x] \
+        + ([note] if issues else [])
+    run.write_audit(rep)
+    return issues
+
+
 def _model_gate_reason(gate: Gate) -> str:
     """One line for a run whose model is too weak for the end-of-run label check (the gate of ``audit --labels``)."""
     return (f"label check skipped: the model is right on {gate.accuracy:.1%} of {gate.n} val/test images (95% interval "
@@ -352,9 +446,15 @@ def _model_gate_reason(gate: Gate) -> str:
             f"its own mistakes, not wrong labels (train longer, or `nextclass audit DATA --labels --model RUN`)")
 
 
-def attach_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None) -> list[LabelIssue]:
+def attach_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None) -> list[LabelIssue] | list[SetIssue]:
     """:func:`run_label_issues` for the end of a run (:func:`nextclass.training.finish.finish_run` calls it with
-    its exact probabilities): one log line, never raises."""
+    its exact probabilities): one log line, never raises. A multi-label run passes the same
+    ``Judged.of({split: (probs (N, L), labels (N, L) 0/1, ids)}, labels)``.
+
+    Example:
+        >>> attach_label_issues(run_dir, Judged.of({"val": (p_val, y_val, ids_val)}, classes))  # doctest: +SKIP
+        []
+    """
     try:
         found = run_label_issues(run_dir, judged)
         skipped = (RunDir(run_dir).read_audit().get("label_issues") or {}).get("skipped")

@@ -34,6 +34,7 @@ __all__ = [
     "label_issue_lines",
     "metrics_table",
     "models_table",
+    "multilabel_table",
     "predictions_csv",
     "predictions_json",
     "predictions_table",
@@ -67,13 +68,19 @@ def _n(v: int) -> str:
     return f"[red]{v}[/]" if v else "0"
 
 
+def _kind(rep: dict) -> str:
+    """What an audit counts: ``label`` (a multi-label report: images carrying each label) or ``class``."""
+    return "label" if rep.get("task") == "multi-label" else "class"
+
+
 def audit_class_table(rep: dict) -> Table:
-    """Images per class and split of a :func:`nextclass.data.audit.audit` report (classes with few images in red)."""
+    """Images per class and split of a :func:`nextclass.data.audit.audit` report (classes with few images in red;
+    a multi-label report: images carrying each label)."""
     from rich.table import Table
 
-    cls = rep["classes"]
-    t = Table(title="images per class and split", show_edge=False)
-    t.add_column("class")
+    cls, what = rep["classes"], _kind(rep)
+    t = Table(title=f"images per {what} and split", show_edge=False)
+    t.add_column(what)
     for sp in cls["counts"]:
         t.add_column(sp, justify="right")
     t.add_column("total", justify="right")
@@ -98,8 +105,11 @@ def audit_problems_table(rep: dict) -> Table:
     p.add_row(f"near-duplicate pairs (phash <= {rep['method']['near_threshold']} bits)", _n(s["near_pairs"]))
     for pair, c in s["cross_split"].items():
         p.add_row(f"leak {pair}: exact / near", f"{_n(c['exact'])} / {_n(c['near'])}")
-    p.add_row("duplicate groups with different labels", _n(s["label_conflict_groups"]))
-    p.add_row("classes with < 5 images", _n(len(cls["few_images"])))
+    ml = _kind(rep) == "label"
+    p.add_row(f"duplicate groups with different {'label sets' if ml else 'labels'}", _n(s["label_conflict_groups"]))
+    p.add_row(f"{'labels' if ml else 'classes'} with < 5 images", _n(len(cls["few_images"])))
+    if ml:
+        p.add_row("images with no label", str(rep["label_sets"]["no_label"]))
     return p
 
 
@@ -110,9 +120,15 @@ def _audit_overview_lines(rep: dict) -> list[str]:
         im = rep["images"]
         out.append(f"sizes: {im['distinct_sizes']} distinct, shorter side {im['min_side']}-{im['max_side']} px "
                    f"(median {im['median_side']}); modes {im['modes']}; formats {im['formats']}")
-    ratio = cls["imbalance_ratio"]
-    out.append(f"imbalance (largest/smallest class{' in train' if 'train' in cls['counts'] else ''}): "
-               + (f"{ratio:.2f}" if ratio else "[red]a class is empty[/]"))
+    ratio, what = cls["imbalance_ratio"], _kind(rep)
+    out.append(f"imbalance (largest/smallest {what}{' in train' if 'train' in cls['counts'] else ''}): "
+               + (f"{ratio:.2f}" if ratio else f"[red]a {what} is empty[/]"))
+    ls = rep.get("label_sets")
+    if ls:  # multi-label: how many labels an image carries, and which go together
+        out.append(f"labels per image: {ls['cardinality']:.2f} on average; {ls['no_label']} of {ls['images']} image(s) "
+                   "carry none")
+        out.append("most frequent pairs: " + (", ".join(f"{'+'.join(p['labels'])} {p['images']}" for p in ls["pairs"][:6])
+                                              or "none (no image carries two labels)"))
     return out
 
 
@@ -145,8 +161,9 @@ def audit_summary_lines(rep: dict, max_groups: int = 8) -> list:
         ...     console.print(line)
     """
     cls = rep["classes"]
+    names = f"{len(cls['names'])} labels (multi-label)" if _kind(rep) == "label" else f"{len(cls['names'])} classes"
     head = (f"[bold]{rep['data']}[/]: {rep['n_images']} images ({rep['n_readable']} readable), "
-            f"{len(cls['names'])} classes - {rep['splits']['note']}")
+            f"{names} - {rep['splits']['note']}")
     return [head, audit_class_table(rep), *_audit_overview_lines(rep), audit_problems_table(rep),
             *_audit_duplicate_lines(rep, max_groups)]
 
@@ -205,12 +222,16 @@ def benchmark_summary_lines(r: dict) -> list:
 
 
 def metrics_table(m: dict) -> Table:
-    """Per-class precision/recall/F1/support and the macro/weighted averages of a metrics block.
+    """Per-class precision/recall/F1/support and the macro/weighted averages of a metrics block (a multi-label block:
+    :func:`multilabel_table`).
 
     Example:
         >>> Console().print(metrics_table(nextclass.evaluate("runs/demo-digits")))  # doctest: +SKIP
     """
     from rich.table import Table
+
+    if m.get("task") == "multi-label":
+        return multilabel_table(m)
 
     t = Table(title=f"{m['split']}: {m['n']} images - accuracy {m['accuracy']:.4f}, top-5 {m['top5']:.4f}")
     for c in ("class", "precision", "recall", "f1", "support"):
@@ -220,6 +241,34 @@ def metrics_table(m: dict) -> Table:
     for avg in ("macro", "weighted"):
         t.add_row(f"[bold]{avg} avg", f"{m[avg]['precision']:.3f}", f"{m[avg]['recall']:.3f}", f"{m[avg]['f1']:.3f}",
                   str(m["n"]))
+    return t
+
+
+def multilabel_table(m: dict) -> Table:
+    """Per-label precision/recall/F1/AP at the label's threshold, with support and images predicted, and the micro and
+    macro averages of a multi-label metrics block (:func:`nextclass.metrics.multilabel.multilabel_metrics`).
+
+    Example:
+        >>> t = multilabel_table({"split": "test", "n": 2, "map": 1.0, "exact_match": 0.5, "hamming_loss": 0.25,
+        ...     "micro": {"precision": 1.0, "recall": 0.5, "f1": 0.667}, "macro": {"precision": 1.0, "recall": 0.5,
+        ...     "f1": 0.667}, "per_label": {"cat": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "ap": 1.0,
+        ...     "support": 2, "predicted": 1, "threshold": 0.4}}})
+        >>> t.row_count
+        3
+    """
+    from rich.table import Table
+
+    t = Table(title=f"{m['split']}: {m['n']} images - mAP {_f4(m.get('map')) or '-'}, macro F1 {m['macro']['f1']:.4f}",
+              caption=f"micro F1 {m['micro']['f1']:.4f}, exact match {m['exact_match']:.4f}, Hamming loss "
+              f"{m['hamming_loss']:.4f}; a label is predicted at or above its threshold (chosen on val)")
+    for c in ("label", "threshold", "precision", "recall", "f1", "AP", "support", "pred."):
+        t.add_column(c, justify="left" if c == "label" else "right")
+    for c, r in m["per_label"].items():
+        t.add_row(c, f"{r['threshold']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                  "-" if r.get("ap") is None else f"{r['ap']:.3f}", str(r["support"]), str(r["predicted"]))
+    for avg in ("micro", "macro"):
+        t.add_row(f"[bold]{avg} avg", "", f"{m[avg]['precision']:.3f}", f"{m[avg]['recall']:.3f}",
+                  f"{m[avg]['f1']:.3f}", "", "", "")
     return t
 
 
@@ -397,11 +446,15 @@ def label_issue_lines(block: dict, max_items: int = 10) -> list:
     if block["pairs"]:
         out.append("most frequent: " + ", ".join(f"{p['label']} -> {p['suggested']} ({p['n']})" for p in block["pairs"][:5]))
     if block["items"]:
+        sets = block.get("task") == "multi-label"  # label sets, and the labels to add or remove
         t = Table(show_edge=False)
-        for col in ("rank", "given", "suggested", "p(given)", "path"):
+        for col in ("rank", "given", "suggested") + (("change",) if sets else ()) + ("p(given)", "path"):
             t.add_column(col, justify="right" if col in ("rank", "p(given)") else "left")
         for it in block["items"][:max_items]:
-            t.add_row(str(it["rank"]), it["label"], it["suggested"], f"{it['score']:.3f}", it["path"])
+            change = (" ".join([f"+{c}" for c in it.get("added", [])] + [f"-{c}" for c in it.get("removed", [])]),) \
+                if sets else ()
+            t.add_row(str(it["rank"]), it["label"] or "(none)", it["suggested"] or "(none)", *change,
+                      f"{it['score']:.3f}", it["path"])
         out.append(t)
     if block.get("csv"):
         out.append(f"all of them: {block['csv']}")
