@@ -1,6 +1,9 @@
 """A real linear probe: multinomial logistic regression on the cached features, fitted to convergence, its L2
 strength chosen on validation.
 
+A multi-label run fits one binary logistic regression per label (its positives weighed by its negatives, as the
+image epochs' loss does), C chosen on val mAP.
+
 This is the linear evaluation of the representation-learning literature (CLIP's and SimCLR's protocol: an
 L-BFGS logistic regression on frozen features, the regularisation swept on a held-out split). Ten AdamW epochs on
 the head stopped while validation accuracy was still rising (issue 24: 0.179 on 600 photo-like images where a
@@ -47,7 +50,7 @@ def _train_rows(ctx: Context, feats) -> tuple[np.ndarray, np.ndarray]:
     """Every cached view of every training image (view 0: the eval view), as (N x views, D) float64."""
     t = feats.train  # (views, N, D)
     x = t.reshape(-1, t.shape[-1]).double().numpy()
-    return x, np.tile(ctx.labels["train"], t.shape[0])
+    return x, np.concatenate([ctx.labels["train"]] * t.shape[0])  # class indices (N,) or multi-hot rows (N, L)
 
 
 def _set_classifier(model: nn.Module, coef: np.ndarray, intercept: np.ndarray, mu: np.ndarray, sd: np.ndarray,
@@ -67,12 +70,47 @@ def _set_classifier(model: nn.Module, coef: np.ndarray, intercept: np.ndarray, m
 def _fit(x: np.ndarray, y: np.ndarray, c: float, warm=None):
     from sklearn.linear_model import LogisticRegression
 
+    if y.ndim == 2:
+        return _fit_per_label(x, y, c, warm)
     clf = warm or LogisticRegression(max_iter=1000, warm_start=True)
     clf.set_params(C=c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a ConvergenceWarning at 1000 iterations: the next C starts from here
         clf.fit(x, y)
     return clf
+
+
+class _PerLabel:
+    """Multi-label: one binary logistic regression per label, each weighing its positives by its negatives (the
+    ``pos_weight`` of the image epochs' loss, :func:`nextclass.training.step.positive_weights`, so the offsets the
+    finish step removes are the same); ``coef_`` (L, D) and ``intercept_`` (L,) as scikit-learn's."""
+
+    def __init__(self, n_labels: int):
+        self.clfs: list = [None] * n_labels
+
+    def fit(self, x: np.ndarray, y: np.ndarray, c: float) -> "_PerLabel":
+        from sklearn.linear_model import LogisticRegression
+
+        from nextclass.training.step import MAX_POS_WEIGHT, positive_weights
+
+        w = positive_weights(y)
+        coef, icpt = np.zeros((y.shape[1], x.shape[1])), np.zeros(y.shape[1])
+        for j in range(y.shape[1]):
+            if y[:, j].min() == y[:, j].max():  # a label on every or no training row: a constant answer
+                icpt[j] = np.log(MAX_POS_WEIGHT) * (1 if y[0, j] else -1)
+                continue
+            clf = self.clfs[j] or LogisticRegression(max_iter=1000, warm_start=True)
+            clf.set_params(C=c, class_weight={0: 1.0, 1: float(w[j])})
+            self.clfs[j] = clf.fit(x, y[:, j])
+            coef[j], icpt[j] = clf.coef_[0], clf.intercept_[0]
+        self.coef_, self.intercept_ = coef, icpt
+        return self
+
+
+def _fit_per_label(x: np.ndarray, y: np.ndarray, c: float, warm: _PerLabel | None) -> _PerLabel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at 1000 iterations, as above
+        return (warm or _PerLabel(y.shape[1])).fit(x, y, c)
 
 
 def _sweep(ctx: Context, model: nn.Module, feats, x: np.ndarray, y: np.ndarray, stats) -> tuple[list[dict], int]:
@@ -142,5 +180,5 @@ def fit_linear_probe(ctx: Context, model: nn.Module, feats, state: dict) -> None
     save_checkpoint(ctx.run.best_checkpoint, model, None, dict(state))
     write_history(ctx.run.history, rows)
     log(f"probe: logistic regression on {fit['n_rows']} cached feature rows, C = {c:g} chosen on val from "
-        f"{', '.join(f'{x:g}' for x in C_GRID)}" + ("" if no_val else f" (val acc {val[1]:.4f}, loss {val[0]:.4f})")
+        f"{', '.join(f'{x:g}' for x in C_GRID)}" + ("" if no_val else f" (val {'mAP' if ctx.source.multilabel else 'acc'} {val[1]:.4f}, loss {val[0]:.4f})")
         + (" [yellow]no val split: C = 1, the default[/]" if no_val else ""))

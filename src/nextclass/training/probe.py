@@ -138,7 +138,7 @@ def probe_phase(ctx: Context, model: nn.Module, state: dict, epochs: int, lr: fl
     undo = freeze_backbone(model, bn=False)  # only head parameters reach the optimiser
     t0 = time.time()
     try:
-        if is_linear_head(model) and not ctx.source.multilabel:  # a convex fit to convergence, C chosen on val
+        if is_linear_head(model):  # a convex fit to convergence, C chosen on val (training/linear_probe.py)
             fit_linear_probe(ctx, model, feats, state)
         else:  # mlp / attention heads: epochs on the loop every phase runs on
             ProbePhase(ctx, model, Phase("probe", epochs, lr), state, feats).run(progress)
