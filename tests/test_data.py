@@ -135,3 +135,25 @@ def test_a_folder_with_only_train_gets_val_and_test_carved(tmp_path):
     assert src.kind == "split-folder" and src.classes == ["circle", "hbar", "vbar"]
     splits = assign_splits(src, (0.7, 0.2, 0.1))
     assert {"train", "val", "test"} == set(splits)
+
+
+def test_a_large_default_val_is_capped_and_the_rest_trains():
+    """Left at its default, the split's val is capped at MAX_CARVED_VAL images (drawn or carved from a given train);
+    small sets keep their fractions, and an explicit split (val_cap None) is never touched."""
+    from collections import Counter
+
+    from nextclass.data.samples import DataSource, Sample
+    from nextclass.data.splits import MAX_CARVED_VAL, assign_splits
+
+    def source(n: int, given: bool) -> DataSource:
+        return DataSource("s", "/", "csv", ["a", "b"], [Sample(f"/{i}.png", i % 2, "train" if given else None)
+                                                         for i in range(n)])
+
+    big = Counter(assign_splits(source(40_000, False), (0.7, 0.2, 0.1), 0, val_cap=MAX_CARVED_VAL))
+    assert big["val"] == MAX_CARVED_VAL and big["test"] == 4000 and big["train"] == 31_000
+    carved = Counter(assign_splits(source(40_000, True), (0.7, 0.2, 0.1), 0, val_cap=MAX_CARVED_VAL))
+    assert carved["val"] == MAX_CARVED_VAL and carved["test"] == 4000 and carved["train"] == 31_000
+    small = Counter(assign_splits(source(1000, False), (0.7, 0.2, 0.1), 0, val_cap=MAX_CARVED_VAL))
+    assert small["val"] == 200
+    explicit = Counter(assign_splits(source(40_000, False), (0.7, 0.2, 0.1), 0))
+    assert explicit["val"] == 8000

@@ -26,7 +26,7 @@ from nextclass.data.multilabel import set_ids
 from nextclass.data.probe import DataProbe, probe_data
 from nextclass.data.samples import DataSource
 from nextclass.data.sources import load_source
-from nextclass.data.splits import assign_splits, read_split_csv, split_rows, write_split_csv
+from nextclass.data.splits import MAX_CARVED_VAL, assign_splits, read_split_csv, split_rows, write_split_csv
 from nextclass.data.transforms import Preprocess
 from nextclass.dist import (
     barrier,
@@ -96,7 +96,8 @@ def _splits(source: DataSource, run_dir: Path, cfg: TrainConfig) -> dict | None:
         applied = _correct(source, cfg, run)
         read_split_csv(run.split, source)
         return applied
-    assign_splits(source, cfg.split, cfg.seed)
+    default_split = "split" not in cfg.model_fields_set  # the user left it: a large val is capped
+    assign_splits(source, cfg.split, cfg.seed, val_cap=MAX_CARVED_VAL if default_split else None)
     applied = _correct(source, cfg, run)
     if is_main():
         write_split_csv(run.split, source)
