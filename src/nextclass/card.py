@@ -7,6 +7,11 @@ weak spots and the most confused pairs, calibration, robustness, the abstain thr
 prediction sets (their guarantee, its assumption and the validation size it rests on), limitations, and how to
 load and call it. Everything is read from the run's files (``metrics.json``, ``audit.json``, ``config.yaml``) and
 the bundle's ``model.json``; nothing is made up when a number is absent.
+
+A multi-label bundle (``task: multi-label``, issue 26) gets its own card (:func:`multilabel_card`): the task, the
+labels, the headline mAP / F1 / exact match, each label's threshold and how it was chosen (max F1 or a target
+precision on the validation split, with the fallbacks), the per-label calibration (offset, temperature, ECE before and
+after), the per-label numbers, and a label-level "how to use".
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 from nextclass.utils import atomic_write_text
 
-__all__ = ["write_card", "card_text", "CARD_FILE"]
+__all__ = ["write_card", "card_text", "multilabel_card", "CARD_FILE"]
 
 CARD_FILE = "README.md"
 #: Why these two scores (``bench/open_set.py``; the numbers are in bench/RESULTS.md and metrics/selective.py).
@@ -233,7 +238,9 @@ def _usage(meta: dict) -> list[str]:
 
 
 def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | None = None) -> str:
-    """The model card as Markdown (front matter included)."""
+    """The model card as Markdown (front matter included); a multi-label bundle's: :func:`multilabel_card`."""
+    if meta.get("task") == "multi-label":
+        return multilabel_card(meta, metrics, audit, cfg)
     cfg = cfg or {}
     split = next((s for s in ("test", "val") if isinstance(metrics.get(s), dict) and "accuracy" in metrics[s]), None)
     block = metrics.get(split) if split else None
@@ -266,6 +273,138 @@ def card_text(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | 
               "- Images of classes it was not trained on get one of the known labels unless it abstains; many, not "
               "all, are flagged `unfamiliar`.", ""]
     return "\n".join(lines + _usage(meta)) + "\n"
+
+
+def _f(v, d: int = 3) -> str:
+    return "n/a" if v is None else f"{float(v):.{d}f}"
+
+
+def _ml_front_matter(meta: dict, block: dict | None, split: str | None, data: str) -> str:
+    import yaml
+
+    tags = ["image-classification", "multi-label-classification", "nextclass", str(meta.get("arch", {}).get("name", "model"))]
+    fm: dict = {"library_name": "nextclass", "pipeline_tag": "image-classification", "tags": tags}
+    if block:
+        metrics = [{"type": "map", "name": f"{split} mAP", "value": round(float(block["map"]), 6)}] \
+            if block.get("map") is not None else []
+        metrics += [{"type": "f1", "name": f"{split} macro F1", "value": round(float(block["macro"]["f1"]), 6)},
+                    {"type": "f1", "name": f"{split} micro F1", "value": round(float(block["micro"]["f1"]), 6)},
+                    {"type": "exact_match", "name": f"{split} exact match", "value": round(float(block["exact_match"]), 6)}]
+        fm["model-index"] = [{"name": meta.get("run") or "model", "results": [{
+            "task": {"type": "image-classification", "name": "Multi-label Image Classification"},
+            "dataset": {"name": data or "unknown", "type": data or "unknown", "split": split}, "metrics": metrics}]}]
+    return "---\n" + yaml.safe_dump(fm, sort_keys=False) + "---\n"
+
+
+def _ml_evaluation(block: dict, split: str) -> list[str]:
+    """The headline numbers and one row per label (at its threshold, AP without one)."""
+    out = [f"**{split} mAP: {_f(block.get('map'), 4)}** (mean average precision over the "
+           f"{block.get('labels_with_positives')} labels with a positive, no threshold) on {block['n']} held-out {split} "
+           f"images; at the thresholds: macro F1 {_f(block['macro']['f1'], 4)}, micro F1 {_f(block['micro']['f1'], 4)}, "
+           f"exact match (every label right) {_pct(block.get('exact_match'))}, Hamming loss "
+           f"{_f(block.get('hamming_loss'), 4)}. Labels per image: {_f(block['cardinality']['true'], 2)} given, "
+           f"{_f(block['cardinality']['predicted'], 2)} predicted. The {split} split was used for these numbers only: "
+           "model selection, calibration and thresholds used the validation split.", ""]
+    if block.get("labels_without_positives"):
+        out += [f"No positive in {split} (not measured): " + ", ".join(f"`{c}`" for c in block["labels_without_positives"])
+                + ".", ""]
+    out += ["| label | threshold | precision | recall | F1 | AP | support | predicted |", "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {c} | {_f(v.get('threshold'))} | {_f(v['precision'])} | {_f(v['recall'])} | {_f(v['f1'])} | "
+            f"{_f(v.get('ap'))} | {v['support']} | {v.get('predicted', '')} |" for c, v in block["per_label"].items()]
+    return out
+
+
+def _ml_thresholds(meta: dict, block: dict | None) -> list[str]:
+    """Each label's threshold, the rule that chose it and its validation numbers (fallbacks with their reason)."""
+    rule = meta.get("threshold_rule") or "default"
+    choice = (meta.get("label_fit") or {}).get("choice") or (block or {}).get("threshold_choice") or {}
+    if rule == "default" or not choice:
+        how = "No validation split to choose them on: every label is predicted at probability 0.5."
+    elif choice.get("target_precision") is not None:
+        how = (f"Each label's threshold is the lowest whose precision on the validation split reaches "
+               f"{choice['target_precision']:g} (`--target-precision`), the most recall at that precision; a label that "
+               "cannot reach it keeps its max-F1 threshold (see the reason).")
+    else:
+        how = ("Each label's threshold maximises that label's F1 on the validation split (`max-f1`; "
+               "`--target-precision P` chooses the lowest threshold reaching precision P instead).")
+    out = ["## Thresholds", "", f"A label is predicted when its calibrated probability is at or above its threshold. {how}",
+           "", "| label | threshold | rule | val precision | val recall | val F1 | val positives | note |",
+           "|---|---|---|---|---|---|---|---|"]
+    per = choice.get("per_label") or {}
+    for j, c in enumerate(meta.get("classes", [])):
+        v = per.get(c, {})
+        t = (meta.get("thresholds") or [None] * (j + 1))[j]
+        out.append(f"| {c} | {_f(t)} | {v.get('rule', rule)} | {_f(v.get('precision'))} | {_f(v.get('recall'))} | "
+                   f"{_f(v.get('f1'))} | {v.get('positives', 'n/a')} | {v.get('reason') or ''} |")
+    return out
+
+
+def _ml_calibration(meta: dict, block: dict | None) -> list[str]:
+    """The per-label offset and temperature, with each label's ECE before and after on the headline split."""
+    cal = (block or {}).get("calibration") or {}
+    per = cal.get("per_label") or {}
+    out = ["## Calibration", "", "Each label's probability is `sigmoid((z - offset) / T)`: the offset undoes the shift the "
+           "training loss's positive weight put on the label's logit (log of its negatives / positives in train), the "
+           "temperature T is fitted on the validation split. Probabilities returned by `predict` are these."]
+    if cal:
+        out[-1] += (f" Expected calibration error ({cal.get('bins')} {cal.get('binning')} bins) on {block['split']}, "
+                    f"mean over labels: {_f(cal.get('mean_ece_before'), 4)} before, {_f(cal.get('mean_ece_after'), 4)} "
+                    "after.")
+    out += ["", "| label | offset | temperature | ECE before | ECE after | note |", "|---|---|---|---|---|---|"]
+    for j, c in enumerate(meta.get("classes", [])):
+        v = per.get(c, {})
+        t = (meta.get("temperatures") or [v.get("temperature")] * (j + 1))[j]
+        off = (meta.get("offsets") or [v.get("offset")] * (j + 1))[j]
+        out.append(f"| {c} | {_f(off)} | {_f(t)} | {_f(v.get('ece_before'), 4)} | {_f(v.get('ece_after'), 4)} | "
+                   f"{v.get('reason') or ''} |")
+    return out
+
+
+def _ml_usage(meta: dict) -> list[str]:
+    name = meta.get("run") or "MODEL"
+    return ["## How to use", "", "```python", "import nextclass", "",
+            f'model = nextclass.load("{name}")          # this folder, a run folder or a store NAME[@vN]',
+            'p = model.predict(["image.png"])[0]',
+            "print(p.labels)          # [(label, probability)] at or above their thresholds, most probable first",
+            "print(p.probabilities)   # every label's calibrated probability", "```", "",
+            "```bash", f"nextclass predict {name} images/ --format csv", f"nextclass serve {name}", "```"]
+
+
+def multilabel_card(meta: dict, metrics: dict, audit: dict | None = None, cfg: dict | None = None) -> str:
+    """The model card of a multi-label bundle as Markdown (front matter included).
+
+    Example:
+        >>> text = multilabel_card({"task": "multi-label", "classes": ["cat", "dog"], "thresholds": [0.4, 0.6],
+        ...                         "threshold_rule": "max-f1"}, {})
+        >>> "cat | 0.400 | max-f1" in text
+        True
+    """
+    cfg = cfg or {}
+    split = next((s for s in ("test", "val") if isinstance(metrics.get(s), dict)
+                  and metrics[s].get("task") == "multi-label"), None)
+    block = metrics.get(split) if split else None
+    labels = meta.get("classes", [])
+    data = str(cfg.get("data", ""))
+    lines = [_ml_front_matter(meta, block, split, Path(data).name if os.sep in data else data),  # never a local path
+             f"# {meta.get('run') or 'nextclass model'}", "",
+             f"A {meta.get('arch', {}).get('name')} **multi-label** image classifier trained with nextclass "
+             f"{meta.get('versions', {}).get('nextclass', '')} on {len(labels)} labels: it gives each label its own "
+             "probability (a sigmoid per label) and predicts every label at or above that label's threshold, so an "
+             "image gets any number of labels, none included.", "",
+             "## Intended use", "",
+             "Tag images like the training images with the labels below. It is not meant for images of other kinds: "
+             "it will still give every label a probability.", "",
+             "## Labels", "", ", ".join(f"`{c}`" for c in labels), ""]
+    lines += _data_section(meta, cfg, audit, metrics) + ["", "## Evaluation", ""]
+    lines += _ml_evaluation(block, split) if block else ["No held-out evaluation was recorded for this model."]
+    lines += [""] + _ml_thresholds(meta, block) + [""] + _ml_calibration(meta, block)
+    lines += ["", "## Limitations", "",
+              "- The numbers hold for images drawn like the evaluation split; other cameras, sizes or label mixes may do "
+              "worse.",
+              "- Thresholds and calibration are fitted on the validation split: a label with few validation positives "
+              "has an uncertain threshold (see each label's val positives above).",
+              "- No abstain threshold, prediction sets or `unfamiliar` flag: those are for single-label models.", ""]
+    return "\n".join(lines + _ml_usage(meta)) + "\n"
 
 
 def write_card(run_dir: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> Path | None:

@@ -22,7 +22,7 @@ from nextclass.utils import log, natural_key
 from nextclass.rundir import RunDir
 
 __all__ = ["read_rows", "read_json", "RunImages", "dataset_summary", "audit_summary", "model_info", "audit_label",
-           "AUDIT_LABELS"]
+           "AUDIT_LABELS", "NO_LABEL"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -95,28 +95,38 @@ class RunImages:
         return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
 
 
-def dataset_summary(run_dir: Path) -> dict:
+NO_LABEL = "(no label)"  # the dataset table's row of a multi-label run's images that carry none of the labels
+
+
+def dataset_summary(run_dir: Path, multilabel: bool = False) -> dict:
     """Counts per class and split (``split.csv``), the skipped files (``skipped.csv``) and what ``--corrections``
-    changed (``corrections.applied.json``)."""
+    changed (``corrections.applied.json``). A multi-label run (``multilabel``) counts the images carrying each label
+    (its ``class`` cells are ``a;b``), and the images carrying none as a last row (:data:`NO_LABEL`)."""
     run = RunDir(run_dir)
     rows = read_rows(run.split)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        counts[r.get("class") or r.get("label", "?")][r.get("split") or "-"] += 1
+        names = [n for n in (r.get("class") or "").split(";") if n] or [NO_LABEL] if multilabel \
+            else [r.get("class") or r.get("label", "?")]
+        for name in names:
+            counts[name][r.get("split") or "-"] += 1
     splits = [s for s in ("train", "val", "test") if any(c[s] for c in counts.values())]
     skipped = read_rows(run.skipped)
-    per_split = {s: sum(c[s] for c in counts.values()) for s in splits}
-    sizes = [sum(c.values()) for c in counts.values()]
+    per_split = {s: sum(1 for r in rows if (r.get("split") or "-") == s) for s in splits}
+    sizes = [sum(c.values()) for k, c in counts.items() if k != NO_LABEL or not multilabel]
+    order = sorted((k for k in counts if k != NO_LABEL or not multilabel), key=natural_key) \
+        + ([NO_LABEL] if multilabel and NO_LABEL in counts else [])
     return {
         "splits": splits,
         "classes": [{"name": k, "counts": [counts[k][s] for s in splits], "total": sum(counts[k].values())}
-                    for k in sorted(counts, key=natural_key)],
+                    for k in order],
         "per_split": per_split,
         "total": len(rows),
         "imbalance": (max(sizes) / max(min(sizes), 1)) if sizes else None,
         "skipped": skipped,
         "skipped_reasons": Counter((r.get("reason") or "?").split(":")[0] for r in skipped).most_common(),
         "corrections": {k: v for k, v in (run.read_corrections_applied() or {}).items() if k != "left_out"} or None,
+        "multilabel": multilabel,
     }
 
 
@@ -150,6 +160,14 @@ AUDIT_LABELS = {
     "reason": "reason", "skipped": "not checked because", "head_accuracy": "head accuracy (cross-validated)",
     "rank": "rank", "label": "label", "suggested": "suggested", "score": "p(label)", "split": "split",
     "path": "path", "value": "value",
+    # multi-label data (issue 26)
+    "task": "task", "label_sets": "label sets", "label_sets.images": "images", "label_sets.labels": "labels",
+    "cardinality": "labels per image (mean)", "density": "share of labels carried", "label_sets.counts": "images per label",
+    "label_sets.pairs": "most frequent label pairs", "label_sets.no_label": "images with no label",
+    "cooccurrence": "co-occurrence (images carrying both)", "no_label_per_split": "images with no label, per split",
+    "no_label_examples": "images with no label", "labels": "labels", "pairs.images": "images",
+    "judged": "labels judged", "not_judged": "labels not judged", "per_label": "per label", "add": "to add",
+    "remove": "to remove", "added": "add", "removed": "remove",
 }
 
 

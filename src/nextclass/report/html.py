@@ -6,6 +6,9 @@ plots of :mod:`nextclass.report.plots` (also saved as PNGs under ``<run>/plots/`
 Grad-CAM overlays for a few right and wrong test images and measures the model's speed, then
 renders ``templates/report.html.j2`` with Jinja2. It runs at the end of every training run
 (``ctx`` given: images come from memory) and standalone (``nextclass report RUN``).
+
+A multi-label run (issue 26) gets its own sections (:mod:`nextclass.report.multilabel`, ``SECTIONS`` there): the
+single-label-only ones (top-1, confusion matrix, abstaining, prediction sets, neighbours, robustness) are left out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from nextclass.utils import atomic_write_bytes, atomic_write_text, log
 from nextclass.report import plots
 from nextclass.report.trust import risk_coverage_note, trust_plots
 from nextclass.report.collect import RunImages, audit_summary, dataset_summary, model_info, read_rows
+from nextclass.report.multilabel import SECTIONS as LABEL_SECTIONS
+from nextclass.report.multilabel import cam_plot as label_cam_plot
+from nextclass.report.multilabel import cooccurrence_of, headline_blocks, is_multilabel, label_table, multilabel_plots
 from nextclass.rundir import RunDir
 
 __all__ = ["build_report", "SECTIONS"]
@@ -33,9 +39,11 @@ SECTIONS = ("summary", "dataset", "audit", "config", "training", "metrics", "cal
 
 
 def _main_block(metrics: dict) -> tuple[str | None, dict]:
+    """The headline split and its block: test, else val (single-label or multi-label)."""
     for name in ("test", "val"):
-        if isinstance(metrics.get(name), dict) and "accuracy" in metrics[name]:
-            return name, metrics[name]
+        b = metrics.get(name)
+        if isinstance(b, dict) and ("accuracy" in b or b.get("task") == "multi-label"):
+            return name, b
     return None, {}
 
 
@@ -98,8 +106,9 @@ def _label_issues_plot(images: RunImages | None, block: dict | None, n: int = 12
     if not items:
         return None
 
-    def caption(it: dict) -> str:
-        return f"label: {it['label']}\nsuggest: {it['suggested']}\np(label) {float(it['score']):.2f}"
+    def caption(it: dict) -> str:  # a multi-label item's label sets may be empty
+        return (f"label: {it['label'] or '(none)'}\nsuggest: {it['suggested'] or '(none)'}\n"
+                f"p(label) {float(it['score']):.2f}")
 
     # a short title: the grid is as narrow as 1 image (the template says how they are ranked)
     return _grid(images, items[:n], 6, f"label issues: top {min(n, len(items))} of {block['n']}", caption)
@@ -223,6 +232,23 @@ def _model_info(model, run_dir: Path, pp) -> dict | None:
         return model_info(model, RunDir(run_dir).bundle, pp, device=next(model.parameters()).device)
 
 
+def _task_plots(run_dir: Path, run: dict, images: RunImages | None, model, pp, seed: int, cam_images: int) -> tuple:
+    """The plots that depend on the task -> (PNG bytes by name, the Grad-CAM note)."""
+    split, block, rows, classes = run["split"], run["block"], run["rows"], run["classes"]
+    if run["multilabel"]:
+        png = {"curves": plots.learning_curves(run["history"], {"title": "train exact match (at 0.5) / val mAP",
+                                                                "train": "train exact match", "val": "val mAP"})}
+        if block:
+            png.update(multilabel_plots(run_dir, images, rows, block, split, run["meta"], seed))
+        png["gradcam"], note = label_cam_plot(model, images, rows, classes, pp, seed, cam_images)
+        return png, note
+    png = _metric_plots(run["history"], block, split, classes)
+    png.update(_prediction_plots(images, rows, classes, split or "", seed))
+    png.update(trust_plots(run_dir, images, block, split))
+    png["gradcam"], note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
+    return png, note
+
+
 def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images: int = 8, seed: int = 0) -> Path:
     """Write ``<run_dir>/report.html`` (and ``<run_dir>/plots/*.png``); returns the HTML path.
 
@@ -248,16 +274,14 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     cfg_text, cfg, metrics, meta = _read_run(run_dir)
     pp = ctx.pp if ctx is not None else (Preprocess.from_dict(meta["preprocess"]) if meta else None)
     split, block = _main_block(metrics)
-    classes = list(block.get("classes") or (meta or {}).get("classes") or [])
+    classes = list(block.get("classes") or block.get("labels") or (meta or {}).get("classes") or [])
     images = RunImages(run_dir, pp, ctx, cfg) if pp is not None else None
     model = _load_model(run_dir, model, meta)
     rows = _pred_rows(run_dir, split)
-    history = read_rows(run.history)
-    png = _metric_plots(history, block, split, classes)
-    png.update(_prediction_plots(images, rows, classes, split or "", seed))
-    png.update(trust_plots(run_dir, images, block, split))
+    info = {"split": split, "block": block, "rows": rows, "classes": classes, "history": read_rows(run.history),
+            "meta": meta, "multilabel": is_multilabel(block, meta)}
+    png, cam_note = _task_plots(run_dir, info, images, model, pp, seed, cam_images)
     png["feature_maps"] = _feature_maps_plot(model, images, rows, pp)
-    png["gradcam"], cam_note = _cam_plot(model, images, rows, classes, pp, seed, cam_images)
     label_issues = run.read_audit().get("label_issues")
     label_issues = label_issues if isinstance(label_issues, dict) else None
     png["label_issues"] = _label_issues_plot(images, label_issues)
@@ -265,14 +289,14 @@ def build_report(run_dir: str | os.PathLike, model=None, ctx=None, *, cam_images
     for name, data in png.items():
         if data is not None:
             atomic_write_bytes(run.plots / f"{name}.png", data)
-    info = _model_info(model, run_dir, pp)
     audit = audit_summary(run_dir)
     _thumbs(images, audit)
     page = _render(run_dir=run_dir, cfg=cfg, cfg_text=cfg_text, metrics=metrics, split=split, block=block,
-                   classes=classes, meta=meta, history=history, dataset=dataset_summary(run_dir), audit=audit,
-                   label_issues=label_issues,
+                   classes=classes, meta=meta, history=info["history"], audit=audit, label_issues=label_issues,
+                   dataset=dataset_summary(run_dir, info["multilabel"]), multilabel=info["multilabel"],
                    images_problem=images.problem if images is not None else "no bundle: preprocessing unknown",
-                   plots={k: _b64(v) for k, v in png.items()}, cam_note=cam_note, model=info, seconds=time.time() - t0)
+                   plots={k: _b64(v) for k, v in png.items()}, cam_note=cam_note, model=_model_info(model, run_dir, pp),
+                   seconds=time.time() - t0)
     out = atomic_write_text(run.report, page)
     log(f"report built in {time.time() - t0:.1f}s")
     return Path(out)
@@ -311,7 +335,23 @@ def _render(**ctx) -> str:
     env.filters["mb"] = lambda b: "-" if b is None else f"{b / 2 ** 20:.2f} MB"
     env.filters["thousands"] = lambda v: f"{int(v):,}"
     env.filters["ci"] = _ci_text
-    blocks = {k: v for k, v in ctx["metrics"].items() if isinstance(v, dict) and "accuracy" in v}
+    if ctx["multilabel"]:
+        blocks, sections = headline_blocks(ctx["metrics"]), LABEL_SECTIONS
+        co, no_label = cooccurrence_of(ctx["run_dir"], ctx["classes"])
+        extra = {"labels": label_table(ctx["block"]) if ctx["block"] else [], "no_label": no_label,
+                 "pairs": _top_pairs(co, ctx["classes"])}
+    else:
+        blocks, sections, extra = {k: v for k, v in ctx["metrics"].items() if isinstance(v, dict) and "accuracy" in v}, \
+            SECTIONS, {}
     return env.get_template("report.html.j2").render(
-        **ctx, blocks=blocks, sections=SECTIONS, version=__version__,
+        **ctx, **extra, blocks=blocks, sections=sections, version=__version__,
         risk_note=risk_coverage_note(ctx["block"], ctx["split"]), now=dt.datetime.now().isoformat(timespec="seconds"), run_name=ctx["run_dir"].name)
+
+
+def _top_pairs(co, labels: list[str], n: int = 10) -> list[tuple[str, str, int]]:
+    """The ``n`` label pairs most often carried together (from the co-occurrence counts), most frequent first."""
+    if co is None:
+        return []
+    pairs = [(labels[i], labels[j], int(co[i, j])) for i in range(len(labels)) for j in range(i + 1, len(labels))
+             if co[i, j]]
+    return sorted(pairs, key=lambda p: -p[2])[:n]

@@ -43,8 +43,11 @@ def _num(row: dict, key: str) -> float:
         return float("nan")
 
 
-def learning_curves(history: Sequence[dict]) -> bytes | None:
+def learning_curves(history: Sequence[dict], acc_names: dict | None = None) -> bytes | None:
     """Loss and accuracy per epoch, train vs val, with phase boundaries marked (``history.csv`` rows).
+
+    ``acc_names``: what the ``*_acc`` columns hold when it is not accuracy, ``{"title", "train", "val"}`` (a multi-label
+    run: train exact match at 0.5, val mAP).
 
     Example:
         >>> png = learning_curves([{"epoch": "1", "phase": "scratch", "train_loss": "1.0", "val_loss": "0.9",
@@ -59,14 +62,15 @@ def learning_curves(history: Sequence[dict]) -> bytes | None:
     ep = [int(float(r["epoch"])) for r in history]
     fig = _figure(10, 3.6)
     axes = fig.subplots(1, 2)
+    names = acc_names or {}
     for ax, what in zip(axes, ("loss", "acc")):
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [_num(r, f"{split}_{what}") for r in history]
             if not all(math.isnan(y) for y in ys):
-                ax.plot(ep, ys, style, ms=3, label=split)
+                ax.plot(ep, ys, style, ms=3, label=names.get(split, split) if what == "acc" else split)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title("loss" if what == "loss" else "accuracy")
+        ax.set_title("loss" if what == "loss" else names.get("title", "accuracy"))
         ax.grid(alpha=0.3)
     phases = [r.get("phase", "") for r in history]
     for i in range(1, len(phases)):
@@ -82,6 +86,8 @@ def learning_curves(history: Sequence[dict]) -> bytes | None:
                                 xytext=(2, -12), textcoords="offset points", fontsize=8, color="grey")
                 start = i
     axes[0].legend()
+    if names:
+        axes[1].legend(fontsize=8)
     return _png(fig)
 
 
