@@ -15,7 +15,8 @@ __all__ = ["audit", "register"]
 
 
 def audit(
-    data: str = typer.Argument(..., help="Folder, CSV manifest (path,label[,split]), 'digits', 'fashion-mnist[:DIR]', "
+    data: str = typer.Argument(..., help="Folder, CSV manifest (path,label[,split]; multi-label: path,labels[,split] "
+                              "with labels separated by ';'), 'digits', 'fashion-mnist[:DIR]', "
                               "hf:DIR (save_to_disk folder or parquet files) or hf:OWNER/NAME[:CONFIG]."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON report here: a .json file, or a "
                                           "folder (audit.json and label_issues.csv inside). Default: none."),
@@ -29,8 +30,9 @@ def audit(
                                              "model, a file, a timm hub tag."),
     folds: int = typer.Option(5, help="--labels: cross-validation folds of the heads."),
     corrections: Optional[Path] = typer.Option(None, "--corrections", help=CORRECTIONS_HELP),
-    fix: Optional[Path] = typer.Option(None, help="Write a cleaned manifest (path,label,split): unreadable files dropped, "
-                                       "val/test copies of train (or val) images dropped. Your files are not touched."),
+    fix: Optional[Path] = typer.Option(None, help="Write a cleaned manifest (path,label,split; multi-label: path,labels,"
+                                       "split): unreadable files, val/test copies of train (or val) images and identical "
+                                       "copies labelled two ways dropped. Your files are not touched."),
     split: Optional[str] = typer.Option(None, help="Ratios for data without splits (default 70/20/10, as train), or 'none'."),
     seed: int = typer.Option(0, help="Split seed for data without (complete) splits (train's default is 0)."),
     near_threshold: int = typer.Option(NEAR_THRESHOLD, help="phash bits (of 64) for a near-duplicate candidate."),

@@ -165,7 +165,7 @@ AUDIT_LABELS = {
     "cardinality": "labels per image (mean)", "density": "share of labels carried", "label_sets.counts": "images per label",
     "label_sets.pairs": "most frequent label pairs", "label_sets.no_label": "images with no label",
     "cooccurrence": "co-occurrence (images carrying both)", "no_label_per_split": "images with no label, per split",
-    "no_label_examples": "images with no label", "labels": "labels", "pairs.images": "images",
+    "no_label_examples": "examples of images with no label", "labels": "labels", "pairs.images": "images",
     "judged": "labels judged", "not_judged": "labels not judged", "per_label": "per label", "add": "to add",
     "remove": "to remove", "added": "add", "removed": "remove",
 }
