@@ -178,3 +178,10 @@ def test_linear_probe_fits_one_weighted_logistic_regression_per_label(tmp_path: 
     assert [r["phase"] for r in hist] == ["probe"] * 6  # one row per C
     m = _metrics(run)["test"]
     assert m["task"] == "multi-label" and m["map"] >= 0.8, m["map"]
+
+
+def test_compare_refuses_a_multi_label_run_in_one_line(ml_run: Path):
+    from nextclass.evaluation.compare import CompareError, compare_runs
+
+    with pytest.raises(CompareError, match="compare pairs single-label answers; this run is multi-label"):
+        compare_runs(ml_run, ml_run)

@@ -57,6 +57,9 @@ def _read_side(path: str | os.PathLike, split: str, which: str) -> _Side:
         raise CompareError(f"RUN_{which} {path}: not a run directory (no config.yaml)")
     cfg = rd.read_config()
     meta = rd.read_bundle_meta() or {}
+    if meta.get("task") == "multi-label":  # the paired test reads one right-or-wrong answer per image
+        raise CompareError(f"RUN_{which} {path}: compare pairs single-label answers; this run is multi-label (its "
+                           "metrics.json has mAP and per-label F1 per split)")
     pred = rd.predictions(split)
     if not pred.is_file():
         raise CompareError(f"RUN_{which} {path}: no saved {split} predictions ({pred.name}); the run has no {split} "

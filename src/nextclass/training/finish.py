@@ -129,9 +129,8 @@ def finish_run(ctx: Context, model: nn.Module, progress: bool = True) -> dict:
     metrics = record(ctx.run, {sp: (blocks[sp], probs[sp], images[sp]) for sp in blocks}, ctx.classes,
                      extra={"skipped": len(ctx.images.errors)})
     _save_bundle(ctx, model, blocks, s, rest["trust"])
-    if not ctx.source.multilabel:
-        judged = Judged.of({sp: (probs[sp], images[sp].labels, images[sp].ids) for sp in blocks}, ctx.classes)
-        attach_label_issues(ctx.run_dir, judged)  # cleanlab on the exact val/test probabilities (never raises)
+    judged = Judged.of({sp: (probs[sp], images[sp].labels, images[sp].ids) for sp in blocks}, ctx.classes)
+    attach_label_issues(ctx.run_dir, judged)  # cleanlab on the exact val/test probabilities, per label when multi-label
     write_card(ctx.run_dir)  # <run>/model/README.md, the model card (after audit.json: it quotes the findings)
     if ctx.cfg.report:
         _render_report(ctx, model)
