@@ -41,7 +41,7 @@ def _train(args: argparse.Namespace) -> tuple[Path, float]:
            "--output", args.output, "--name", args.name, "-q"]
     print("$ " + " ".join(["nextclass"] + cmd[3:]), file=sys.stderr)
     t0 = time.time()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)  # stdout holds only the JSON
     return run, time.time() - t0
 
 
