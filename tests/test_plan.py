@@ -119,3 +119,23 @@ def test_a_retimed_schedule_keeps_its_lr_and_ends_at_the_floor(kind):
     s.retime(120, 130)  # then a shorter one (steps before a re-timing are never run again)
     assert s.multiplier(120) == pytest.approx(at) and s.multiplier(129) == pytest.approx(floor)
     assert at > s.multiplier(125) > s.multiplier(129)
+
+
+def test_a_probe_kept_alone_spends_its_rest_on_augmented_views(monkeypatch, tmp_path):
+    """recipe auto, probe alone: the time left after it buys augmented views of the training images (tta_views), at
+    most MAX_PROBE_VIEWS, only VIEWS_SHARE of the rest; a chosen recipe or tta_views, and cached features, are kept."""
+    from types import SimpleNamespace
+
+    from nextclass.training import features, plan
+
+    monkeypatch.setattr(features, "feature_cache_path", lambda ctx, model: tmp_path / "absent.safetensors")
+    ctx = SimpleNamespace(auto_recipe=True, cfg=SimpleNamespace(tta_views=0), model=None)
+    assert plan.probe_views(ctx, "linear-probe", rest_s=36.0, view_s=6.4) == 4  # 0.8 * 36 // 6.4
+    assert plan.probe_views(ctx, "linear-probe", rest_s=600.0, view_s=6.4) == plan.MAX_PROBE_VIEWS
+    assert plan.probe_views(ctx, "two-phase", rest_s=600.0, view_s=6.4) == 0  # fine-tuning spends the rest
+    assert plan.probe_views(ctx, "linear-probe", rest_s=5.0, view_s=6.4) == 0
+    chosen = SimpleNamespace(auto_recipe=False, cfg=SimpleNamespace(tta_views=0), model=None)
+    given = SimpleNamespace(auto_recipe=True, cfg=SimpleNamespace(tta_views=2), model=None)
+    assert plan.probe_views(chosen, "linear-probe", 600.0, 6.4) == plan.probe_views(given, "linear-probe", 600.0, 6.4) == 0
+    (tmp_path / "absent.safetensors").write_bytes(b"")
+    assert plan.probe_views(ctx, "linear-probe", 600.0, 6.4) == 0  # cached features: their views were chosen then

@@ -84,7 +84,7 @@ def _apply_budget(ctx: Context, started: float) -> None:
     ctx.plan, ctx.started = plan, started
     ctx.train_seconds, ctx.last_steps = plan.train_end_s - plan.spent_s, plan.last_steps
     if plan.strategy and plan.strategy != ctx.cfg.recipe:  # recipe auto: the budget keeps the probe alone
-        ctx.cfg = ctx.cfg.model_copy(update={"recipe": plan.strategy})
+        ctx.cfg = ctx.cfg.model_copy(update={"recipe": plan.strategy, "tta_views": plan.probe_views})
         log(f"[dim]auto[/] recipe = {plan.strategy} ({plan.why})")
     save_plan(ctx, plan)
     log(f"[bold]plan[/] {plan.describe()}")
