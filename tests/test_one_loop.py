@@ -144,3 +144,15 @@ def test_a_later_epoch_within_val_noise_and_lower_loss_takes_the_best_place():
     assert not within_noise(0.9440, 0.2200, 0.9482, 0.2281, 5000)  # 0.42 points down: beyond one SE (0.31)
     assert within_noise(0.5, 0.7, 0.5, 0.8, 0) and not within_noise(0.49, 0.7, 0.5, 0.8, 0)  # n = 0: exact ties
     assert not within_noise(0.5, 0.7, None, None, 100)  # nothing to replace yet
+
+
+def test_fine_tuning_replaces_the_probe_only_beyond_val_noise():
+    """Across phases the probe is the incumbent: a fine-tuning epoch must beat its val accuracy by more than one
+    standard error (upscaled photo set: 0.833 vs 0.825 on 120 val images is one image); within a phase the rules stay."""
+    from nextclass.training.phase import improves
+
+    probe = {"best": 0.825, "best_loss": 0.81}
+    assert not improves("val_acc", 0.833, 0.54, probe, 120, crossing=True)  # +1 image: the probe stays
+    assert improves("val_acc", 0.870, 0.54, probe, 120, crossing=True)  # +4.5 points > one SE (3.5)
+    assert improves("val_acc", 0.833, 0.54, probe, 120, crossing=False)  # the same epoch inside one phase
+    assert improves("val_loss", 0.5, 0.5, {"best": 0.6, "best_loss": 0.6}, 120, crossing=True)  # loss: plain rule

@@ -21,7 +21,8 @@ a config can override any of them:
 * ``two-phase``: ``probe_epochs`` of ``linear-probe`` at 10x ``lr`` (head only), then ``epochs``
   of ``finetune`` starting from the best probed head (LP-FT: a random head would send large
   gradients into the pretrained backbone). Model selection runs across both phases: the finetune
-  phase only replaces the best checkpoint if it beats the probe on val. Both phases are in
+  phase only replaces the best checkpoint if it beats the probe on val by more than one standard error of val
+  (:func:`nextclass.training.phase.improves`). Both phases are in
   ``history.csv`` (probe epochs 1..P, finetune epochs P+1..P+E).
 
 While the backbone is frozen its BatchNorm layers cannot drift: the probe never runs the
