@@ -137,7 +137,7 @@ def test_model_card_states_task_labels_thresholds_and_calibration(ml_run: Path):
                 "reason": "precision 0.9 not reached on val (best 0.600): the max-F1 threshold is used"}}}
     text = multilabel_card({"task": "multi-label", "classes": ["cat", "dog"], "thresholds": [0.7, 0.3],
                             "threshold_rule": "precision>=0.9", "label_fit": {"choice": choice}}, {})
-    assert "reaches 0.9 (`--target-precision`)" in text and "| dog | 0.300 | max-f1 |" in text
+    assert "reaches 0.9 (config `target_precision`)" in text and "| dog | 0.300 | max-f1 |" in text
     assert "not reached on val" in text and "No held-out evaluation" in text
 
 

@@ -322,11 +322,11 @@ def _ml_thresholds(meta: dict, block: dict | None) -> list[str]:
         how = "No validation split to choose them on: every label is predicted at probability 0.5."
     elif choice.get("target_precision") is not None:
         how = (f"Each label's threshold is the lowest whose precision on the validation split reaches "
-               f"{choice['target_precision']:g} (`--target-precision`), the most recall at that precision; a label that "
+               f"{choice['target_precision']:g} (config `target_precision`), the most recall at that precision; a label that "
                "cannot reach it keeps its max-F1 threshold (see the reason).")
     else:
         how = ("Each label's threshold maximises that label's F1 on the validation split (`max-f1`; "
-               "`--target-precision P` chooses the lowest threshold reaching precision P instead).")
+               "`--set target_precision=P` chooses the lowest threshold reaching precision P instead).")
     out = ["## Thresholds", "", f"A label is predicted when its calibrated probability is at or above its threshold. {how}",
            "", "| label | threshold | rule | val precision | val recall | val F1 | val positives | note |",
            "|---|---|---|---|---|---|---|---|"]
