@@ -395,14 +395,9 @@ def run_label_issues(run_dir: str | os.PathLike, judged: Judged | None = None, *
               "by p(given label)")
     block = issues_block(issues, judged.ids, judged.classes, method=method, checked=len(judged.labels),
                          max_items=max_items, splits=judged.splits)
-    rep = run.read_audit() or {"version": 1}
-    rep["label_issues"] = {**block, "csv": run.label_issues.name, "source": "model", "gate": gate.as_dict(),
-                           "skipped": None if gate.ok else _model_gate_reason(gate)}
     note = (f"{len(issues)} val/test image(s) the trained model confidently disagrees with: wrong labels or the "
             f"model's own mistakes ({run.label_issues.name})")
-    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x and "disagrees with" not in x] \
-        + ([note] if issues else [])
-    run.write_audit(rep)
+    _record_in_audit(run, block, gate.as_dict(), None if gate.ok else _model_gate_reason(gate), note if issues else None)
     return issues
 
 
@@ -427,16 +422,22 @@ def _run_set_issues(run: RunDir, judged: Judged, max_items: int) -> list[SetIssu
               "enough for its disagreements to point at labels; ranked by p(given value) of the most doubted label")
     block = set_issues_block(issues, judged.ids, judged.classes, method=method, checked=len(judged.labels),
                              max_items=max_items, splits=judged.splits)
-    rep = run.read_audit() or {"version": 1}
     skipped = None if gate["ok"] else ("label check skipped: " + gate["reason"] + " (train longer, or `nextclass audit "
                                        "DATA --labels --model RUN`)")
-    rep["label_issues"] = {**block, "csv": run.label_issues.name, "source": "model", "gate": gate, "skipped": skipped}
     note = (f"{len(issues)} val/test image(s) whose label set the trained model confidently disagrees with: wrong "
             f"labels or the model's own mistakes ({run.label_issues.name})")
-    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x and "disagrees with" not in x] \
-        + ([note] if issues else [])
-    run.write_audit(rep)
+    _record_in_audit(run, block, gate, skipped, note if issues else None)
     return issues
+
+
+def _record_in_audit(run: RunDir, block: dict, gate: dict, skipped: str | None, note: str | None) -> None:
+    """The run's ``audit.json`` gets the end-of-run label check (``label_issues``) and its one finding line, replacing
+    an earlier check's."""
+    rep = run.read_audit() or {"version": 1}
+    rep["label_issues"] = {**block, "csv": run.label_issues.name, "source": "model", "gate": gate, "skipped": skipped}
+    rep["findings"] = [x for x in rep.get("findings", []) if "look mislabelled" not in x and "disagrees with" not in x] \
+        + ([note] if note else [])
+    run.write_audit(rep)
 
 
 def _model_gate_reason(gate: Gate) -> str:
