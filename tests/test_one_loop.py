@@ -156,3 +156,17 @@ def test_fine_tuning_replaces_the_probe_only_beyond_val_noise():
     assert improves("val_acc", 0.870, 0.54, probe, 120, crossing=True)  # +4.5 points > one SE (3.5)
     assert improves("val_acc", 0.833, 0.54, probe, 120, crossing=False)  # the same epoch inside one phase
     assert improves("val_loss", 0.5, 0.5, {"best": 0.6, "best_loss": 0.6}, 120, crossing=True)  # loss: plain rule
+
+
+def test_the_probes_strength_is_the_lowest_val_loss_val_accuracy_cannot_tell_apart():
+    """A probe's C: on 120 val images every C's accuracy is within one standard error (3.5 points) of the best, so
+    the lowest val loss picks (the measured upscaled photo set's sweep: accuracy alone took C = 1e-3, loss 0.81);
+    on 5,000 the accuracy decides; NaN accuracies (no val) pick nothing."""
+    from nextclass.training.phase import pick_within_noise
+
+    acc = [0.8250, 0.8000, 0.8000, 0.7917, 0.7833, 0.7833]  # C = 1e-3 .. 100, history of the measured run
+    loss = [0.810, 0.561, 0.589, 0.709, 0.890, 0.890]
+    assert pick_within_noise(acc, loss, 120) == 1
+    assert pick_within_noise(acc, loss, 5000) == 0  # one SE of 0.825 on 5,000 images is 0.54 points
+    assert pick_within_noise([0.90, 0.95, 0.95], [0.3, 0.2, 0.1], 10**6) == 2  # exact ties: the lower loss
+    assert pick_within_noise([float("nan")] * 3, [float("nan")] * 3, 0) == -1

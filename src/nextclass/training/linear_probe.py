@@ -1,5 +1,6 @@
 """A real linear probe: multinomial logistic regression on the cached features, fitted to convergence, its L2
-strength chosen on validation.
+strength chosen on validation (the lowest val loss among the strengths within one standard error of the best val
+accuracy: on a small val split accuracy cannot tell the strengths apart, its loss can).
 
 A multi-label run fits one binary logistic regression per label (its positives weighed by its negatives, as the
 image epochs' loss does), C chosen on val mAP.
@@ -10,7 +11,7 @@ the head stopped while validation accuracy was still rising (issue 24: 0.179 on 
 converged logistic regression on the same features reached 0.48); a convex fit has no schedule to get wrong.
 
 Each value of ``C`` (scikit-learn's inverse L2 strength) is one history row (phase ``probe``; the ``lr`` column
-holds C); the best on val (accuracy, ties broken by val loss, as every phase) is written into the model's linear
+holds C); the one val picks (:func:`_pick`) is written into the model's linear
 classifier and checkpointed. Features are standardised for the fit and the scaling is folded back into the
 classifier's weights, so the model maps trunk features to logits with no extra layer.
 """
@@ -31,12 +32,13 @@ from nextclass.engine.loop import EpochResult, loss_and_acc
 from nextclass.models.heads import head_logits
 from nextclass.training.context import Context
 from nextclass.training.history import epoch_row, write_history
+from nextclass.training.phase import pick_within_noise
 from nextclass.utils import atomic_write_json, log, sha1_of
 
 __all__ = ["fit_linear_probe", "C_GRID", "SELECT_ROWS", "is_linear_head"]
 
 C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-3, 3))  # 1e-3 .. 1e2, weakest regularisation last
-KEPT_VERSION = 1  # bump when the kept fit's content changes
+KEPT_VERSION = 2  # bump when the kept fit's content changes
 SELECT_ROWS = 10_000  # rows C is chosen on (a seeded subsample above it); the chosen C is then refit on all
 
 
@@ -114,9 +116,9 @@ def _fit_per_label(x: np.ndarray, y: np.ndarray, c: float, warm: _PerLabel | Non
 
 
 def _sweep(ctx: Context, model: nn.Module, feats, x: np.ndarray, y: np.ndarray, stats) -> tuple[list[dict], int]:
-    """One history row per C; returns the rows and the index of the best C on val."""
+    """One history row per C; returns the rows and the index of the C val picks (:func:`_pick`)."""
     mu, sd = stats
-    rows, best, clf, t0 = [], None, None, time.time()
+    rows, vals, clf, t0 = [], [], None, time.time()
     k = len(ctx.classes)
     for i, c in enumerate(C_GRID):
         t = time.time()
@@ -126,10 +128,19 @@ def _sweep(ctx: Context, model: nn.Module, feats, x: np.ndarray, y: np.ndarray, 
         val = loss_and_acc(head_logits(model, feats.val, ctx.device), ctx.labels["val"])
         res = EpochResult(tr[0], tr[1], len(y), time.time() - t)
         rows.append(epoch_row(i + 1, "probe", res, val, c, time.time() - t0))
-        key = (val[1], -val[0])
-        if best is None or (not np.isnan(val[1]) and key > best[0]):
-            best = (key, i)
-    return rows, best[1] if best and not np.isnan(best[0][0]) else C_GRID.index(1.0)
+        vals.append(val)
+    return rows, _pick(ctx, vals)
+
+
+def _pick(ctx: Context, vals: list[tuple[float, float]]) -> int:
+    """The C val picks: the lowest val loss among the C whose val accuracy (mAP) is within one standard error of the
+    best (:func:`~nextclass.training.phase.pick_within_noise`, the rule epochs are chosen by); ``monitor: val_loss``:
+    the lowest loss; no val split: C = 1."""
+    acc, loss = [v[1] for v in vals], [v[0] for v in vals]
+    if ctx.cfg.monitor == "val_loss":
+        return int(np.nanargmin(loss)) if not np.all(np.isnan(loss)) else C_GRID.index(1.0)
+    best = pick_within_noise(acc, loss, len(ctx.labels["val"]))
+    return best if best >= 0 else C_GRID.index(1.0)
 
 
 def _kept_path(ctx: Context, feats) -> Path:
