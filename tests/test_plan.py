@@ -123,19 +123,30 @@ def test_a_retimed_schedule_keeps_its_lr_and_ends_at_the_floor(kind):
 
 def test_a_probe_kept_alone_spends_its_rest_on_augmented_views(monkeypatch, tmp_path):
     """recipe auto, probe alone: the time left after it buys augmented views of the training images (tta_views), at
-    most MAX_PROBE_VIEWS, only VIEWS_SHARE of the rest; a chosen recipe or tta_views, and cached features, are kept."""
+    most MAX_PROBE_VIEWS, only VIEWS_SHARE of the rest, each view paying its embedding and its rows in the logistic
+    fit; a chosen recipe or tta_views, and cached features, are kept."""
     from types import SimpleNamespace
 
     from nextclass.training import features, plan
+    from nextclass.training.probe_cost import probe_fit_s
 
     monkeypatch.setattr(features, "feature_cache_path", lambda ctx, model: tmp_path / "absent.safetensors")
-    ctx = SimpleNamespace(auto_recipe=True, cfg=SimpleNamespace(tta_views=0), model=None)
-    assert plan.probe_views(ctx, "linear-probe", rest_s=36.0, view_s=6.4) == 4  # 0.8 * 36 // 6.4
-    assert plan.probe_views(ctx, "linear-probe", rest_s=600.0, view_s=6.4) == plan.MAX_PROBE_VIEWS
-    assert plan.probe_views(ctx, "two-phase", rest_s=600.0, view_s=6.4) == 0  # fine-tuning spends the rest
-    assert plan.probe_views(ctx, "linear-probe", rest_s=5.0, view_s=6.4) == 0
-    chosen = SimpleNamespace(auto_recipe=False, cfg=SimpleNamespace(tta_views=0), model=None)
-    given = SimpleNamespace(auto_recipe=True, cfg=SimpleNamespace(tta_views=2), model=None)
-    assert plan.probe_views(chosen, "linear-probe", 600.0, 6.4) == plan.probe_views(given, "linear-probe", 600.0, 6.4) == 0
+    lite0 = SimpleNamespace(num_features=1280)
+
+    def run(auto=True, views=0, classes=10):
+        return SimpleNamespace(auto_recipe=auto, cfg=SimpleNamespace(tta_views=views), model=lite0, classes=[0] * classes)
+
+    ctx = run()
+    # 600 photos (420 train, 65.6 img/s): a view = 6.4 s of embedding + 420 rows x 3.5 ms of fit = 7.9 s; 0.8 x 36 s
+    assert plan.probe_views(ctx, "linear-probe", rest_s=36.0, n_train=420, eval_rate=65.6) == 3
+    assert plan.probe_views(ctx, "linear-probe", rest_s=600.0, n_train=420, eval_rate=65.6) == plan.MAX_PROBE_VIEWS
+    assert plan.probe_views(ctx, "two-phase", rest_s=600.0, n_train=420, eval_rate=65.6) == 0  # fine-tuning spends it
+    assert plan.probe_views(ctx, "linear-probe", rest_s=5.0, n_train=420, eval_rate=65.6) == 0
+    # 5,000 photos at 128 px (3,500 train, 297 img/s): the fit's rows cost more than the embedding: one view, not two
+    assert plan.probe_views(ctx, "linear-probe", rest_s=36.0, n_train=3500, eval_rate=297.0) == 1
+    assert probe_fit_s(ctx, 7000) == pytest.approx(2.0 + 7000 * 3.5e-3)  # measured 27.9 s
+    assert probe_fit_s(run(classes=100), 7000) > 9 * probe_fit_s(ctx, 7000)  # multinomial: x classes
+    chosen, given = run(auto=False), run(views=2)
+    assert plan.probe_views(chosen, "linear-probe", 600.0, 420, 65.6) == plan.probe_views(given, "linear-probe", 600.0, 420, 65.6) == 0
     (tmp_path / "absent.safetensors").write_bytes(b"")
-    assert plan.probe_views(ctx, "linear-probe", 600.0, 6.4) == 0  # cached features: their views were chosen then
+    assert plan.probe_views(ctx, "linear-probe", 600.0, 420, 65.6) == 0  # cached features: their views were chosen then

@@ -33,13 +33,13 @@ from nextclass.models.heads import head_logits
 from nextclass.training.context import Context
 from nextclass.training.history import epoch_row, write_history
 from nextclass.training.phase import pick_within_noise
+from nextclass.training.probe_cost import SELECT_ROWS
 from nextclass.utils import atomic_write_json, log, sha1_of
 
 __all__ = ["fit_linear_probe", "C_GRID", "SELECT_ROWS", "is_linear_head"]
 
-C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-3, 3))  # 1e-3 .. 1e2, weakest regularisation last
+C_GRID = tuple(float(c) for c in 10.0 ** np.arange(-4, 3))  # 1e-4 .. 1e2 (as data.label_heads), weakest regularisation last
 KEPT_VERSION = 2  # bump when the kept fit's content changes
-SELECT_ROWS = 10_000  # rows C is chosen on (a seeded subsample above it); the chosen C is then refit on all
 
 
 def is_linear_head(model: nn.Module) -> bool:

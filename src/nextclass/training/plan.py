@@ -30,11 +30,12 @@ from nextclass.evaluation.scorer import predict_rows
 from nextclass.training.batches import train_batches
 from nextclass.training.context import Context
 from nextclass.training.defaults import epochs_cap, settle_budget
+from nextclass.training.probe_cost import PROBE_FIT_S, probe_fit_s
 from nextclass.training.scoring import eval_images, scoring_of
 from nextclass.training.step import Phase, build_parts, steps_per_epoch
 from nextclass.utils import atomic_write_json, log
 
-__all__ = ["Plan", "plan_run", "replan", "save_plan", "measure_rates", "choose_strategy", "probe_views", "FINISH_OVERHEAD_S",
+__all__ = ["Plan", "BudgetTooSmall", "plan_run", "replan", "save_plan", "measure_rates", "choose_strategy", "probe_views", "FINISH_OVERHEAD_S",
            "ROBUSTNESS_S", "MIN_FINETUNE_EPOCHS"]
 
 FINISH_OVERHEAD_S = 10.0  # bundle + report (plots, Grad-CAM, speed figure): 2-6 s measured 2026-12-06 evening, 12 s at most before
@@ -43,11 +44,18 @@ SAFETY = 0.01  # plan to end 1 % before the budget: the finish step's reserve is
 MIN_LAST_FRACTION = 0.2  # a final partial epoch shorter than this is not worth its validation pass
 MIN_FINETUNE_EPOCHS = 3  # recipe auto: fewer fine-tuning epochs than this cannot finish a warm-up-and-decay schedule
 MEASURE_S = 8.0  # the timed training steps stop after this long (at least two steps)
-PROBE_FIT_S = 10.0  # the logistic fit of a probe (6 values of C on <= 10k rows): an estimate, seconds on 2 cores
 #: The most augmented views a probe kept alone may embed with the rest of its budget. Measured on 600 photo-like
 #: images (2 min): 4 views took held-out accuracy 0.480 -> 0.510; each view embeds the training set once more.
 MAX_PROBE_VIEWS = 8
 VIEWS_SHARE = 0.8  # the share of the rest the views may take (an augmented pass costs a little more than eval's)
+
+
+class BudgetTooSmall(ValueError):
+    """The budget cannot fit the run as configured (the message has the numbers; ``needed_s``: the least it would)."""
+
+    def __init__(self, message: str, needed_s: float):
+        super().__init__(message)
+        self.needed_s = needed_s
 
 
 @dataclass
@@ -72,6 +80,7 @@ class Plan:
     fixed_s: float = 0.0  # the part of an epoch that does not shrink with its steps: validation and checkpoints
     last_steps: int | None = None  # the final epoch stops after this many steps (the budget's remainder)
     probe_views: int = 0  # a probe kept alone: augmented views of each training image its rest buys (tta_views)
+    fitted: str = ""  # what was given up so the run fits the budget at all (training.budget_fit), in words
 
     def describe(self) -> str:
         views = f" with {self.probe_views} augmented view(s) of each training image" if self.probe_views else ""
@@ -177,6 +186,14 @@ def _finish_eval_s(ctx: Context, n: dict, eval_rate: float) -> float:
     return (passes * scored + (index + scored if index else 0)) / eval_rate
 
 
+def _reserve(ctx: Context, n: dict, eval_rate: float, probe: bool) -> float:
+    """The finish step's time: final evaluation, robustness, bundle and report. After a probe kept alone the final
+    val/test logits and the neighbour index come from the cached features (no backbone pass, no TTA views:
+    :func:`nextclass.training.scoring.final_views`); measured on 5,000 photos, 136 s reserved for them went unused."""
+    evaluation = 0.0 if probe else _finish_eval_s(ctx, n, eval_rate)
+    return evaluation + _robustness_s(ctx, n, eval_rate) + (FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
+
+
 def _robustness_s(ctx: Context, n: dict, eval_rate: float) -> float:
     """The robustness pass on the headline split: clean + every corrupted copy of at most ``max_images`` images, the
     corruption itself counted as much as the forward (as :func:`nextclass.metrics.robustness.robustness` budgets
@@ -191,15 +208,16 @@ def _robustness_s(ctx: Context, n: dict, eval_rate: float) -> float:
 
 
 def _probe_s(ctx: Context, n: dict, eval_rate: float) -> float:
-    """A probe's cost: every image through the frozen backbone once (nothing when the features are cached), then
-    the logistic fit."""
+    """A probe's cost: every image through the frozen backbone once, then the logistic fit (:func:`probe_fit_s`);
+    on cached features only reading the kept fit back."""
     from nextclass.training.features import feature_cache_path
 
     if ctx.cfg.recipe not in ("two-phase", "linear-probe"):
         return 0.0
-    rows = n["train"] * (1 + ctx.cfg.tta_views) + n["val"] + n["test"]
-    cached = feature_cache_path(ctx, ctx.model).exists()
-    return (0.0 if cached else rows / eval_rate) + PROBE_FIT_S
+    if feature_cache_path(ctx, ctx.model).exists():
+        return PROBE_FIT_S
+    train_rows = n["train"] * (1 + ctx.cfg.tta_views)
+    return (train_rows + n["val"] + n["test"]) / eval_rate + probe_fit_s(ctx, train_rows)
 
 
 def fit_epochs(left_s: float, epoch_s: float, fixed_s: float, steps: int,
@@ -245,58 +263,72 @@ def choose_strategy(ctx: Context, probe_s: float, epoch_s: float, left_s: float)
     return recipe, epochs, ""
 
 
-def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
+def plan_run(ctx: Context, started: float, minutes: float, max_epochs: int | None = None,
+             rates: tuple[float, float, float] | None = None) -> Plan:
     """The strategy and epochs that fit ``minutes`` of wall time counted from ``started`` (module docstring).
+    ``rates``: (training img/s, evaluation img/s, checkpoint s) when already known (measured here otherwise).
 
     Raises:
-        ValueError: the budget cannot fit one epoch (or, for a probe, the probe) plus the finish step.
+        BudgetTooSmall: the budget cannot fit one epoch (or, for a probe, the probe) plus the finish step.
 
     Example:
         >>> plan = plan_run(ctx, started=t0, minutes=10)  # doctest: +SKIP
         >>> plan.describe()                                # doctest: +SKIP
         'budget 10 min: 19 epochs at 2,700 img/s (...)'
     """
-    train_rate, eval_rate, ckpt_s = measure_rates(ctx)
+    train_rate, eval_rate, ckpt_s = rates or measure_rates(ctx)
     n = {s: len(r) for s, r in ctx.rows.items()}
     per_rank, bs = math.ceil(n["train"] / world_size()), ctx.cfg.batch_size
     images = (per_rank // bs) * bs if per_rank > bs else per_rank  # drop_last, as the training loader
     fixed_s = n["val"] / eval_rate + ckpt_s
     epoch_s = images / train_rate + fixed_s
-    reserve = _finish_eval_s(ctx, n, eval_rate) + _robustness_s(ctx, n, eval_rate) + (
-        FINISH_OVERHEAD_S if ctx.cfg.report else 2.0)
+    reserve = _reserve(ctx, n, eval_rate, probe=ctx.cfg.recipe == "linear-probe")
     budget, spent, probe_s = 60.0 * minutes, time.time() - started, _probe_s(ctx, n, eval_rate)
     train_end = budget * (1 - SAFETY) - reserve
     strategy, epochs, why = choose_strategy(ctx, probe_s, epoch_s, train_end - spent)
+    if strategy == "linear-probe" and ctx.cfg.recipe != strategy:  # kept alone: its finish reads cached features
+        reserve = _reserve(ctx, n, eval_rate, probe=True)
+        train_end = budget * (1 - SAFETY) - reserve
     if (epochs < 1 and strategy != "linear-probe") or probe_s > train_end - spent:
-        raise ValueError(f"max_minutes: a budget of {minutes:g} min cannot fit one epoch: {spent:.0f} s already spent "
-                         f"on data and set-up, " + (f"the probe takes ~{probe_s:.0f} s, " if probe_s else "")
-                         + f"one epoch takes ~{epoch_s:.0f} s at {train_rate:,.0f} img/s and the final evaluation and "
-                         f"report need ~{reserve:.0f} s; give at least "
-                         f"{math.ceil((spent + probe_s + epoch_s + reserve) / 60 / (1 - SAFETY) * 10) / 10:g} min, "
-                         f"a smaller --img-size or a smaller model")
+        _too_small(minutes, spent, probe_s, 0.0 if strategy == "linear-probe" else epoch_s, train_rate, reserve)
     steps, last = steps_per_epoch(ctx.cfg, n["train"]), None
     if strategy != "linear-probe":
         epochs, last = fit_epochs(train_end - spent - probe_s, epoch_s, fixed_s, steps, max_epochs)
     cands = _candidates(ctx, probe_s, epoch_s, train_end - spent)
-    views = probe_views(ctx, strategy, train_end - spent - probe_s, n["train"] / eval_rate)
+    views = probe_views(ctx, strategy, train_end - spent - probe_s, n["train"], eval_rate)
     if views:
-        probe_s += views * n["train"] / eval_rate
+        probe_s += views * n["train"] / eval_rate + probe_fit_s(ctx, n["train"] * (1 + views)) - probe_fit_s(
+            ctx, n["train"])
         why += f"; the rest buys {views} augmented view(s) of each training image for it"
     return Plan(budget, spent, train_rate, eval_rate, epoch_s, reserve, epochs, train_end, max_epochs, None, probe_s,
                 strategy, cands, why, steps, fixed_s, last, views)
 
 
-def probe_views(ctx: Context, strategy: str, rest_s: float, view_s: float) -> int:
+def _too_small(minutes: float, spent: float, probe_s: float, epoch_s: float, train_rate: float, reserve: float):
+    """Raise :class:`BudgetTooSmall` with the numbers (``epoch_s`` 0: a probe kept alone needs no epoch)."""
+    needed = (spent + probe_s + epoch_s + reserve) / (1 - SAFETY)
+    epoch = f"one epoch takes ~{epoch_s:.0f} s at {train_rate:,.0f} img/s and " if epoch_s else ""
+    what = "one epoch" if epoch_s else "the probe"
+    raise BudgetTooSmall(f"max_minutes: a budget of {minutes:g} min cannot fit {what}: {spent:.0f} s already spent "
+                         f"on data and set-up, " + (f"the probe takes ~{probe_s:.0f} s, " if probe_s else "")
+                         + f"{epoch}the final evaluation and report need ~{reserve:.0f} s; give at least "
+                         f"{math.ceil(needed / 60 * 10) / 10:g} min, a smaller --img-size or a smaller model", needed)
+
+
+def probe_views(ctx: Context, strategy: str, rest_s: float, n_train: int, eval_rate: float) -> int:
     """How many augmented views of each training image (``tta_views``) a probe the plan keeps alone embeds with the
-    time left after it: as many as fit in :data:`VIEWS_SHARE` of the rest, at most :data:`MAX_PROBE_VIEWS`; 0 unless
-    the recipe was ``auto`` (a recipe or ``tta_views`` the user chose is kept) and the features are not cached."""
+    time left after it: as many as their embedding and the larger fit take in :data:`VIEWS_SHARE` of the rest, at
+    most :data:`MAX_PROBE_VIEWS`; 0 unless the recipe was ``auto`` (a recipe or ``tta_views`` the user chose is
+    kept) and the features are not cached."""
     from nextclass.training.features import feature_cache_path
 
-    if strategy != "linear-probe" or not ctx.auto_recipe or ctx.cfg.tta_views or view_s <= 0 or rest_s <= 0:
+    if strategy != "linear-probe" or not ctx.auto_recipe or ctx.cfg.tta_views or eval_rate <= 0 or rest_s <= 0:
         return 0
     if feature_cache_path(ctx, ctx.model).exists():  # a rerun on cached features: its views were chosen then
         return 0
-    return int(min(MAX_PROBE_VIEWS, (rest_s * VIEWS_SHARE) // view_s))
+    base = probe_fit_s(ctx, n_train)
+    cost = [v * n_train / eval_rate + probe_fit_s(ctx, n_train * (1 + v)) - base for v in range(MAX_PROBE_VIEWS + 1)]
+    return max(v for v in range(MAX_PROBE_VIEWS + 1) if cost[v] <= rest_s * VIEWS_SHARE)
 
 
 def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float) -> Plan:
