@@ -46,6 +46,7 @@ class Context:
     plan: object = None  # training.plan.Plan of a --max-minutes run (corrected after its first epoch)
     started: float = 0.0  # time.time() when the job started (the budget counts from here)
     auto_recipe: bool = False  # recipe was auto: the budget's plan may keep the probe alone (training.plan)
+    auto_img_size: bool = False  # img_size was auto: a budget too small for it may shrink it (training.budget_fit)
     corrections: dict | None = None  # what --corrections changed (data.corrections.Applied.to_dict), or None
 
     @property

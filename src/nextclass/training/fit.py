@@ -21,7 +21,8 @@ from nextclass.engine.checkpoint import load_checkpoint
 from nextclass.training.context import Context
 from nextclass.training.defaults import PLANNED_RECIPES, epochs_cap
 from nextclass.training.finish import finish_run
-from nextclass.training.plan import plan_run, save_plan
+from nextclass.training.budget_fit import plan_to_fit
+from nextclass.training.plan import save_plan
 from nextclass.training.recipes import run_recipe
 from nextclass.training.setup import discard_if_unstarted, prepare
 from nextclass.utils import log
@@ -79,7 +80,7 @@ def _apply_budget(ctx: Context, started: float) -> None:
         ctx.train_seconds = saved["train_end_s"] - saved["spent_s"] if saved else 60.0 * cfg.max_minutes
         ctx.last_steps = saved.get("last_steps") if saved else None
         return
-    plan = plan_run(ctx, started, cfg.max_minutes, max_epochs=epochs_cap(cfg))
+    plan = plan_to_fit(ctx, started, cfg.max_minutes, max_epochs=epochs_cap(cfg))
     plan = broadcast_object(plan)  # DDP: every rank trains rank 0's plan
     ctx.plan, ctx.started = plan, started
     ctx.train_seconds, ctx.last_steps = plan.train_end_s - plan.spent_s, plan.last_steps

@@ -183,7 +183,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     n_train = sum(1 for s in source.samples if s.split == "train")
     _check_batch(cfg, n_train)
     res = resolve(cfg, source, n_train, probe)  # on resume: nothing changes
-    auto_recipe = cfg.recipe == AUTO
+    auto_recipe, auto_img_size = cfg.recipe == AUTO, cfg.img_size == AUTO
     cfg = res.cfg
     if not resumed and is_main():
         save_config(cfg, RunDir(run_dir).config)
@@ -208,7 +208,7 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
         _log_data(source, images, rows, res.pp, run_dir)
     return Context(cfg, run_dir, source, res.pp, images, rows, labels, dev, amp_dtype,
                    data_hash(images, rows["train"], labels["train"]), res.model, resumed=resumed,
-                   auto_recipe=auto_recipe, corrections=corrections)
+                   auto_recipe=auto_recipe, auto_img_size=auto_img_size, corrections=corrections)
 
 
 def _check_batch(cfg: TrainConfig, n_train: int) -> None:

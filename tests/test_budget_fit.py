@@ -1,0 +1,75 @@
+"""A budget too small for a run as resolved runs a pretrained backbone at a smaller input side, when the side was
+left to auto, instead of refusing (issue 24: 5,000 photos, 2 minutes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from test_one_loop import _ctx
+
+
+def _rates_at(ctx, seconds_at_112: float):
+    """Measured rates that fall with the input's pixels, as a backbone's do: the probe of every image takes
+    ``seconds_at_112`` at 112 px (x (side / 112)^2 elsewhere)."""
+    rows = sum(len(r) for r in ctx.rows.values())
+
+    def measure(c, *a, **k):
+        eval_rate = rows / seconds_at_112 * (112 / int(c.cfg.img_size)) ** 2
+        return eval_rate / 3, eval_rate, 0.01
+    return measure
+
+
+def test_a_probe_too_slow_at_the_models_side_runs_at_the_largest_side_that_fits(tmp_path, monkeypatch):
+    from nextclass.training import budget_fit, plan
+
+    ctx = _ctx(tmp_path, img_size="auto", robustness=False, max_minutes=1.0)
+    assert ctx.cfg.img_size == 160 and ctx.auto_img_size  # test_efficientnet's own side
+    measure = _rates_at(ctx, 40.0)  # the probe: 81.6 s at 160 px, 52 s at 128 (+ re-measuring), 40 s at 112
+    monkeypatch.setattr(budget_fit, "measure_rates", measure)
+    monkeypatch.setattr(plan, "measure_rates", measure)
+    before, hash0 = ctx.images.array.shape, ctx.data_hash
+    with pytest.raises(plan.BudgetTooSmall):
+        plan.plan_run(ctx, budget_fit.time.time(), 1.0)  # as resolved: refused
+    p = budget_fit.plan_to_fit(ctx, budget_fit.time.time(), 1.0)
+    assert ctx.cfg.img_size == 112 and ctx.pp.crop == 112 and p.strategy == "linear-probe"
+    assert p.fitted.startswith("input side 160 -> 112 px")
+    assert ctx.images.array.shape == (before[0], ctx.pp.size, ctx.pp.size, before[3]) and ctx.pp.size < before[1]
+    assert ctx.data_hash != hash0
+    assert yaml.safe_load(ctx.run.config.read_text())["img_size"] == 112  # a resumed run prepares the same side
+    from nextclass.training.features import cached_features
+
+    feats = cached_features(ctx, ctx.model, progress=False)  # the backbone takes the smaller side
+    assert feats.train.shape[1] == len(ctx.rows["train"]) and np.isfinite(feats.val.numpy()).all()
+
+
+def test_nothing_fits_refuses_with_what_was_tried_and_leaves_the_run_as_resolved(tmp_path, monkeypatch):
+    from nextclass.training import budget_fit, plan
+
+    ctx = _ctx(tmp_path, img_size="auto", robustness=False, max_minutes=1.0)
+    measure = _rates_at(ctx, 500.0)  # even 96 px is too slow
+    monkeypatch.setattr(budget_fit, "measure_rates", measure)
+    monkeypatch.setattr(plan, "measure_rates", measure)
+    cfg, images = ctx.cfg, ctx.images
+    with pytest.raises(plan.BudgetTooSmall, match=r"cannot fit the probe.*also tried: the input side down to 96 px"):
+        budget_fit.plan_to_fit(ctx, budget_fit.time.time(), 1.0)
+    assert ctx.cfg is cfg and ctx.images is images
+
+
+def test_a_side_the_user_chose_is_kept(tmp_path):
+    from nextclass.training.budget_fit import fit_options
+
+    assert fit_options(_ctx(tmp_path / "a", img_size="auto", max_minutes=1.0)) == [128, 112, 96]
+    assert fit_options(_ctx(tmp_path / "b", img_size=64, max_minutes=1.0)) == []  # --img-size: the user's
+
+
+def test_resized_images_keep_their_content():
+    from nextclass.data.cache import DecodedImages
+    from nextclass.training.budget_fit import resized
+
+    a = np.zeros((3, 40, 40, 3), np.uint8)
+    a[:, :20] = 255  # the top half white
+    r = resized(DecodedImages(a, np.ones(3, bool), key="k"), 20)
+    assert r.array.shape == (3, 20, 20, 3) and r.array[:, :9].min() == 255 and r.array[:, 11:].max() == 0
+    assert r.key != "k" and not r.hit
