@@ -74,3 +74,22 @@ def test_digits_turn_flips_off_and_no_signal_keeps_the_default():
     noise = np.random.default_rng(0).integers(0, 255, (200, 16, 16, 1), dtype=np.uint8)
     unsure = mirror_check(noise, np.arange(200), np.arange(200) % 4)
     assert unsure.hflip is True and unsure.kept is None and "inconclusive" in unsure.why
+
+
+def test_the_verdict_is_kept_by_the_pixels_key_and_read_back(tmp_path, monkeypatch):
+    """A rerun on the same decoded pixels, rows, labels and seed reads the verdict back (the check cost ~1.5 s of a
+    cached probe rerun); other labels or a damaged file compute it again."""
+    from nextclass.data import mirror
+
+    arrows, y = _arrows()
+    first = mirror.kept_mirror_check(arrows, np.arange(len(y)), y, 0, "pixels-key", tmp_path)
+    assert first == mirror.mirror_check(arrows, np.arange(len(y)), y, 0) and not first.hflip
+    kept = list((tmp_path / "mirror").glob("*.json"))
+    assert len(kept) == 1
+    monkeypatch.setattr(mirror, "mirror_check", lambda *a: (_ for _ in ()).throw(AssertionError("computed again")))
+    assert mirror.kept_mirror_check(arrows, np.arange(len(y)), y, 0, "pixels-key", tmp_path) == first
+    monkeypatch.undo()
+    kept[0].write_text("{not json")
+    assert mirror.kept_mirror_check(arrows, np.arange(len(y)), y, 0, "pixels-key", tmp_path) == first
+    mirror.kept_mirror_check(arrows, np.arange(len(y)), 1 - y, 0, "pixels-key", tmp_path)  # other labels: a new file
+    assert len(list((tmp_path / "mirror").glob("*.json"))) == 2

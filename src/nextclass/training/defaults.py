@@ -345,14 +345,15 @@ def epochs_cap(cfg: TrainConfig) -> int | None:
     return None if cfg.epochs == AUTO else cfg.epochs
 
 
-def settle_hflip(cfg: TrainConfig, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, seed: int = 0
-                 ) -> tuple[TrainConfig, str | None]:
-    """``hflip: auto`` once the images are decoded: the mirror check of :mod:`nextclass.data.mirror` decides."""
+def settle_hflip(cfg: TrainConfig, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, seed: int = 0,
+                 key: str = "", cache_dir=None) -> tuple[TrainConfig, str | None]:
+    """``hflip: auto`` once the images are decoded: the mirror check of :mod:`nextclass.data.mirror` decides
+    (kept under ``cache_dir`` by the decoded pixels' cache ``key`` when both are given)."""
     if cfg.hflip != AUTO:
         return cfg, None
-    from nextclass.data.mirror import mirror_check
+    from nextclass.data.mirror import kept_mirror_check
 
-    check = mirror_check(images, rows, labels, seed)
+    check = kept_mirror_check(images, rows, labels, seed, key, cache_dir)
     return cfg.model_copy(update={"hflip": check.hflip}), f"hflip = {check.hflip} ({check.why})"
 
 

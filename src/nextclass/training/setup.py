@@ -196,7 +196,8 @@ def _prepare_in(cfg: TrainConfig, source: DataSource, run_dir: Path, resumed: bo
     rows, labels = split_rows(source, images)
     if len(rows["train"]) == 0:
         raise ValueError(f"{cfg.data}: no usable training images after decoding ({len(images.errors)} skipped)")
-    cfg, note = settle_hflip(cfg, images.array, rows["train"], set_ids(labels["train"]), cfg.seed)
+    cfg, note = settle_hflip(cfg, images.array, rows["train"], set_ids(labels["train"]), cfg.seed, images.key,
+                             cfg.cache_dir or default_cache_dir())
     if note and is_main():
         log(f"[dim]auto[/] {note}")
         save_config(cfg, RunDir(run_dir).config)
