@@ -103,6 +103,16 @@ def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_
     assert replan(plan, done=17, epoch_s=1, elapsed_s=100) is plan  # the schedule ran its course: no more epochs
     end = replan(plan, done=15, epoch_s=10, elapsed_s=524)  # 8 s left: not two more epochs, but most of one
     assert (end.epochs, end.last_steps) == (16, 75)
+    # no flip-flop: a plan that still fits grows only by a quarter of an epoch or more; one that does not always shrinks
+    tight = dataclasses.replace(plan, epochs=21, train_end_s=600)  # 21 epochs of 27 s planned
+    assert replan(tight, done=5, epoch_s=27.5, elapsed_s=152.5) is tight  # 16 x 27.5 s of 447.5: +21 steps, kept
+    assert replan(tight, done=5, epoch_s=25.0, elapsed_s=150).epochs == 23  # 18 whole epochs fit now: grows
+    shrunk = replan(tight, done=5, epoch_s=29.0, elapsed_s=150)  # 16 x 29 = 464 s > 450: shrinks
+    assert _total(shrunk) < 21 * 100  # 20 epochs and half of one
+
+
+def _total(p) -> int:
+    return p.epochs * p.steps - (p.steps - p.last_steps if p.last_steps else 0)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear", "onecycle"])
