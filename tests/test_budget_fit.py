@@ -73,3 +73,29 @@ def test_resized_images_keep_their_content():
     r = resized(DecodedImages(a, np.ones(3, bool), key="k"), 20)
     assert r.array.shape == (3, 20, 20, 3) and r.array[:, :9].min() == 255 and r.array[:, 11:].max() == 0
     assert r.key != "k" and not r.hit
+
+
+def test_a_chosen_probe_is_planned_too(tmp_path):
+    """--recipe linear-probe with --max-minutes: the plan checks its cost (5,000 photos at 2 minutes ran 32 s past
+    the budget when a chosen probe was not planned) and keeps the probe's own epochs; its step is not timed."""
+    import json
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    import nextclass
+    from conftest import make_folder
+
+    data = make_folder(tmp_path / "data", n=16)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(timm.create_model("test_efficientnet", num_classes=5).state_dict(), str(weights))
+    run = nextclass.train(data=str(data), model="test_efficientnet", pretrained=str(weights), recipe="linear-probe",
+                          img_size=32, max_minutes=1, report=False, robustness=False, output=str(tmp_path / "runs"),
+                          progress=False)
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["strategy"] == "linear-probe" and plan["epochs"] == 10 and plan["probe_s"] > 0
+    assert [c["strategy"] for c in plan["candidates"]][:1] == ["linear-probe"] and plan["fitted"] == ""
+    assert plan["train_images_per_s"] == pytest.approx(plan["eval_images_per_s"] / 3, rel=1e-3)  # not timed
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 10

@@ -70,12 +70,13 @@ def _run(ctx: Context, progress: bool, callbacks: tuple) -> Path:
 
 
 def _apply_budget(ctx: Context, started: float) -> None:
-    """``--max-minutes``: plan the epochs (new scratch/finetune runs), or reload the plan (resume)."""
+    """``--max-minutes``: plan the epochs (new scratch/finetune/two-phase runs; a linear probe is planned for its cost
+    only, which may shrink a pretrained backbone's side: training.budget_fit), or reload the plan (resume)."""
     cfg = ctx.cfg
     if cfg.max_minutes is None:
         return
     path = ctx.run.plan
-    if ctx.resumed or cfg.recipe not in PLANNED_RECIPES:
+    if ctx.resumed or cfg.recipe not in (*PLANNED_RECIPES, "linear-probe"):  # a probe: checked, its epochs kept
         saved = json.loads(path.read_text()) if path.exists() else None
         ctx.train_seconds = saved["train_end_s"] - saved["spent_s"] if saved else 60.0 * cfg.max_minutes
         ctx.last_steps = saved.get("last_steps") if saved else None

@@ -172,6 +172,9 @@ def measure_rates(ctx: Context, steps: int = 8, warmup: int = 1) -> tuple[float,
     """(training img/s, evaluation img/s, checkpoint seconds per epoch) on this machine for this run."""
     rng = torch.get_rng_state()
     try:
+        if ctx.cfg.recipe == "linear-probe":  # a chosen probe trains no image epoch: its step is not timed (the
+            evaluation = _eval_rate(ctx)      # rate stands at a third of evaluation's, forward + backward)
+            return evaluation / 3, evaluation, 0.0
         train, ckpt = _train_rate(ctx, steps, warmup)
         return train, _eval_rate(ctx), ckpt
     finally:
@@ -244,8 +247,9 @@ def _candidates(ctx: Context, probe_s: float, epoch_s: float, left_s: float) -> 
     """What each strategy costs and whether it finishes in ``left_s`` (plan.json, the log)."""
     epochs = int((left_s - probe_s) // epoch_s) if left_s > probe_s else 0
     out = [{"strategy": "linear-probe", "seconds": round(probe_s, 1), "fits": probe_s <= left_s}] if probe_s else []
-    out.append({"strategy": ctx.cfg.recipe, "epochs": epochs, "epoch_s": round(epoch_s, 2),
-                "seconds": round(probe_s + epochs * epoch_s, 1), "fits": epochs >= 1})
+    if ctx.cfg.recipe != "linear-probe":
+        out.append({"strategy": ctx.cfg.recipe, "epochs": epochs, "epoch_s": round(epoch_s, 2),
+                    "seconds": round(probe_s + epochs * epoch_s, 1), "fits": epochs >= 1})
     if probe_s:
         out.append({"strategy": "scratch", "measured": False, "why": "pretrained weights are on this machine: the "
                     "probe is the cheap strong baseline (from scratch at the data's size landed near chance on 600 "
@@ -258,6 +262,8 @@ def choose_strategy(ctx: Context, probe_s: float, epoch_s: float, left_s: float)
     pretrained weights (planned as two-phase), which keeps the probe alone when fewer than
     :data:`MIN_FINETUNE_EPOCHS` fine-tuning epochs would fit after it."""
     recipe = ctx.cfg.recipe
+    if recipe == "linear-probe":  # chosen: its (head) epochs are the config's, the plan checks that it fits
+        return recipe, int(ctx.cfg.epochs), ""
     epochs = int((left_s - probe_s) // epoch_s) if left_s > probe_s else 0
     if recipe == "two-phase" and ctx.auto_recipe and epochs < MIN_FINETUNE_EPOCHS:  # epochs: the probe's (MLP head)
         return "linear-probe", max(1, ctx.cfg.probe_epochs or 10), (f"only {epochs} fine-tuning epoch(s) of {epoch_s:.0f} s fit after the "
