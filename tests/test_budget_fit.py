@@ -99,3 +99,25 @@ def test_a_chosen_probe_is_planned_too(tmp_path):
     assert [c["strategy"] for c in plan["candidates"]][:1] == ["linear-probe"] and plan["fitted"] == ""
     assert plan["train_images_per_s"] == pytest.approx(plan["eval_images_per_s"] / 3, rel=1e-3)  # not timed
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 10
+
+
+def test_auto_fine_tunes_at_a_smaller_side_rather_than_keep_the_probe_alone(tmp_path, monkeypatch):
+    """recipe auto: when not one fine-tuning epoch fits at the model's side but one fits at a smaller side, the side
+    shrinks (5,000 photos, 5 minutes: the probe alone at 224 px 0.625 held-out, probe + fine-tuning at 128 px 0.677);
+    when some fit at the model's side, it stays."""
+    from nextclass.training import budget_fit, plan
+
+    ctx = _ctx(tmp_path / "a", img_size="auto", recipe="auto", robustness=False, max_minutes=1.0)
+    assert ctx.auto_recipe and ctx.cfg.recipe == "two-phase" and ctx.cfg.img_size == 160
+    measure = _rates_at(ctx, 9.0)  # at 160 px the probe fits but no epoch after it; at 112 px both do
+    monkeypatch.setattr(budget_fit, "measure_rates", measure)
+    monkeypatch.setattr(plan, "measure_rates", measure)
+    assert plan.plan_run(ctx, budget_fit.time.time(), 1.0).strategy == "linear-probe"  # as resolved: the probe alone
+    p = budget_fit.plan_to_fit(ctx, budget_fit.time.time(), 1.0)
+    assert p.strategy == "two-phase" and p.epochs >= 1 and ctx.cfg.img_size < 160 and p.fitted.startswith("input side")
+    roomy = _ctx(tmp_path / "b", img_size="auto", recipe="auto", robustness=False, max_minutes=1.0)
+    quick = _rates_at(roomy, 2.0)  # fine-tuning fits at the model's side: nothing shrinks
+    monkeypatch.setattr(budget_fit, "measure_rates", quick)
+    monkeypatch.setattr(plan, "measure_rates", quick)
+    p = budget_fit.plan_to_fit(roomy, budget_fit.time.time(), 1.0)
+    assert p.strategy == "two-phase" and roomy.cfg.img_size == 160 and p.fitted == ""

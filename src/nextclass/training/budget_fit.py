@@ -1,17 +1,22 @@
 """When ``--max-minutes`` cannot hold a run as resolved: a smaller input side for a pretrained backbone, if the
-side was left to ``auto``, before refusing.
+side was left to ``auto``, before refusing or before giving up fine-tuning.
 
 A pretrained backbone runs at its own input side (224 px for EfficientNet-Lite0), whatever the photos' size. On
 5,000 photos with a 2-minute budget the probe alone needs ~94 s at 224 px on 2 cores: the run was refused ("give at
 least 10.1 min") although a probe at a smaller side fits. Before refusing, :func:`plan_to_fit` walks the sides of
 :data:`SIDES` below the model's own, largest first (pixels, and so the backbone's cost, scale as the side squared).
 
+The same walk runs when ``recipe: auto`` would keep the probe alone because not one fine-tuning epoch fits at the
+model's side: the largest side at which one does is taken. Measured on those 5,000 photos at 5 minutes (1,000
+held-out): the probe alone at 224 px (+ one augmented view) 0.625; the probe and 2.4 fine-tuning epochs at 128 px
+0.677 (fine-tuning adapts the backbone to the data and to the smaller side, which a frozen probe cannot).
+
 Each side is first estimated from the rates measured at the resolved side (scaled by the pixel ratio); only the
 first one the estimate fits is applied (the decoded images resized in memory, the preprocessing, config and data
-hash updated) and planned again on rates measured at that side. Measured on the photo-like sets (600 images of 96
-px, Lite0 probe, 1,000 held-out; ``photo96`` / ``upscaled96``): 224 px 0.485 / 0.789, 160 px 0.482 / 0.789, 128 px
-0.437 / 0.764, 96 px 0.415 / 0.773: a smaller side costs accuracy, so it is what the budget gives up last, never a
-default. The change is logged and lands in ``plan.json`` (``fitted``).
+hash updated) and planned again on rates measured at that side. What a frozen probe loses at a smaller side
+(600 images of 96 px, Lite0 probe, 1,000 held-out; ``photo96`` / ``upscaled96``): 224 px 0.485 / 0.789, 160 px
+0.482 / 0.789, 128 px 0.437 / 0.764, 96 px 0.415 / 0.773: the side is never made smaller while the probe and some
+fine-tuning fit at the model's own. The change is logged and lands in ``plan.json`` (``fitted``).
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ REMEASURE_S = 15.0  # the rates are measured again at the new side (training ste
 
 
 def plan_to_fit(ctx: Context, started: float, minutes: float, max_epochs: int | None = None) -> Plan:
-    """:func:`~nextclass.training.plan.plan_run`, and when the budget cannot hold the run: the first of
-    :func:`fit_options` that fits, applied to ``ctx`` (module docstring). Raises the first refusal when none fits.
+    """:func:`~nextclass.training.plan.plan_run`, and a smaller side of :func:`fit_options` (applied to ``ctx``, the
+    largest that fits: module docstring) when the budget cannot hold the run, or when ``recipe: auto`` would keep the
+    probe alone because no fine-tuning epoch fits at the model's side but one fits at a smaller side. Raises the
+    first refusal when no side fits.
 
     Example:
         >>> plan = plan_to_fit(ctx, started=t0, minutes=2)  # doctest: +SKIP
@@ -46,23 +53,34 @@ def plan_to_fit(ctx: Context, started: float, minutes: float, max_epochs: int | 
         'input side 224 -> 128 px (images resized in 4.3s)'
     """
     rates = measure_rates(ctx)
+    plan, refused = None, None
     try:
-        return plan_run(ctx, started, minutes, max_epochs, rates=rates)
+        plan = plan_run(ctx, started, minutes, max_epochs, rates=rates)
     except BudgetTooSmall as e:
         refused = e
+    tune = plan is not None and ctx.auto_recipe and plan.strategy == "linear-probe"  # no fine-tuning epoch fits
+    if plan is not None and not tune:
+        return plan
     original = (ctx.cfg, ctx.pp, ctx.images, ctx.data_hash)
     for side in fit_options(ctx):
-        if not _estimate_fits(ctx, rates, side, started, minutes, max_epochs):
+        trial = _estimate(ctx, rates, side, started, minutes, max_epochs)
+        if trial is None or (tune and trial.strategy == "linear-probe"):
             continue
         what = _apply(ctx, original, side)
         try:
-            plan = plan_run(ctx, started, minutes, max_epochs)
+            fitted = plan_run(ctx, started, minutes, max_epochs)
         except BudgetTooSmall:
+            fitted = None
+        if fitted is None or (tune and fitted.strategy == "linear-probe"):
             log(f"[yellow]budget[/]: {what} was estimated to fit but does not at the rates measured; next option")
             continue
-        log(f"[dim]auto[/] the budget cannot hold the run as resolved: {what}")
-        return dataclasses.replace(plan, fitted=what)
+        why = ("no fine-tuning epoch fits at the model's side, some do at a smaller one" if tune else
+               "the budget cannot hold the run as resolved")
+        log(f"[dim]auto[/] {why}: {what}")
+        return dataclasses.replace(fitted, fitted=what)
     ctx.cfg, ctx.pp, ctx.images, ctx.data_hash = original
+    if plan is not None:  # the probe alone at the model's side, planned again (trying cost time)
+        return plan_run(ctx, started, minutes, max_epochs, rates=rates)
     if fit_options(ctx):
         raise BudgetTooSmall(f"{refused} (also tried: the input side down to {min(SIDES)} px)",
                              refused.needed_s) from None
@@ -95,17 +113,16 @@ def _accepts(ctx: Context, side: int) -> bool:
         model.train(was)
 
 
-def _estimate_fits(ctx: Context, rates: tuple[float, float, float], side: int, started: float, minutes: float,
-                   max_epochs: int | None) -> bool:
-    """Whether the plan fits at ``side`` on rates scaled from those measured at the resolved side."""
+def _estimate(ctx: Context, rates: tuple[float, float, float], side: int, started: float, minutes: float,
+              max_epochs: int | None) -> Plan | None:
+    """The plan at ``side`` on rates scaled from those measured at the resolved side (None: it does not fit)."""
     scale = (int(ctx.cfg.img_size) / side) ** 2
     trial = dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"img_size": side}))
-    extra = REMEASURE_S / scale
     try:
-        plan_run(trial, started - extra, minutes, max_epochs, rates=(rates[0] * scale, rates[1] * scale, rates[2]))
+        return plan_run(trial, started - REMEASURE_S / scale, minutes, max_epochs,
+                        rates=(rates[0] * scale, rates[1] * scale, rates[2]))
     except BudgetTooSmall:
-        return False
-    return True
+        return None
 
 
 def _apply(ctx: Context, original: tuple, side: int) -> str:
