@@ -93,9 +93,10 @@ def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_
     # measured 30 s per epoch at the start (a busy machine), then epochs take 10 s
     plan = Plan(budget_s=600, spent_s=10, train_images_per_s=1.0, eval_images_per_s=1.0, epoch_s=30, reserve_s=50,
                 epochs=17, train_end_s=532, steps=100, fixed_s=2)
-    assert (replan(plan, done=3, epoch_s=10, elapsed_s=100).epochs, plan.last_steps) == (3 + 43, None)
+    # a plan that still fits grows to what would fit at 10.5 s (GROW_MARGIN): 432 s -> 41 epochs, not 43
+    assert (replan(plan, done=3, epoch_s=10, elapsed_s=100).epochs, plan.last_steps) == (3 + 41, None)
     grown = replan(plan, done=9, epoch_s=10, elapsed_s=95)  # mid-decay too: the schedule is re-timed, not cut
-    assert (grown.epochs, grown.last_steps) == (9 + 44, 62)  # 437 s: 43 epochs, then 7 s = 5 s of training
+    assert (grown.epochs, grown.last_steps) == (9 + 42, 52)  # 437 s: 41 epochs of 10.5 s, then 6.5 s: 52 steps
     slow = replan(plan, done=5, epoch_s=60, elapsed_s=300)  # slower than planned: shrinks so the decay completes
     assert (slow.epochs, slow.last_steps) == (5 + 4, 86) and "after epoch 5" in slow.replanned
     capped = dataclasses.replace(plan, max_epochs=20)
@@ -106,7 +107,9 @@ def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_
     # no flip-flop: a plan that still fits grows only by a quarter of an epoch or more; one that does not always shrinks
     tight = dataclasses.replace(plan, epochs=21, train_end_s=600)  # 21 epochs of 27 s planned
     assert replan(tight, done=5, epoch_s=27.5, elapsed_s=152.5) is tight  # 16 x 27.5 s of 447.5: +21 steps, kept
-    assert replan(tight, done=5, epoch_s=25.0, elapsed_s=150).epochs == 23  # 18 whole epochs fit now: grows
+    grown = replan(tight, done=5, epoch_s=25.0, elapsed_s=150)  # 18 epochs fit at 25 s; grown to what fits at 26.25
+    assert (grown.epochs, grown.last_steps) == (5 + 17, None)
+    assert replan(grown, done=6, epoch_s=25.5, elapsed_s=175) is grown  # 2 % slower: the grown plan still fits
     shrunk = replan(tight, done=5, epoch_s=29.0, elapsed_s=150)  # 16 x 29 = 464 s > 450: shrinks
     assert _total(shrunk) < 21 * 100  # 20 epochs and half of one
 

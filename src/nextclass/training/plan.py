@@ -46,6 +46,9 @@ MIN_LAST_FRACTION = 0.2  # a final partial epoch shorter than this is not worth 
 #: re-planned 21 <-> 22 epochs five times as each epoch's time wobbled around the boundary (the schedule re-timed each
 #: time); a plan that no longer fits always shrinks.
 MIN_GROWTH = 0.25
+#: ... and only to what would still fit were the epochs this much slower: the next 10-minute run still flipped
+#: 22 <-> 23 seven times, its epochs wobbling 25.1-26.1 s (4 %) over 15 epochs left (0.6 of an epoch).
+GROW_MARGIN = 0.05
 #: recipe auto: the probe is kept alone when fewer fine-tuning epochs than this fit after it. One: the plan fits the
 #: warm-up and decay into the epochs it plans, and fine-tuning replaces the probe only by beating it beyond val's
 #: noise (training.phase.improves). Measured at 2 minutes on 600 photo-like images (it was 3, which kept the probe
@@ -359,15 +362,17 @@ def replan(plan: Plan, done: int, epoch_s: float, elapsed_s: float) -> Plan:
         return plan
     cap = None if plan.max_epochs is None else max(0, plan.max_epochs - done)
     fixed_s = min(plan.fixed_s, 0.9 * epoch_s)
-    left, last = fit_epochs(plan.train_end_s - elapsed_s, epoch_s, fixed_s, plan.steps, cap)
+    left_s = plan.train_end_s - elapsed_s
+    fits = _plan_s(plan.epochs - done, plan.last_steps, plan.steps, epoch_s, fixed_s) <= left_s
+    # a plan that still fits grows only to what would fit were the epochs GROW_MARGIN slower (no flip-flop)
+    left, last = fit_epochs(left_s, epoch_s * (1 + GROW_MARGIN) if fits else epoch_s, fixed_s, plan.steps, cap)
     epochs = done + left
     if epochs <= done:  # nothing more fits: stop after this epoch
         epochs, last = done, None
     if (epochs, last) == (plan.epochs, plan.last_steps):
         return plan
-    old_left_s = _plan_s(plan.epochs - done, plan.last_steps, plan.steps, epoch_s, fixed_s)
     gain = _steps(epochs - done, last, plan.steps) - _steps(plan.epochs - done, plan.last_steps, plan.steps)
-    if old_left_s <= plan.train_end_s - elapsed_s and gain < MIN_GROWTH * plan.steps:
+    if fits and gain < MIN_GROWTH * plan.steps:
         return plan  # the plan still fits and growing it buys too little to re-time the schedule for
     note = plan.replanned
     if epochs != plan.epochs:
