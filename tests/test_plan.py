@@ -83,7 +83,8 @@ def test_epochs_cap_the_plan_and_a_budgeted_run_resumes(data, tmp_path):
 
 
 def test_replan_follows_the_machine_both_ways_and_fills_the_rest_with_a_partial_epoch():
-    from nextclass.training.plan import Plan, fit_epochs, replan
+    from nextclass.training.plan import Plan, fit_epochs
+    from nextclass.training.replan import replan
 
     # 100 steps an epoch; 2 s of each epoch is validation and checkpoints
     assert fit_epochs(100, 30, 5, 10) == (4, 2)  # 3 whole epochs, then 10 s: 5 s of training = 2 of 10 steps

@@ -26,7 +26,8 @@ from nextclass.training.batches import split_logits, train_batches
 from nextclass.training.context import Context
 from nextclass.training.defaults import ema_decay_for
 from nextclass.training.history import epoch_row, read_history, write_history
-from nextclass.training.plan import replan, save_plan
+from nextclass.training.plan import save_plan
+from nextclass.training.replan import replan
 from nextclass.training.step import Phase, build_parts, make_criterion, make_schedule, steps_per_epoch
 from nextclass.utils import log, progress_bar
 
@@ -188,7 +189,7 @@ class TrainPhase:
         return self.forward_model
 
     def _replan(self, done: int, epoch_s: float) -> None:
-        """--max-minutes: correct the planned epochs with the measured time per epoch (see training.plan.replan)."""
+        """--max-minutes: correct the planned epochs with the measured time per epoch (see training.replan)."""
         plan = broadcast_object(replan(self.ctx.plan, done, epoch_s, time.time() - self.ctx.started))
         if plan == self.ctx.plan:  # (under DDP a broadcast copy)
             return
